@@ -1,0 +1,31 @@
+//! `vsgd`: the command-line tool. `vsgd replay CASE.json [--dtype f32|f64]` runs a conformance
+//! case through the owning optimizer and prints the result as JSON (see `replay.rs`).
+
+mod replay;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage:
+  vsgd replay CASE.json [--dtype f32|f64]   run a conformance case, print JSON to stdout
+  vsgd help                                 this text";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("replay") => replay::main(&args[1..]),
+        Some("help" | "--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command '{other}'\n{USAGE}")),
+        None => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("vsgd: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! One step of one tensor over caller-owned slices: the stateless core every binding reaches.
+//!
+//! A step is split in two:
+//! 1. [`Scalars::new`] turns the configuration, the step number `t` and the learning rate into
+//!    the per-step constants (ρ = t^(−κ), bias corrections, 1 − η·λ, …), computed once per
+//!    tensor in `f64` with `libm` and then rounded to the element type, so every backend sees
+//!    the same constants;
+//! 2. an elementwise kernel applies them. [`portable`] is the reference; every faster path must
+//!    give the same bits.
+//!
+//! Kernels are elementwise, so any contiguous shard of a tensor (with the matching shards of its
+//! state arrays) can be stepped on its own: ZeRO-style sharding needs nothing more.
+
+pub mod portable;
+
+use crate::config::{Algorithm, Config};
+use crate::element::Element;
+use crate::error::Error;
+
+/// What to do with a gradient holding NaN or ±∞.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(u32)]
+pub enum NonFinitePolicy {
+    /// Leave the tensor untouched (parameter, state and step counter) and report it. Default.
+    #[default]
+    Skip = 0,
+    /// Return [`Error::NonFiniteGradient`], changing nothing.
+    Error = 1,
+    /// Apply the update anyway, as the published code does (NaN spreads into state).
+    Propagate = 2,
+}
+
+impl NonFinitePolicy {
+    /// Name used by the CLI and checkpoints.
+    pub const fn name(self) -> &'static str {
+        match self {
+            NonFinitePolicy::Skip => "skip",
+            NonFinitePolicy::Error => "error",
+            NonFinitePolicy::Propagate => "propagate",
+        }
+    }
+
+    /// Parses a name written by [`NonFinitePolicy::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "skip" => Some(NonFinitePolicy::Skip),
+            "error" => Some(NonFinitePolicy::Error),
+            "propagate" => Some(NonFinitePolicy::Propagate),
+            _ => None,
+        }
+    }
+}
+
+/// What a step did to one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The update was applied.
+    Applied,
+    /// The gradient was not finite and the tensor was left untouched
+    /// ([`NonFinitePolicy::Skip`]); the caller must not advance its step counter.
+    Skipped,
+}
+
+/// Options shared by every algorithm, rounded to the element type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Common<T> {
+    /// Learning rate η of this step.
+    pub lr: T,
+    /// 1 − η·λ (decoupled weight decay), computed in f64.
+    pub decay: T,
+    /// Whether λ ≠ 0 (when false, θ is not multiplied at all).
+    pub has_decay: bool,
+    /// Coupled L2 coefficient.
+    pub l2: T,
+    /// Whether l2 ≠ 0 (when false, nothing is added to the gradient: keeps −0.0 intact).
+    pub has_l2: bool,
+    /// Negate the gradient first.
+    pub maximize: bool,
+}
+
+impl<T: Element> Common<T> {
+    fn new(lr: f64, weight_decay: f64, l2: f64, maximize: bool) -> Self {
+        Common {
+            lr: T::from_f64(lr),
+            decay: T::from_f64(1.0 - lr * weight_decay),
+            has_decay: weight_decay != 0.0,
+            l2: T::from_f64(l2),
+            has_l2: l2 != 0.0,
+            maximize,
+        }
+    }
+
+    /// The gradient the update sees: ĝ, negated if `maximize`, plus `l2·θ` (θ before decay).
+    #[inline(always)]
+    pub fn grad(&self, g: T, p: T) -> T {
+        let g = if self.maximize { -g } else { g };
+        if self.has_l2 {
+            g + self.l2 * p
+        } else {
+            g
+        }
+    }
+
+    /// θ·(1 − η·λ), or θ unchanged when λ = 0.
+    #[inline(always)]
+    pub fn decayed(&self, p: T) -> T {
+        if self.has_decay {
+            p * self.decay
+        } else {
+            p
+        }
+    }
+}
+
+/// Per-step constants of VSGD. See [`crate::VsgdConfig`] for the rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VsgdScalars<T> {
+    /// Shared options.
+    pub common: Common<T>,
+    /// `t = 1`: use the prior variances instead of the state.
+    pub first: bool,
+    /// Prior variance of the systematic noise, pbg2 / (pa2 − 1) (used when `first`).
+    pub sg0: T,
+    /// Prior variance of the observation noise, pbhg2 / (pa2 − 1) (used when `first`).
+    pub shg0: T,
+    /// 1 / pa2.
+    pub inv_pa2: T,
+    /// pbg2 = 2γ.
+    pub pbg2: T,
+    /// pbhg2 = 2Kγ.
+    pub pbhg2: T,
+    /// ρ1 = t^(−κ1).
+    pub rho1: T,
+    /// 1 − ρ1.
+    pub omr1: T,
+    /// ρ2 = t^(−κ2).
+    pub rho2: T,
+    /// 1 − ρ2.
+    pub omr2: T,
+    /// Denominator guard.
+    pub eps: T,
+}
+
+/// Per-step constants of Constant VSGD. See [`crate::ConstantVsgdConfig`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConstantVsgdScalars<T> {
+    /// Shared options.
+    pub common: Common<T>,
+    /// `t = 1`: use the prior variance.
+    pub first: bool,
+    /// Prior observation variance pb2 / (2γ + 1e-4).
+    pub v0: T,
+    /// 1 / pa2, pa2 = 2γ + 2.
+    pub inv_pa2: T,
+    /// pb2 = 2γ.
+    pub pb2: T,
+    /// K.
+    pub k: T,
+    /// 1 / (K + 1).
+    pub inv_k1: T,
+    /// ρ = t^(−κ).
+    pub rho: T,
+    /// 1 − ρ.
+    pub omr: T,
+    /// Denominator guard.
+    pub eps: T,
+}
+
+/// Per-step constants of Adam and AdamW. See [`crate::AdamConfig`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamScalars<T> {
+    /// Shared options.
+    pub common: Common<T>,
+    /// β1.
+    pub beta1: T,
+    /// 1 − β1.
+    pub omb1: T,
+    /// β2.
+    pub beta2: T,
+    /// 1 − β2.
+    pub omb2: T,
+    /// η / (1 − β1^t).
+    pub step_size: T,
+    /// sqrt(1 − β2^t).
+    pub bc2_sqrt: T,
+    /// Denominator guard.
+    pub eps: T,
+}
+
+/// Per-step constants of SGD with momentum. See [`crate::SgdmConfig`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdmScalars<T> {
+    /// Shared options.
+    pub common: Common<T>,
+    /// `t = 1`: the buffer becomes the gradient.
+    pub first: bool,
+    /// Momentum μ.
+    pub momentum: T,
+    /// 1 − dampening.
+    pub omd: T,
+    /// Nesterov look-ahead.
+    pub nesterov: bool,
+}
+
+/// The per-step constants of any algorithm.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalars<T> {
+    /// VSGD.
+    Vsgd(VsgdScalars<T>),
+    /// Constant VSGD.
+    ConstantVsgd(ConstantVsgdScalars<T>),
+    /// Adam and AdamW.
+    Adam(AdamScalars<T>),
+    /// SGD with momentum.
+    Sgdm(SgdmScalars<T>),
+}
+
+/// t^(−κ), in f64 with `libm` (the same bits on every target).
+pub fn rho(t: u64, kappa: f64) -> f64 {
+    libm::pow(t as f64, -kappa)
+}
+
+impl<T: Element> Scalars<T> {
+    /// The constants of step `t` (≥ 1) at learning rate `lr`. The configuration is assumed
+    /// valid ([`Config::validate`]); `lr` finite and ≥ 0.
+    pub fn new(config: &Config, t: u64, lr: f64) -> Self {
+        let first = t <= 1;
+        let r = T::from_f64;
+        match *config {
+            Config::Vsgd(c) => {
+                let gamma = c.ps;
+                let pa2 = 2.0 * gamma + 1.0 + 1e-4;
+                let pbg2 = 2.0 * gamma;
+                let pbhg2 = 2.0 * c.ghattg * gamma;
+                let rho1 = rho(t, c.tau1);
+                let rho2 = rho(t, c.tau2);
+                Scalars::Vsgd(VsgdScalars {
+                    common: Common::new(lr, c.weight_decay, c.l2, c.maximize),
+                    first,
+                    sg0: r(pbg2 / (pa2 - 1.0)),
+                    shg0: r(pbhg2 / (pa2 - 1.0)),
+                    inv_pa2: r(1.0 / pa2),
+                    pbg2: r(pbg2),
+                    pbhg2: r(pbhg2),
+                    rho1: r(rho1),
+                    omr1: r(1.0 - rho1),
+                    rho2: r(rho2),
+                    omr2: r(1.0 - rho2),
+                    eps: r(c.eps),
+                })
+            }
+            Config::ConstantVsgd(c) => {
+                let gamma = c.ps;
+                let pa2 = 2.0 * gamma + 2.0;
+                let pb2 = 2.0 * gamma;
+                let rho = rho(t, c.tau);
+                Scalars::ConstantVsgd(ConstantVsgdScalars {
+                    common: Common::new(lr, c.weight_decay, c.l2, c.maximize),
+                    first,
+                    v0: r(pb2 / (2.0 * gamma + 1e-4)),
+                    inv_pa2: r(1.0 / pa2),
+                    pb2: r(pb2),
+                    k: r(c.ghattg),
+                    inv_k1: r(1.0 / (c.ghattg + 1.0)),
+                    rho: r(rho),
+                    omr: r(1.0 - rho),
+                    eps: r(c.eps),
+                })
+            }
+            Config::Adam(c) | Config::AdamW(c) => {
+                let tf = t as f64;
+                let bc1 = 1.0 - libm::pow(c.beta1, tf);
+                let bc2 = 1.0 - libm::pow(c.beta2, tf);
+                Scalars::Adam(AdamScalars {
+                    common: Common::new(lr, c.weight_decay, c.l2, c.maximize),
+                    beta1: r(c.beta1),
+                    omb1: r(1.0 - c.beta1),
+                    beta2: r(c.beta2),
+                    omb2: r(1.0 - c.beta2),
+                    step_size: r(lr / bc1),
+                    bc2_sqrt: r(libm::sqrt(bc2)),
+                    eps: r(c.eps),
+                })
+            }
+            Config::Sgdm(c) => Scalars::Sgdm(SgdmScalars {
+                common: Common::new(lr, c.weight_decay, c.l2, c.maximize),
+                first,
+                momentum: r(c.momentum),
+                omd: r(1.0 - c.dampening),
+                nesterov: c.nesterov,
+            }),
+        }
+    }
+
+    /// The algorithm family these constants drive (AdamW reports [`Algorithm::Adam`]).
+    pub fn state_count(&self) -> usize {
+        match self {
+            Scalars::Vsgd(_) => 3,
+            Scalars::ConstantVsgd(_) => 2,
+            Scalars::Adam(_) => 2,
+            Scalars::Sgdm(_) => 1,
+        }
+    }
+}
+
+/// Applies one step to `param` given `grad` and the state arrays, with the fastest path this
+/// build has. Lengths must already agree (checked by every public caller); `state` holds
+/// [`Scalars::state_count`] arrays.
+#[inline]
+pub fn apply<T: Element>(s: &Scalars<T>, param: &mut [T], grad: &[T], state: &mut [&mut [T]]) {
+    portable::apply(s, param, grad, state)
+}
+
+/// `true` when every element is finite (no NaN, no ±∞).
+#[inline]
+pub fn all_finite<T: Element>(x: &[T]) -> bool {
+    portable::all_finite(x)
+}
+
+/// Checks a learning rate given at run time: finite and ≥ 0.
+pub fn check_lr(lr: f64) -> Result<(), Error> {
+    if lr.is_finite() && lr >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidLearningRate { lr })
+    }
+}
+
+/// Checks that `param`, `grad` and every state array have one length and that the number of
+/// state arrays fits `algorithm`.
+pub fn check_lengths<T>(
+    algorithm: Algorithm,
+    param: &[T],
+    grad: &[T],
+    state: &[&mut [T]],
+) -> Result<(), Error> {
+    let n = param.len();
+    if grad.len() != n {
+        return Err(Error::LengthMismatch {
+            what: "grad",
+            expected: n,
+            got: grad.len(),
+        });
+    }
+    if state.len() != algorithm.state_count() {
+        return Err(Error::StateCount {
+            expected: algorithm.state_count(),
+            got: state.len(),
+        });
+    }
+    for s in state {
+        if s.len() != n {
+            return Err(Error::LengthMismatch {
+                what: "state",
+                expected: n,
+                got: s.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One step of one tensor (or of any contiguous shard of it) over caller-owned buffers.
+///
+/// `t` is the number of this update (1 for the first); the caller keeps the counter and
+/// advances it only when the outcome is [`StepOutcome::Applied`]. `state` holds the
+/// algorithm's arrays in the order of [`Algorithm::state_names`], zero before the first step.
+/// Nothing is modified when an error is returned.
+///
+/// ```
+/// use vsgd::{kernels, Config, Algorithm, NonFinitePolicy};
+/// let config = Config::default_for(Algorithm::Vsgd);
+/// let (mut p, g) = ([1.0f32, -2.0], [0.5f32, 0.25]);
+/// let (mut mug, mut bg, mut bhg) = ([0.0f32; 2], [0.0f32; 2], [0.0f32; 2]);
+/// let out = kernels::step(&config, 1, 0.1, &mut p, &g, &mut [&mut mug, &mut bg, &mut bhg],
+///                         NonFinitePolicy::Skip).unwrap();
+/// assert_eq!(out, kernels::StepOutcome::Applied);
+/// assert!(p[0] < 1.0 && p[1] < -2.0);
+/// ```
+pub fn step<T: Element>(
+    config: &Config,
+    t: u64,
+    lr: f64,
+    param: &mut [T],
+    grad: &[T],
+    state: &mut [&mut [T]],
+    policy: NonFinitePolicy,
+) -> Result<StepOutcome, Error> {
+    config.validate()?;
+    check_lr(lr)?;
+    if t == 0 {
+        return Err(Error::InvalidStep { step: t });
+    }
+    check_lengths(config.algorithm(), param, grad, state)?;
+    if policy != NonFinitePolicy::Propagate && !all_finite(grad) {
+        return match policy {
+            NonFinitePolicy::Error => Err(Error::NonFiniteGradient { tensor: 0 }),
+            _ => Ok(StepOutcome::Skipped),
+        };
+    }
+    let s = Scalars::<T>::new(config, t, lr);
+    apply(&s, param, grad, state);
+    Ok(StepOutcome::Applied)
+}
+
+/// Effective momentum of VSGD per element, `bhg / (bg + bhg)` (the authors'
+/// `get_current_beta1_estimate`): the weight the previous mean gets when the next gradient
+/// arrives. Written into `out`; lengths must match.
+pub fn effective_momentum<T: Element>(bg: &[T], bhg: &[T], out: &mut [T]) -> Result<(), Error> {
+    if bg.len() != out.len() || bhg.len() != out.len() {
+        return Err(Error::LengthMismatch {
+            what: "effective momentum",
+            expected: out.len(),
+            got: if bg.len() != out.len() {
+                bg.len()
+            } else {
+                bhg.len()
+            },
+        });
+    }
+    for ((o, &b), &h) in out.iter_mut().zip(bg).zip(bhg) {
+        *o = h / (b + h);
+    }
+    Ok(())
+}

@@ -1,0 +1,514 @@
+//! The owning optimizer: registered tensors with their state, parameter groups, schedules and
+//! step counters. Parameters and gradients stay with the caller; only state lives here.
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::any::Any;
+
+use crate::config::{Algorithm, Config};
+use crate::element::{DType, Element};
+use crate::error::Error;
+use crate::kernels::{self, NonFinitePolicy, Scalars, StepOutcome};
+use crate::schedule::LrSchedule;
+
+/// Index of a registered tensor (in registration order, from 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub usize);
+
+/// Index of a parameter group (group 0 is created with the optimizer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub usize);
+
+/// How to register a tensor: shape, element type, optional name and group.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorSpec<'a> {
+    /// Shape (row-major); `[]` is a scalar. The element count is the product.
+    pub shape: &'a [usize],
+    /// Element type of the parameter, gradient and state (default `f32`).
+    pub dtype: DType,
+    /// Optional name, reported in errors, read-outs and checkpoints.
+    pub name: Option<&'a str>,
+    /// Parameter group (default group 0).
+    pub group: GroupId,
+}
+
+impl<'a> TensorSpec<'a> {
+    /// An `f32` tensor of `shape` in group 0, unnamed.
+    pub fn new(shape: &'a [usize]) -> Self {
+        TensorSpec {
+            shape,
+            dtype: DType::F32,
+            name: None,
+            group: GroupId(0),
+        }
+    }
+
+    /// Sets the element type.
+    pub fn dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// Sets the name.
+    pub fn name(mut self, name: &'a str) -> Self {
+        self.name = Some(name);
+        self
+    }
+
+    /// Sets the group.
+    pub fn group(mut self, group: GroupId) -> Self {
+        self.group = group;
+        self
+    }
+}
+
+/// A tensor's state arrays, contiguous: array `j` (in [`Algorithm::state_names`] order) is
+/// `[j·len, (j+1)·len)`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum StateBuf {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl StateBuf {
+    fn zeros(dtype: DType, n: usize) -> Self {
+        match dtype {
+            DType::F32 => StateBuf::F32(vec![0.0; n]),
+            DType::F64 => StateBuf::F64(vec![0.0; n]),
+        }
+    }
+
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            StateBuf::F32(_) => DType::F32,
+            StateBuf::F64(_) => DType::F64,
+        }
+    }
+
+    pub(crate) fn get<T: Element>(&self) -> Option<&[T]> {
+        match self {
+            StateBuf::F32(v) => (v as &dyn Any).downcast_ref::<Vec<T>>(),
+            StateBuf::F64(v) => (v as &dyn Any).downcast_ref::<Vec<T>>(),
+        }
+        .map(|v| v.as_slice())
+    }
+
+    pub(crate) fn get_mut<T: Element>(&mut self) -> Option<&mut [T]> {
+        match self {
+            StateBuf::F32(v) => (v as &mut dyn Any).downcast_mut::<Vec<T>>(),
+            StateBuf::F64(v) => (v as &mut dyn Any).downcast_mut::<Vec<T>>(),
+        }
+        .map(|v| v.as_mut_slice())
+    }
+}
+
+/// Splits a contiguous state buffer into its `k` arrays of `n` elements and calls `f`.
+pub(crate) fn with_arrays<T, R>(
+    buf: &mut [T],
+    n: usize,
+    k: usize,
+    f: impl FnOnce(&mut [&mut [T]]) -> R,
+) -> R {
+    match k {
+        1 => f(&mut [&mut buf[..n]]),
+        2 => {
+            let (a, b) = buf.split_at_mut(n);
+            f(&mut [a, &mut b[..n]])
+        }
+        3 => {
+            let (a, rest) = buf.split_at_mut(n);
+            let (b, c) = rest.split_at_mut(n);
+            f(&mut [a, b, &mut c[..n]])
+        }
+        _ => unreachable!("every algorithm has 1 to 3 state arrays"),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Group {
+    pub(crate) config: Config,
+    pub(crate) schedule: LrSchedule,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Tensor {
+    pub(crate) name: Option<String>,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) len: usize,
+    pub(crate) group: usize,
+    pub(crate) step: u64,
+    pub(crate) state: StateBuf,
+}
+
+/// What [`Optimizer::tensor_info`] reports.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorInfo<'a> {
+    /// Registered name, if any.
+    pub name: Option<&'a str>,
+    /// Registered shape.
+    pub shape: &'a [usize],
+    /// Element count.
+    pub len: usize,
+    /// Element type.
+    pub dtype: DType,
+    /// Parameter group.
+    pub group: GroupId,
+    /// Updates applied so far (skipped steps do not count).
+    pub step: u64,
+}
+
+/// What [`Optimizer::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StepReport {
+    /// Tensors updated.
+    pub applied: usize,
+    /// Tensors left untouched because their gradient was not finite
+    /// ([`NonFinitePolicy::Skip`]); [`Optimizer::last_skipped`] names them.
+    pub skipped: usize,
+}
+
+/// An optimizer owning the state of registered tensors.
+///
+/// All groups run the same algorithm (the state layout depends on it) with their own
+/// hyperparameters and schedule. Each tensor has its own step counter; the learning rate of a
+/// tensor's update number `t` is `group lr × schedule.factor(t)`.
+///
+/// ```
+/// use vsgd::{Optimizer, Config, Algorithm, TensorSpec};
+/// let mut opt = Optimizer::new(Config::default_for(Algorithm::Vsgd)).unwrap();
+/// let w = opt.add_tensor(TensorSpec::new(&[2, 2]).name("w")).unwrap();
+/// let mut param = [1.0f32, 2.0, 3.0, 4.0];
+/// let grad = [0.1f32, -0.2, 0.3, -0.4];
+/// opt.step_tensor(w, &mut param, &grad).unwrap();
+/// assert_eq!(opt.step_count(w).unwrap(), 1);
+/// assert!(param[0] < 1.0 && param[1] > 2.0);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Optimizer {
+    pub(crate) groups: Vec<Group>,
+    pub(crate) tensors: Vec<Tensor>,
+    pub(crate) policy: NonFinitePolicy,
+    skipped: Vec<TensorId>,
+}
+
+impl Optimizer {
+    /// An optimizer with no tensors and one group (group 0) configured by `config`.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Optimizer {
+            groups: vec![Group {
+                config,
+                schedule: LrSchedule::default(),
+            }],
+            tensors: Vec::new(),
+            policy: NonFinitePolicy::default(),
+            skipped: Vec::new(),
+        })
+    }
+
+    /// The algorithm every group runs.
+    pub fn algorithm(&self) -> Algorithm {
+        self.groups[0].config.algorithm()
+    }
+
+    /// Adds a parameter group with its own hyperparameters (same algorithm as group 0).
+    pub fn add_group(&mut self, config: Config) -> Result<GroupId, Error> {
+        self.check_algorithm(&config)?;
+        config.validate()?;
+        self.groups.push(Group {
+            config,
+            schedule: LrSchedule::default(),
+        });
+        Ok(GroupId(self.groups.len() - 1))
+    }
+
+    fn check_algorithm(&self, config: &Config) -> Result<(), Error> {
+        if config.algorithm() != self.algorithm() {
+            return Err(Error::AlgorithmMismatch {
+                expected: self.algorithm(),
+                got: config.algorithm(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of groups.
+    pub fn num_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn group(&self, g: GroupId) -> Result<&Group, Error> {
+        self.groups
+            .get(g.0)
+            .ok_or(Error::UnknownGroup { group: g.0 })
+    }
+
+    fn group_mut(&mut self, g: GroupId) -> Result<&mut Group, Error> {
+        self.groups
+            .get_mut(g.0)
+            .ok_or(Error::UnknownGroup { group: g.0 })
+    }
+
+    /// A group's configuration.
+    pub fn config(&self, g: GroupId) -> Result<&Config, Error> {
+        Ok(&self.group(g)?.config)
+    }
+
+    /// Replaces a group's configuration (same algorithm; state is kept).
+    pub fn set_config(&mut self, g: GroupId, config: Config) -> Result<(), Error> {
+        self.check_algorithm(&config)?;
+        config.validate()?;
+        self.group_mut(g)?.config = config;
+        Ok(())
+    }
+
+    /// Sets a group's base learning rate (finite, ≥ 0; 0 freezes the group's parameters).
+    pub fn set_lr(&mut self, g: GroupId, lr: f64) -> Result<(), Error> {
+        kernels::check_lr(lr)?;
+        self.group_mut(g)?.config.set_lr(lr);
+        Ok(())
+    }
+
+    /// Sets a group's schedule.
+    pub fn set_schedule(&mut self, g: GroupId, schedule: LrSchedule) -> Result<(), Error> {
+        schedule.validate()?;
+        self.group_mut(g)?.schedule = schedule;
+        Ok(())
+    }
+
+    /// A group's schedule.
+    pub fn schedule(&self, g: GroupId) -> Result<&LrSchedule, Error> {
+        Ok(&self.group(g)?.schedule)
+    }
+
+    /// The learning rate a group's tensors get at their update number `t` (≥ 1).
+    pub fn lr_at(&self, g: GroupId, t: u64) -> Result<f64, Error> {
+        let group = self.group(g)?;
+        Ok(group.config.lr() * group.schedule.factor(t))
+    }
+
+    /// The non-finite-gradient policy (default [`NonFinitePolicy::Skip`]).
+    pub fn policy(&self) -> NonFinitePolicy {
+        self.policy
+    }
+
+    /// Sets the non-finite-gradient policy.
+    pub fn set_policy(&mut self, policy: NonFinitePolicy) {
+        self.policy = policy;
+    }
+
+    /// Registers a tensor; its state starts at zero and its step counter at 0.
+    pub fn add_tensor(&mut self, spec: TensorSpec<'_>) -> Result<TensorId, Error> {
+        self.group(spec.group)?;
+        let len = spec
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or(Error::ShapeOverflow)?;
+        let total = len
+            .checked_mul(self.algorithm().state_count())
+            .ok_or(Error::ShapeOverflow)?;
+        self.skipped.reserve(1);
+        self.tensors.push(Tensor {
+            name: spec.name.map(String::from),
+            shape: spec.shape.to_vec(),
+            len,
+            group: spec.group.0,
+            step: 0,
+            state: StateBuf::zeros(spec.dtype, total),
+        });
+        Ok(TensorId(self.tensors.len() - 1))
+    }
+
+    /// Number of registered tensors.
+    pub fn num_tensors(&self) -> usize {
+        self.tensors.len()
+    }
+
+    fn tensor(&self, id: TensorId) -> Result<&Tensor, Error> {
+        self.tensors
+            .get(id.0)
+            .ok_or(Error::UnknownTensor { tensor: id.0 })
+    }
+
+    /// The tensor registered under `name`, if any.
+    pub fn find(&self, name: &str) -> Option<TensorId> {
+        self.tensors
+            .iter()
+            .position(|t| t.name.as_deref() == Some(name))
+            .map(TensorId)
+    }
+
+    /// What is registered for a tensor.
+    pub fn tensor_info(&self, id: TensorId) -> Result<TensorInfo<'_>, Error> {
+        let t = self.tensor(id)?;
+        Ok(TensorInfo {
+            name: t.name.as_deref(),
+            shape: &t.shape,
+            len: t.len,
+            dtype: t.state.dtype(),
+            group: GroupId(t.group),
+            step: t.step,
+        })
+    }
+
+    /// Updates applied to a tensor so far.
+    pub fn step_count(&self, id: TensorId) -> Result<u64, Error> {
+        Ok(self.tensor(id)?.step)
+    }
+
+    /// A state array of a tensor by name ([`Algorithm::state_names`]).
+    pub fn state<T: Element>(&self, id: TensorId, name: &str) -> Result<&[T], Error> {
+        let j = self.state_index(name)?;
+        let t = self.tensor(id)?;
+        let buf = t.state.get::<T>().ok_or(Error::DTypeMismatch {
+            tensor: id.0,
+            expected: t.state.dtype(),
+            got: T::DTYPE,
+        })?;
+        Ok(&buf[j * t.len..(j + 1) * t.len])
+    }
+
+    /// A state array of a tensor by name, writable (for restoring state from elsewhere).
+    pub fn state_mut<T: Element>(&mut self, id: TensorId, name: &str) -> Result<&mut [T], Error> {
+        let j = self.state_index(name)?;
+        let t = self
+            .tensors
+            .get_mut(id.0)
+            .ok_or(Error::UnknownTensor { tensor: id.0 })?;
+        let (len, dtype) = (t.len, t.state.dtype());
+        let buf = t.state.get_mut::<T>().ok_or(Error::DTypeMismatch {
+            tensor: id.0,
+            expected: dtype,
+            got: T::DTYPE,
+        })?;
+        Ok(&mut buf[j * len..(j + 1) * len])
+    }
+
+    fn state_index(&self, name: &str) -> Result<usize, Error> {
+        let a = self.algorithm();
+        a.state_names()
+            .iter()
+            .position(|&n| n == name)
+            .ok_or(Error::UnknownStateArray { algorithm: a })
+    }
+
+    /// VSGD's effective momentum `bhg / (bg + bhg)` per element of a tensor, into `out`
+    /// (see [`kernels::effective_momentum`]). Only for VSGD.
+    pub fn effective_momentum<T: Element>(&self, id: TensorId, out: &mut [T]) -> Result<(), Error> {
+        if self.algorithm() != Algorithm::Vsgd {
+            return Err(Error::AlgorithmMismatch {
+                expected: Algorithm::Vsgd,
+                got: self.algorithm(),
+            });
+        }
+        kernels::effective_momentum(self.state(id, "bg")?, self.state(id, "bhg")?, out)
+    }
+
+    /// Tensors skipped by the last [`Optimizer::step`] or [`Optimizer::step_tensor`] call.
+    pub fn last_skipped(&self) -> &[TensorId] {
+        &self.skipped
+    }
+
+    /// Checks one tensor's buffers and gradient; `Ok(false)` means: skip it.
+    fn check<T: Element>(&self, id: TensorId, param: &[T], grad: &[T]) -> Result<bool, Error> {
+        let t = self.tensor(id)?;
+        if t.state.dtype() != T::DTYPE {
+            return Err(Error::DTypeMismatch {
+                tensor: id.0,
+                expected: t.state.dtype(),
+                got: T::DTYPE,
+            });
+        }
+        for (what, len) in [("param", param.len()), ("grad", grad.len())] {
+            if len != t.len {
+                return Err(Error::LengthMismatch {
+                    what,
+                    expected: t.len,
+                    got: len,
+                });
+            }
+        }
+        if t.step == u64::MAX {
+            return Err(Error::InvalidStep { step: t.step });
+        }
+        if self.policy == NonFinitePolicy::Propagate || kernels::all_finite(grad) {
+            return Ok(true);
+        }
+        match self.policy {
+            NonFinitePolicy::Error => Err(Error::NonFiniteGradient { tensor: id.0 }),
+            _ => Ok(false),
+        }
+    }
+
+    /// Applies one update to a checked tensor.
+    fn apply<T: Element>(&mut self, id: TensorId, param: &mut [T], grad: &[T]) {
+        let t = &mut self.tensors[id.0];
+        let group = &self.groups[t.group];
+        let step = t.step + 1;
+        let lr = group.config.lr() * group.schedule.factor(step);
+        let s = Scalars::<T>::new(&group.config, step, lr);
+        let (n, k) = (t.len, s.state_count());
+        let buf = t.state.get_mut::<T>().expect("dtype checked");
+        with_arrays(buf, n, k, |state| kernels::apply(&s, param, grad, state));
+        t.step = step;
+    }
+
+    /// One update of one tensor. On error nothing changes; a non-finite gradient under
+    /// [`NonFinitePolicy::Skip`] returns [`StepOutcome::Skipped`] and changes nothing.
+    pub fn step_tensor<T: Element>(
+        &mut self,
+        id: TensorId,
+        param: &mut [T],
+        grad: &[T],
+    ) -> Result<StepOutcome, Error> {
+        self.skipped.clear();
+        if !self.check(id, param, grad)? {
+            self.skipped.push(id);
+            return Ok(StepOutcome::Skipped);
+        }
+        self.apply(id, param, grad);
+        Ok(StepOutcome::Applied)
+    }
+
+    /// One update of every registered tensor, in registration order (`params[i]` and
+    /// `grads[i]` belong to tensor `i`; all of element type `T`). Every tensor is checked
+    /// before any is touched, so an error changes nothing. Does not allocate.
+    pub fn step<T: Element>(
+        &mut self,
+        params: &mut [&mut [T]],
+        grads: &[&[T]],
+    ) -> Result<StepReport, Error> {
+        let n = self.tensors.len();
+        for (what, len) in [("params", params.len()), ("grads", grads.len())] {
+            if len != n {
+                return Err(Error::LengthMismatch {
+                    what,
+                    expected: n,
+                    got: len,
+                });
+            }
+        }
+        self.skipped.clear();
+        for i in 0..n {
+            if !self.check(TensorId(i), params[i], grads[i])? {
+                self.skipped.push(TensorId(i));
+            }
+        }
+        let mut report = StepReport {
+            applied: 0,
+            skipped: self.skipped.len(),
+        };
+        let mut next_skip = 0;
+        for i in 0..n {
+            if self.skipped.get(next_skip) == Some(&TensorId(i)) {
+                next_skip += 1;
+                continue;
+            }
+            self.apply(TensorId(i), params[i], grads[i]);
+            report.applied += 1;
+        }
+        Ok(report)
+    }
+}
