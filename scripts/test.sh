@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# All the tests: the command README.md shows and CI (.ci/run) calls. Installs what it needs on a
+# fresh machine (Rust components, Debian's wasm toolchain, ...), then runs:
+#   format and lint checks, `cargo test` for the workspace, the conformance cases through the
+#   `vsgd` binary and check.py, the no_std wasm32 build, and every scripts/test.d/*.sh
+#   (one file per binding or concern, each self-contained).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain components"
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+if ! command -v python3 >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+step "conformance through the CLI (vsgd replay + check.py)"
+bash scripts/check-conformance.sh
+
+step "no_std build for wasm32 (core + alloc only)"
+bash scripts/check-nostd-wasm.sh
+
+shopt -s nullglob
+for t in scripts/test.d/*.sh; do
+    step "$t"
+    bash "$t"
+done
+
+step "all tests passed"
