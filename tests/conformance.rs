@@ -49,18 +49,22 @@ fn cases() -> Vec<PathBuf> {
     v
 }
 
+/// Replays a parsed case from the start and returns the result object.
+fn replay_case<T: Element>(case: &replay::Case) -> Value {
+    let mut opt = case.optimizer::<T>().unwrap();
+    let mut params = case.params::<T>();
+    let mut recorded = Vec::new();
+    case.run(&mut opt, &mut params, 0, case.steps, &mut recorded)
+        .unwrap();
+    replay::result::<T>(case, &opt, recorded)
+}
+
 fn run<T: Element>(dtype: &str) {
     let mut failures = Vec::new();
     for path in cases() {
         let text = std::fs::read_to_string(&path).unwrap();
         let raw: Value = serde_json::from_str(&text).unwrap();
-        let case = replay::Case::parse(&text).unwrap();
-        let mut opt = case.optimizer::<T>().unwrap();
-        let mut params = case.params::<T>();
-        let mut recorded = Vec::new();
-        case.run(&mut opt, &mut params, 0, case.steps, &mut recorded)
-            .unwrap();
-        let got = replay::result::<T>(&case, &opt, recorded);
+        let got = replay_case::<T>(&replay::Case::parse(&text).unwrap());
         let expected = &raw["expected"];
         assert_eq!(got["checkpoints"], expected["checkpoints"]);
         let tol = &raw["tolerance"][dtype];
@@ -106,12 +110,7 @@ fn a_wrong_result_fails_the_rule() {
     let raw: Value = serde_json::from_str(&text).unwrap();
     let mut case = replay::Case::parse(&text).unwrap();
     case.grads[0][0][0] += 1e-3;
-    let mut opt = case.optimizer::<f64>().unwrap();
-    let mut params = case.params::<f64>();
-    let mut recorded = Vec::new();
-    case.run(&mut opt, &mut params, 0, case.steps, &mut recorded)
-        .unwrap();
-    let got = replay::result::<f64>(&case, &opt, recorded);
+    let got = replay_case::<f64>(&case);
     assert!(worst(&got["param"], &raw["expected"]["param"]) > 1e-9);
 }
 
