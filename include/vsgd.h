@@ -6,8 +6,10 @@
  *
  * Conventions (every function follows them unless its comment says otherwise):
  *  - Every fallible function returns a vsgd_result: VSGD_RESULT_OK (0) or the reason it
- *    failed. On failure nothing the caller passed is changed and a message is recorded for
- *    this thread (vsgd_last_error). Nothing ever aborts the process or unwinds into C.
+ *    failed. On failure nothing the caller passed is changed (exceptions, documented where
+ *    they apply: VSGD_RESULT_BUFFER_TOO_SMALL writes what fits; vsgd_optimizer_new sets *out
+ *    to NULL) and a message is recorded for this thread (vsgd_last_error). Nothing ever
+ *    aborts the process or unwinds into C.
  *  - Pointer arguments may be NULL only where documented (NULL_PARAMETER otherwise);
  *    buffers may be NULL when their length is 0. Buffers are borrowed for the call only.
  *  - Enum-like types are uint32_t typedefs with VSGD_* constants; other values are

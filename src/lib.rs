@@ -23,7 +23,7 @@
 //! let mut opt = Optimizer::new(Config::Vsgd(VsgdConfig { lr: 0.05, ..Default::default() }))?;
 //! let w = opt.add_tensor(TensorSpec::new(&[3]).name("w"))?;
 //! let mut param = [1.0f32, -1.0, 0.5];
-//! for _ in 0..100 {
+//! for _ in 0..300 {
 //!     // gradient of ½‖θ‖²
 //!     let grad = param;
 //!     opt.step_tensor(w, &mut param, &grad)?;

@@ -16,6 +16,11 @@
 #![allow(non_camel_case_types)]
 #![warn(missing_docs)]
 
+// Every export turns a panic into VSGD_RESULT_PANIC with `catch_unwind`, which does nothing
+// under `panic = "abort"`: refuse to build a library whose promise would silently not hold.
+#[cfg(panic = "abort")]
+compile_error!("vsgd-ffi must be built with panic = \"unwind\" (its exports catch panics)");
+
 mod buffers;
 mod config;
 mod error;
