@@ -20,6 +20,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Miri over the binding's unit tests: every pointer path of the exports (checks, slices,
+# handle lease, panic guard) under Stacked Borrows and the leak checker.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    echo "--- miri: cargo +nightly miri test -p vsgd-ffi --lib"
+    rustup component list --installed --toolchain nightly 2>/dev/null | grep -q '^miri' ||
+        rustup component add miri rust-src --toolchain nightly
+    cargo +nightly miri test -q -p vsgd-ffi --lib
+else
+    echo "--- miri: SKIPPED (no nightly toolchain on this machine; the C checks below still run)"
+fi
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 prefix="$work/prefix"

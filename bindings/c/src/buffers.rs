@@ -103,25 +103,22 @@ pub(crate) unsafe fn copy_str(
     if buf.is_null() && len > 0 {
         return Err(Failure::null("buf"));
     }
-    if let Some(n) = out_len {
-        *n = s.len();
+    let mut n = 0;
+    if len > 0 {
+        n = s.len().min(len - 1);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        // SAFETY: `buf` is valid for `len` > n bytes (caller); `s` is a Rust string, which
+        // cannot overlap a caller's buffer that we are allowed to write.
+        unsafe {
+            core::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), n);
+            buf.add(n).write(0);
+        }
     }
-    if len == 0 {
-        return if s.is_empty() {
-            Ok(())
-        } else {
-            Err(too_small(s.len()))
-        };
-    }
-    let mut n = s.len().min(len - 1);
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    // SAFETY: `buf` is valid for `len` > n bytes (caller); `s` is a Rust string, which cannot
-    // overlap a caller's buffer that we are allowed to write.
-    unsafe {
-        core::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), n);
-        buf.add(n).write(0);
+    // Written last: the reported length is the whole text, cut or not.
+    if let Some(total) = out_len {
+        *total = s.len();
     }
     if n < s.len() {
         Err(too_small(s.len()))
@@ -308,7 +305,7 @@ mod tests {
         assert!(check_buffer(core::ptr::null::<f32>(), 0, false, "x", None).is_ok());
         let e = check_buffer(core::ptr::null::<f32>(), 1, false, "x", None).unwrap_err();
         assert_eq!(e.code, VSGD_RESULT_NULL_PARAMETER);
-        let odd = (x.as_ptr() as usize + 1) as *const f32;
+        let odd = x.as_ptr().cast::<u8>().wrapping_add(1).cast::<f32>();
         let e = check_buffer(odd, 1, false, "x", Some(2)).unwrap_err();
         assert_eq!(e.code, VSGD_RESULT_MISALIGNED_BUFFER);
         assert!(e.message.contains("x[2]"));

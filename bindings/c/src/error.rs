@@ -213,6 +213,14 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     }
 }
 
+/// Frees a caught panic's payload. Its `Drop` could itself panic (an exotic payload type):
+/// that second panic is caught too and its payload leaked, so nothing unwinds into C.
+fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
+}
+
 /// Runs the body of export `func`: a panic becomes `VSGD_RESULT_PANIC`, an error its code, and
 /// either records the last error message of this thread.
 pub(crate) fn guard(func: &'static str, f: impl FnOnce() -> Result<(), Failure>) -> vsgd_result {
@@ -226,9 +234,7 @@ pub(crate) fn guard(func: &'static str, f: impl FnOnce() -> Result<(), Failure>)
         }
         Err(payload) => {
             set_last_error(func, &format!("panic: {}", panic_message(&*payload)));
-            // Dropping the payload could itself panic (a payload with a panicking Drop);
-            // forget it rather than risk unwinding out of this function.
-            std::mem::forget(payload);
+            drop_payload(payload);
             VSGD_RESULT_PANIC
         }
     }
@@ -283,7 +289,7 @@ pub unsafe extern "C" fn vsgd_last_error(
         Ok(Ok(())) => VSGD_RESULT_OK,
         Ok(Err(e)) => e.code,
         Err(payload) => {
-            std::mem::forget(payload);
+            drop_payload(payload);
             VSGD_RESULT_PANIC
         }
     }

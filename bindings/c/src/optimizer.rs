@@ -936,7 +936,7 @@ mod tests {
     #[test]
     fn new_clears_out_on_failure() {
         let mut c = core::mem::MaybeUninit::<vsgd_config>::uninit();
-        let mut h = 1usize as *mut vsgd_optimizer;
+        let mut h = core::ptr::NonNull::<vsgd_optimizer>::dangling().as_ptr();
         // SAFETY: valid pointers.
         unsafe {
             crate::config::vsgd_config_default(VSGD_ALGORITHM_VSGD, c.as_mut_ptr());
@@ -961,7 +961,8 @@ mod tests {
                     VSGD_RESULT_OK
                 );
             }
-            let params = [buf.as_mut_ptr(), buf.as_mut_ptr().add(2)];
+            let base = buf.as_mut_ptr();
+            let params = [base, base.add(2)];
             let grads = [g.as_ptr(), g.as_ptr()];
             let lens = [4usize, 4];
             let r = vsgd_optimizer_step_f32(
@@ -974,7 +975,8 @@ mod tests {
             );
             assert_eq!(r, VSGD_RESULT_OVERLAPPING_BUFFERS);
             // Shared gradients are fine.
-            let params = [buf.as_mut_ptr(), buf.as_mut_ptr().add(4)];
+            let base = buf.as_mut_ptr();
+            let params = [base, base.add(4)];
             let r = vsgd_optimizer_step_f32(
                 h,
                 params.as_ptr(),

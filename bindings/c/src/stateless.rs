@@ -257,6 +257,11 @@ mod tests {
     #[test]
     fn same_bits_as_the_rust_kernel() {
         for a in Algorithm::ALL {
+            // Miri cannot run libm's inline-assembly `sqrt`, which Adam's bias correction uses;
+            // the other algorithms still walk every pointer path of the export under Miri.
+            if cfg!(miri) && matches!(a, Algorithm::Adam | Algorithm::AdamW) {
+                continue;
+            }
             let config = Config::default_for(a);
             let c = config_to_c(&config);
             let k = a.state_count();
