@@ -1,0 +1,553 @@
+/* Bad input for every function of the C ABI: NULL pointers, zero and mismatched lengths,
+ * misaligned and overlapping buffers, invalid configurations, unknown enum values, non-UTF-8
+ * strings, a handle of the wrong algorithm. Each row states the exact result code expected;
+ * every failure must also leave a message naming the function (vsgd_last_error), and failed
+ * steps must change nothing. Run under ASan/UBSan and valgrind, so "no crash, no undefined
+ * behaviour" is checked too. run.sh checks that every exported function appears here. */
+#include <math.h>
+#include <stdint.h>
+
+#include "common.h"
+
+static int rows, failures;
+
+/* The function a row calls: the text of the call up to '('. */
+static void function_name(const char *call, char *out, size_t cap) {
+    size_t n = strcspn(call, "(");
+    if (n >= cap) n = cap - 1;
+    memcpy(out, call, n);
+    out[n] = '\0';
+}
+
+/* Leaves a message from another function, so a row's message cannot be a stale one. */
+static void reset_message(const char *call) {
+    const char *p;
+    size_t n;
+    if (strncmp(call, "vsgd_last_error", 15) == 0) return; /* it reports the message */
+    if (strncmp(call, "vsgd_state_count", 16) != 0)
+        CHECK(vsgd_state_count(9999, &n) == VSGD_RESULT_INVALID_ENUM);
+    else
+        CHECK(vsgd_algorithm_name(9999, &p) == VSGD_RESULT_INVALID_ENUM);
+}
+
+static void row(const char *call, int line, vsgd_result want, vsgd_result got) {
+    rows++;
+    if (got != want) {
+        failures++;
+        fprintf(stderr, "bad_input.c:%d: %s\n  want %s, got %s (%s)\n", line, call,
+                vsgd_result_name(want), vsgd_result_name(got), last_error());
+        return;
+    }
+    char fn[128];
+    function_name(call, fn, sizeof fn);
+    /* vsgd_last_error reports messages, it never records its own. */
+    if (want == VSGD_RESULT_OK || strcmp(fn, "vsgd_last_error") == 0) return;
+    const char *msg = last_error();
+    size_t n = strlen(fn);
+    if (strncmp(msg, fn, n) != 0 || strncmp(msg + n, ": ", 2) != 0 || strlen(msg) < n + 6) {
+        failures++;
+        fprintf(stderr, "bad_input.c:%d: %s\n  message does not name the function: '%s'\n",
+                line, call, msg);
+    }
+}
+
+#define ROW(want, call)                           \
+    do {                                          \
+        reset_message(#call);                     \
+        row(#call, __LINE__, (want), (call));     \
+    } while (0)
+
+#define OK VSGD_RESULT_OK
+#define NUL VSGD_RESULT_NULL_PARAMETER
+#define ENUM VSGD_RESULT_INVALID_ENUM
+
+static const char bad_utf8[] = {(char)0xff, (char)0xfe, 'x', 0};
+
+/* A pointer that is not aligned for float/double/size_t. Only its address is used: the
+ * library must refuse it before any access. */
+static void *misaligned(void *p) { return (void *)((uintptr_t)p + 1); }
+
+static void test_meta(void) {
+    CHECK(strcmp(vsgd_version(), VSGD_VERSION_STRING) == 0);
+    CHECK(vsgd_abi_version() == VSGD_ABI_VERSION);
+    char expect[64];
+    snprintf(expect, sizeof expect, "%d.%d.%d", VSGD_VERSION_MAJOR, VSGD_VERSION_MINOR,
+             VSGD_VERSION_PATCH);
+    CHECK(strcmp(expect, VSGD_VERSION_STRING) == 0);
+    CHECK(strcmp(vsgd_result_name(VSGD_RESULT_OK), "VSGD_RESULT_OK") == 0);
+    CHECK(strcmp(vsgd_result_name(VSGD_RESULT_PANIC), "VSGD_RESULT_PANIC") == 0);
+    CHECK(strcmp(vsgd_result_name(VSGD_RESULT_HANDLE_BUSY), "VSGD_RESULT_HANDLE_BUSY") == 0);
+    CHECK(strcmp(vsgd_result_name(77777), "VSGD_RESULT_UNKNOWN") == 0);
+
+    /* vsgd_last_error: query, copy, truncation, NULL buffer. */
+    size_t n = 0, n2 = 0;
+    CHECK(vsgd_state_count(4242, &n) == ENUM);
+    ROW(VSGD_RESULT_BUFFER_TOO_SMALL, vsgd_last_error(NULL, 0, &n));
+    CHECK(n > 10);
+    char big[256], small[8];
+    ROW(OK, vsgd_last_error(big, sizeof big, &n2));
+    CHECK(n2 == n && strlen(big) == n && strstr(big, "vsgd_state_count: ") == big);
+    CHECK(strstr(big, "4242") != NULL);
+    ROW(VSGD_RESULT_BUFFER_TOO_SMALL, vsgd_last_error(small, sizeof small, &n2));
+    CHECK(n2 == n && strlen(small) == sizeof small - 1 && strncmp(small, big, 7) == 0);
+    ROW(NUL, vsgd_last_error(NULL, 5, NULL));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_last_error(big, sizeof big, misaligned(&n2)));
+    /* The message survives all of that. */
+    CHECK(vsgd_last_error(big, sizeof big, NULL) == OK && strstr(big, "4242") != NULL);
+}
+
+static void test_config(void) {
+    vsgd_config c, before;
+    double v = 0;
+    const char *name = NULL;
+    vsgd_algorithm a = 99;
+    ROW(NUL, vsgd_config_default(VSGD_ALGORITHM_VSGD, NULL));
+    ROW(ENUM, vsgd_config_default(5, &c));
+    ROW(ENUM, vsgd_config_default(UINT32_MAX, &c));
+    ROW(OK, vsgd_config_default(VSGD_ALGORITHM_VSGD, &c));
+    CHECK(c.algorithm == VSGD_ALGORITHM_VSGD && c.params.vsgd.lr == 0.1 &&
+          c.params.vsgd.ghattg == 30.0 && c.params.vsgd.maximize == 0);
+
+    ROW(NUL, vsgd_config_validate(NULL));
+    ROW(OK, vsgd_config_validate(&c));
+    c.params.vsgd.lr = -1;
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
+    CHECK(strstr(last_error(), "lr") != NULL && strstr(last_error(), "allowed") != NULL);
+    c.params.vsgd.lr = NAN;
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
+    c.params.vsgd.lr = INFINITY;
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
+    c.params.vsgd.lr = 0.1;
+    c.params.vsgd.tau1 = 0;
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
+    CHECK(strstr(last_error(), "tau1") != NULL);
+    c.params.vsgd.tau1 = 0.81;
+    c.params.vsgd.maximize = 2; /* booleans are 0 or 1 */
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
+    CHECK(strstr(last_error(), "maximize") != NULL);
+    c.params.vsgd.maximize = 0;
+    c.algorithm = 17;
+    ROW(ENUM, vsgd_config_validate(&c));
+    c.algorithm = VSGD_ALGORITHM_VSGD;
+
+    before = c;
+    ROW(NUL, vsgd_config_set(NULL, "lr", 0.5));
+    ROW(NUL, vsgd_config_set(&c, NULL, 0.5));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_config_set(&c, bad_utf8, 0.5));
+    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_config_set(&c, "beta1", 0.5));
+    CHECK(strstr(last_error(), "'beta1'") != NULL && strstr(last_error(), "tau1") != NULL);
+    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_config_set(&c, "", 0.5));
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_set(&c, "maximize", 0.5));
+    CHECK(memcmp(&before, &c, sizeof c) == 0); /* failed sets changed nothing */
+    ROW(OK, vsgd_config_set(&c, "lr", -3.0)); /* ranges are checked on use */
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
+    ROW(OK, vsgd_config_set(&c, "lr", 0.25));
+    CHECK(c.params.vsgd.lr == 0.25);
+    c.algorithm = 8;
+    ROW(ENUM, vsgd_config_set(&c, "lr", 0.5));
+    c.algorithm = VSGD_ALGORITHM_VSGD;
+
+    ROW(NUL, vsgd_config_get(NULL, "lr", &v));
+    ROW(NUL, vsgd_config_get(&c, NULL, &v));
+    ROW(NUL, vsgd_config_get(&c, "lr", NULL));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_config_get(&c, bad_utf8, &v));
+    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_config_get(&c, "momentum", &v));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_config_get(&c, "lr", misaligned(&v)));
+    ROW(OK, vsgd_config_get(&c, "lr", &v));
+    CHECK(v == 0.25);
+
+    ROW(NUL, vsgd_algorithm_name(VSGD_ALGORITHM_ADAM, NULL));
+    ROW(ENUM, vsgd_algorithm_name(5, &name));
+    ROW(OK, vsgd_algorithm_name(VSGD_ALGORITHM_CONSTANT_VSGD, &name));
+    CHECK(strcmp(name, "constant_vsgd") == 0);
+    ROW(NUL, vsgd_algorithm_from_name(NULL, &a));
+    ROW(NUL, vsgd_algorithm_from_name("adam", NULL));
+    ROW(ENUM, vsgd_algorithm_from_name("Adam", &a));
+    ROW(ENUM, vsgd_algorithm_from_name("", &a));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_algorithm_from_name(bad_utf8, &a));
+    CHECK(a == 99);
+    ROW(OK, vsgd_algorithm_from_name("adamw", &a));
+    CHECK(a == VSGD_ALGORITHM_ADAMW);
+
+    size_t n = 0;
+    ROW(NUL, vsgd_state_count(VSGD_ALGORITHM_VSGD, NULL));
+    ROW(ENUM, vsgd_state_count(5, &n));
+    ROW(OK, vsgd_state_count(VSGD_ALGORITHM_SGDM, &n));
+    CHECK(n == 1);
+    ROW(NUL, vsgd_state_name(VSGD_ALGORITHM_VSGD, 0, NULL));
+    ROW(ENUM, vsgd_state_name(5, 0, &name));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_state_name(VSGD_ALGORITHM_VSGD, 3, &name));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_state_name(VSGD_ALGORITHM_SGDM, SIZE_MAX, &name));
+    ROW(OK, vsgd_state_name(VSGD_ALGORITHM_VSGD, 2, &name));
+    CHECK(strcmp(name, "bhg") == 0);
+}
+
+static void test_stateless(void) {
+    vsgd_config c, bad;
+    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_VSGD, &c));
+    float p[4] = {1, 2, 3, 4}, g[4] = {0.5f, -0.5f, 0.25f, 1}, s0[4] = {0}, s1[4] = {0},
+          s2[4] = {0}, buf[16] = {0};
+    float p0[4];
+    memcpy(p0, p, sizeof p);
+    float *st[3] = {s0, s1, s2};
+    float *st_null[3] = {s0, NULL, s2};
+    float *st_alias[3] = {s0, s0, s2};
+    float *st_param[3] = {s0, s1, p};
+    vsgd_step_outcome o = 42;
+
+    ROW(NUL, vsgd_step_f32(NULL, 1, 0.1, p, g, 4, st, 3, VSGD_POLICY_SKIP, &o));
+    ROW(NUL, vsgd_step_f32(&c, 1, 0.1, NULL, g, 4, st, 3, VSGD_POLICY_SKIP, &o));
+    ROW(NUL, vsgd_step_f32(&c, 1, 0.1, p, NULL, 4, st, 3, VSGD_POLICY_SKIP, &o));
+    ROW(NUL, vsgd_step_f32(&c, 1, 0.1, p, g, 4, NULL, 3, VSGD_POLICY_SKIP, &o));
+    ROW(NUL, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st_null, 3, VSGD_POLICY_SKIP, &o));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 2, VSGD_POLICY_SKIP, &o));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 0, VSGD_POLICY_SKIP, &o));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 4, VSGD_POLICY_SKIP, &o));
+    ROW(VSGD_RESULT_INVALID_STEP, vsgd_step_f32(&c, 0, 0.1, p, g, 4, st, 3, VSGD_POLICY_SKIP, &o));
+    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_step_f32(&c, 1, -0.1, p, g, 4, st, 3, 0, &o));
+    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_step_f32(&c, 1, NAN, p, g, 4, st, 3, 0, &o));
+    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_step_f32(&c, 1, INFINITY, p, g, 4, st, 3, 0, &o));
+    ROW(ENUM, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 3, 3, &o));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER,
+        vsgd_step_f32(&c, 1, 0.1, (float *)misaligned(buf), g, 4, st, 3, 0, &o));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER,
+        vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 3, 0, (vsgd_step_outcome *)misaligned(buf)));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(&c, 1, 0.1, p, p, 4, st, 3, 0, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(&c, 1, 0.1, p, p + 3, 4, st, 3, 0, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st_alias, 3, 0, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st_param, 3, 0, &o));
+    ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_step_f32(&c, 1, 0.1, p, g, SIZE_MAX / 2, st, 3, 0, &o));
+    /* Wrong algorithm: an SGDM configuration with VSGD's three state arrays. */
+    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_SGDM, &bad));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(&bad, 1, 0.1, p, g, 4, st, 3, 0, &o));
+    bad = c;
+    bad.params.vsgd.ps = 0;
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_step_f32(&bad, 1, 0.1, p, g, 4, st, 3, 0, &o));
+    bad.algorithm = 77;
+    ROW(ENUM, vsgd_step_f32(&bad, 1, 0.1, p, g, 4, st, 3, 0, &o));
+    /* Non-finite gradients: ERROR fails, SKIP reports, neither changes anything. */
+    float gnan[4] = {0.5f, NAN, 0, 0}, ginf[4] = {0, 0, 0, -INFINITY};
+    ROW(VSGD_RESULT_NON_FINITE_GRADIENT,
+        vsgd_step_f32(&c, 1, 0.1, p, gnan, 4, st, 3, VSGD_POLICY_ERROR, &o));
+    CHECK(o == 42); /* failures write no output */
+    ROW(OK, vsgd_step_f32(&c, 1, 0.1, p, ginf, 4, st, 3, VSGD_POLICY_SKIP, &o));
+    CHECK(o == VSGD_STEP_SKIPPED);
+    CHECK(memcmp(p, p0, sizeof p) == 0);
+    for (int i = 0; i < 4; i++) CHECK(s0[i] == 0 && s1[i] == 0 && s2[i] == 0);
+    /* Zero length: NULL buffers are fine and nothing happens. */
+    float *nulls[3] = {NULL, NULL, NULL};
+    ROW(OK, vsgd_step_f32(&c, 1, 0.1, NULL, NULL, 0, nulls, 3, 0, NULL));
+    ROW(OK, vsgd_step_f32(&c, 1, 0.1, p, g, 0, st, 3, 0, &o));
+    CHECK(memcmp(p, p0, sizeof p) == 0);
+    /* Finally a good step does change the parameter. */
+    ROW(OK, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 3, VSGD_POLICY_SKIP, &o));
+    CHECK(o == VSGD_STEP_APPLIED && p[0] < p0[0] && p[1] > p0[1]);
+
+    double dp[2] = {1, 2}, dg[2] = {1, 1}, dm[2] = {0, 0};
+    double *dst[1] = {dm};
+    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_SGDM, &bad));
+    ROW(NUL, vsgd_step_f64(&bad, 1, 0.1, dp, NULL, 2, dst, 1, 0, NULL));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f64(&bad, 1, 0.1, dp, dg, 2, dst, 2, 0, NULL));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f64(&bad, 1, 0.1, dp, dp + 1, 2, dst, 1, 0, NULL));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER,
+        vsgd_step_f64(&bad, 1, 0.1, dp, (double *)misaligned(dg), 1, dst, 1, 0, NULL));
+    ROW(VSGD_RESULT_INVALID_STEP, vsgd_step_f64(&bad, 0, 0.1, dp, dg, 2, dst, 1, 0, NULL));
+    ROW(OK, vsgd_step_f64(&bad, 1, 0.1, dp, dg, 2, dst, 1, 0, NULL));
+    CHECK(dm[0] == 1 && dp[0] < 1);
+}
+
+static vsgd_optimizer *make(vsgd_algorithm a) {
+    vsgd_config c;
+    vsgd_optimizer *h = NULL;
+    CHECK_OK(vsgd_config_default(a, &c));
+    CHECK_OK(vsgd_optimizer_new(&c, &h));
+    return h;
+}
+
+static void test_handle(void) {
+    vsgd_config c, adam, bad;
+    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_VSGD, &c));
+    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_ADAM, &adam));
+    vsgd_optimizer *h = (vsgd_optimizer *)&c; /* must be overwritten with NULL on failure */
+    ROW(NUL, vsgd_optimizer_new(NULL, &h));
+    CHECK(h == NULL);
+    ROW(NUL, vsgd_optimizer_new(&c, NULL));
+    bad = c;
+    bad.params.vsgd.ghattg = -1;
+    h = (vsgd_optimizer *)&c;
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_optimizer_new(&bad, &h));
+    CHECK(h == NULL);
+    vsgd_optimizer_free(h); /* NULL is fine */
+    bad.algorithm = 12;
+    ROW(ENUM, vsgd_optimizer_new(&bad, &h));
+    ROW(OK, vsgd_optimizer_new(&c, &h));
+    CHECK(h != NULL);
+
+    vsgd_algorithm a = 99;
+    ROW(NUL, vsgd_optimizer_algorithm(NULL, &a));
+    ROW(NUL, vsgd_optimizer_algorithm(h, NULL));
+    ROW(OK, vsgd_optimizer_algorithm(h, &a));
+    CHECK(a == VSGD_ALGORITHM_VSGD);
+
+    /* Groups: a handle of one algorithm refuses another's configuration. */
+    size_t grp = 99;
+    ROW(NUL, vsgd_optimizer_add_group(NULL, &c, &grp));
+    ROW(NUL, vsgd_optimizer_add_group(h, NULL, &grp));
+    ROW(NUL, vsgd_optimizer_add_group(h, &c, NULL));
+    ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_add_group(h, &adam, &grp));
+    CHECK(strstr(last_error(), "vsgd") && strstr(last_error(), "adam"));
+    bad = c;
+    bad.params.vsgd.tau2 = 2;
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_optimizer_add_group(h, &bad, &grp));
+    CHECK(grp == 99);
+    ROW(OK, vsgd_optimizer_add_group(h, &c, &grp));
+    CHECK(grp == 1);
+
+    vsgd_config got;
+    ROW(NUL, vsgd_optimizer_config(NULL, 0, &got));
+    ROW(NUL, vsgd_optimizer_config(h, 0, NULL));
+    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_config(h, 2, &got));
+    ROW(OK, vsgd_optimizer_config(h, 1, &got));
+    CHECK(got.algorithm == VSGD_ALGORITHM_VSGD && got.params.vsgd.lr == c.params.vsgd.lr);
+    ROW(NUL, vsgd_optimizer_set_config(NULL, 0, &c));
+    ROW(NUL, vsgd_optimizer_set_config(h, 0, NULL));
+    ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_set_config(h, 0, &adam));
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_optimizer_set_config(h, 0, &bad));
+    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_set_config(h, 9, &c));
+    ROW(OK, vsgd_optimizer_set_config(h, 1, &c));
+
+    double lr = -1;
+    ROW(NUL, vsgd_optimizer_set_lr(NULL, 0, 0.1));
+    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_optimizer_set_lr(h, 0, -0.1));
+    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_optimizer_set_lr(h, 0, NAN));
+    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_optimizer_set_lr(h, 0, INFINITY));
+    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_set_lr(h, 2, 0.1));
+    ROW(OK, vsgd_optimizer_set_lr(h, 0, 0.05));
+
+    vsgd_schedule s = {0};
+    s.kind = VSGD_SCHEDULE_STEP_DECAY;
+    s.every = 0;
+    s.factor = 0.5;
+    ROW(NUL, vsgd_optimizer_set_schedule(NULL, 0, &s));
+    ROW(NUL, vsgd_optimizer_set_schedule(h, 0, NULL));
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_optimizer_set_schedule(h, 0, &s));
+    CHECK(strstr(last_error(), "every") != NULL);
+    s.every = 10;
+    s.factor = 1.5;
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_optimizer_set_schedule(h, 0, &s));
+    s.factor = 0.5;
+    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_set_schedule(h, 5, &s));
+    s.kind = 4;
+    ROW(ENUM, vsgd_optimizer_set_schedule(h, 0, &s));
+    s.kind = VSGD_SCHEDULE_ONE_CYCLE;
+    s.total = 1;
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_optimizer_set_schedule(h, 0, &s));
+    s.kind = VSGD_SCHEDULE_STEP_DECAY;
+    ROW(OK, vsgd_optimizer_set_schedule(h, 0, &s));
+    ROW(NUL, vsgd_optimizer_lr_at(NULL, 0, 1, &lr));
+    ROW(NUL, vsgd_optimizer_lr_at(h, 0, 1, NULL));
+    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_lr_at(h, 3, 1, &lr));
+    ROW(OK, vsgd_optimizer_lr_at(h, 0, 11, &lr));
+    CHECK(lr == 0.05 * 0.5);
+
+    vsgd_policy pol = 99;
+    ROW(NUL, vsgd_optimizer_set_policy(NULL, VSGD_POLICY_ERROR));
+    ROW(ENUM, vsgd_optimizer_set_policy(h, 3));
+    ROW(NUL, vsgd_optimizer_policy(NULL, &pol));
+    ROW(NUL, vsgd_optimizer_policy(h, NULL));
+    ROW(OK, vsgd_optimizer_policy(h, &pol));
+    CHECK(pol == VSGD_POLICY_SKIP); /* the failed set changed nothing */
+
+    /* Tensors: 0 is "w" (f32, 4), 1 is "b" (f64, 2) in group 1, 2 is empty (f32, 0). */
+    size_t id = 99;
+    ROW(NUL, vsgd_optimizer_add_tensor(NULL, 4, VSGD_DTYPE_F32, "w", 0, &id));
+    ROW(NUL, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, "w", 0, NULL));
+    ROW(ENUM, vsgd_optimizer_add_tensor(h, 4, 2, "w", 0, &id));
+    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, "w", 2, &id));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, bad_utf8, 0, &id));
+    ROW(VSGD_RESULT_SHAPE_OVERFLOW, vsgd_optimizer_add_tensor(h, SIZE_MAX, VSGD_DTYPE_F32, NULL, 0, &id));
+    CHECK(id == 99);
+    ROW(OK, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, "w", 0, &id));
+    CHECK(id == 0);
+    ROW(OK, vsgd_optimizer_add_tensor(h, 2, VSGD_DTYPE_F64, "b", 1, &id));
+    CHECK(id == 1);
+    ROW(OK, vsgd_optimizer_add_tensor(h, 0, VSGD_DTYPE_F32, NULL, 0, &id));
+    CHECK(id == 2);
+
+    size_t n = 0;
+    ROW(NUL, vsgd_optimizer_num_tensors(NULL, &n));
+    ROW(NUL, vsgd_optimizer_num_tensors(h, NULL));
+    ROW(OK, vsgd_optimizer_num_tensors(h, &n));
+    CHECK(n == 3);
+    vsgd_tensor_info info;
+    ROW(NUL, vsgd_optimizer_tensor_info(NULL, 0, &info));
+    ROW(NUL, vsgd_optimizer_tensor_info(h, 0, NULL));
+    ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_tensor_info(h, 3, &info));
+    ROW(OK, vsgd_optimizer_tensor_info(h, 1, &info));
+    CHECK(info.len == 2 && info.dtype == VSGD_DTYPE_F64 && info.group == 1 && info.step == 0);
+
+    char name[8];
+    ROW(NUL, vsgd_optimizer_tensor_name(NULL, 0, name, sizeof name, &n));
+    ROW(NUL, vsgd_optimizer_tensor_name(h, 0, NULL, 4, &n));
+    ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_tensor_name(h, 7, name, sizeof name, &n));
+    ROW(VSGD_RESULT_BUFFER_TOO_SMALL, vsgd_optimizer_tensor_name(h, 0, name, 1, &n));
+    CHECK(n == 1 && name[0] == '\0');
+    ROW(OK, vsgd_optimizer_tensor_name(h, 0, name, sizeof name, &n));
+    CHECK(strcmp(name, "w") == 0);
+    ROW(OK, vsgd_optimizer_tensor_name(h, 2, name, sizeof name, NULL));
+    CHECK(strcmp(name, "") == 0);
+    ROW(NUL, vsgd_optimizer_find(NULL, "w", &n));
+    ROW(NUL, vsgd_optimizer_find(h, NULL, &n));
+    ROW(NUL, vsgd_optimizer_find(h, "w", NULL));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_find(h, bad_utf8, &n));
+    ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_find(h, "nope", &n));
+    ROW(OK, vsgd_optimizer_find(h, "b", &n));
+    CHECK(n == 1);
+
+    uint64_t steps = 99;
+    ROW(NUL, vsgd_optimizer_step_count(NULL, 0, &steps));
+    ROW(NUL, vsgd_optimizer_step_count(h, 0, NULL));
+    ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_step_count(h, 3, &steps));
+
+    /* One tensor at a time. */
+    float w[4] = {1, -1, 2, -2}, gw[4] = {0.1f, 0.2f, -0.3f, 0.4f}, w0[4], big[5] = {0};
+    double b[2] = {0.5, -0.5}, gb[2] = {1, -1}, b0[2];
+    memcpy(w0, w, sizeof w);
+    memcpy(b0, b, sizeof b);
+    vsgd_step_outcome o = 42;
+    ROW(NUL, vsgd_optimizer_step_tensor_f32(NULL, 0, w, gw, 4, &o));
+    ROW(NUL, vsgd_optimizer_step_tensor_f32(h, 0, NULL, gw, 4, &o));
+    ROW(NUL, vsgd_optimizer_step_tensor_f32(h, 0, w, NULL, 4, &o));
+    ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_step_tensor_f32(h, 3, w, gw, 4, &o));
+    ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_step_tensor_f32(h, 1, w, gw, 2, &o));
+    ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_step_tensor_f64(h, 0, b, gb, 2, &o));
+    ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step_tensor_f32(h, 0, w, gw, 3, &o));
+    ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step_tensor_f32(h, 0, big, gw, 0, &o));
+    ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step_tensor_f64(h, 1, b, gb, 1, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step_tensor_f32(h, 0, w, w, 4, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step_tensor_f32(h, 0, big, big + 1, 4, &o));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER,
+        vsgd_optimizer_step_tensor_f64(h, 1, (double *)misaligned(big), gb, 2, &o));
+    ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_optimizer_step_tensor_f32(h, 0, w, gw, SIZE_MAX, &o));
+    CHECK_OK(vsgd_optimizer_set_policy(h, VSGD_POLICY_ERROR));
+    float wnan[4] = {0, 0, NAN, 0};
+    ROW(VSGD_RESULT_NON_FINITE_GRADIENT, vsgd_optimizer_step_tensor_f32(h, 0, w, wnan, 4, &o));
+    CHECK(o == 42 && memcmp(w, w0, sizeof w) == 0);
+    ROW(OK, vsgd_optimizer_step_count(h, 0, &steps));
+    CHECK(steps == 0);
+    CHECK_OK(vsgd_optimizer_set_policy(h, VSGD_POLICY_SKIP));
+    ROW(OK, vsgd_optimizer_step_tensor_f32(h, 0, w, wnan, 4, &o));
+    CHECK(o == VSGD_STEP_SKIPPED && memcmp(w, w0, sizeof w) == 0);
+    size_t skipped[4] = {9, 9, 9, 9};
+    ROW(NUL, vsgd_optimizer_last_skipped(NULL, skipped, 4, &n));
+    ROW(NUL, vsgd_optimizer_last_skipped(h, skipped, 4, NULL));
+    ROW(NUL, vsgd_optimizer_last_skipped(h, NULL, 4, &n));
+    ROW(VSGD_RESULT_BUFFER_TOO_SMALL, vsgd_optimizer_last_skipped(h, NULL, 0, &n));
+    CHECK(n == 1);
+    ROW(OK, vsgd_optimizer_last_skipped(h, skipped, 4, &n));
+    CHECK(n == 1 && skipped[0] == 0 && skipped[1] == 9);
+    ROW(OK, vsgd_optimizer_step_tensor_f32(h, 2, NULL, NULL, 0, &o)); /* the empty tensor */
+    CHECK(o == VSGD_STEP_APPLIED);
+    ROW(OK, vsgd_optimizer_step_tensor_f32(h, 0, w, gw, 4, NULL));
+    CHECK(w[0] < w0[0]);
+    ROW(OK, vsgd_optimizer_step_count(h, 0, &steps));
+    CHECK(steps == 1);
+
+    /* All tensors at once: count, lengths and types must match the registration. */
+    float *ps[3] = {w, NULL, NULL};
+    const float *gs[3] = {gw, NULL, NULL};
+    size_t lens[3] = {4, 2, 0};
+    vsgd_step_report rep = {77, 77};
+    ROW(NUL, vsgd_optimizer_step_f32(NULL, ps, gs, lens, 3, &rep));
+    ROW(NUL, vsgd_optimizer_step_f32(h, NULL, gs, lens, 3, &rep));
+    ROW(NUL, vsgd_optimizer_step_f32(h, ps, NULL, lens, 3, &rep));
+    ROW(NUL, vsgd_optimizer_step_f32(h, ps, gs, NULL, 3, &rep));
+    ROW(NUL, vsgd_optimizer_step_f32(h, ps, gs, lens, 3, &rep)); /* ps[1] is NULL, lens[1] 2 */
+    ps[1] = big;
+    gs[1] = big + 2;
+    ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step_f32(h, ps, gs, lens, 2, &rep));
+    ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step_f32(h, NULL, NULL, NULL, 0, &rep));
+    ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_step_f32(h, ps, gs, lens, 3, &rep));
+    ps[1] = w + 2; /* overlaps tensor 0's parameter */
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step_f32(h, ps, gs, lens, 3, &rep));
+    CHECK(rep.applied == 77);
+    double *dps[3] = {b, b, NULL};
+    const double *dgs[3] = {gb, gb, NULL};
+    size_t dlens[3] = {4, 2, 0};
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step_f64(h, dps, dgs, dlens, 3, &rep));
+    dlens[0] = 2;
+    double d0[2] = {0, 0};
+    dps[0] = d0; /* tensor 0 holds floats */
+    dps[1] = b;
+    ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_step_f64(h, dps, dgs, dlens, 3, &rep));
+    ROW(NUL, vsgd_optimizer_step_f64(h, NULL, dgs, dlens, 3, &rep));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER,
+        vsgd_optimizer_step_f64(h, dps, dgs, (const size_t *)misaligned(dlens), 3, &rep));
+    ROW(OK, vsgd_optimizer_step_count(h, 0, &steps));
+    CHECK(steps == 1 && memcmp(b, b0, sizeof b) == 0);
+
+    /* State read-out: name, element type and length must match. */
+    float m[4];
+    double dm[2];
+    ROW(NUL, vsgd_optimizer_state_f32(NULL, 0, "mug", m, 4));
+    ROW(NUL, vsgd_optimizer_state_f32(h, 0, NULL, m, 4));
+    ROW(NUL, vsgd_optimizer_state_f32(h, 0, "mug", NULL, 4));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_state_f32(h, 0, bad_utf8, m, 4));
+    ROW(VSGD_RESULT_UNKNOWN_STATE_ARRAY, vsgd_optimizer_state_f32(h, 0, "m", m, 4)); /* Adam's */
+    ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_state_f32(h, 3, "mug", m, 4));
+    ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_state_f32(h, 1, "mug", m, 2));
+    ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_state_f64(h, 0, "mug", dm, 2));
+    ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_state_f32(h, 0, "mug", m, 3));
+    ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_state_f64(h, 1, "bg", dm, 0));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_optimizer_state_f32(h, 0, "mug", (float *)misaligned(big), 4));
+    ROW(OK, vsgd_optimizer_state_f32(h, 0, "mug", m, 4));
+    CHECK(m[0] != 0);
+    ROW(OK, vsgd_optimizer_state_f64(h, 1, "bhg", dm, 2));
+    CHECK(dm[0] == 0 && dm[1] == 0); /* tensor 1 has not stepped */
+
+    ROW(NUL, vsgd_optimizer_effective_momentum_f32(NULL, 0, m, 4));
+    ROW(NUL, vsgd_optimizer_effective_momentum_f32(h, 0, NULL, 4));
+    ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_effective_momentum_f32(h, 0, m, 2));
+    ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_effective_momentum_f64(h, 0, dm, 4));
+    ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_effective_momentum_f64(h, 8, dm, 2));
+    ROW(OK, vsgd_optimizer_effective_momentum_f32(h, 0, m, 4));
+    CHECK(m[0] > 0 && m[0] < 1);
+
+    /* Wrong algorithm: effective momentum exists for VSGD only. */
+    vsgd_optimizer *ha = make(VSGD_ALGORITHM_ADAM);
+    CHECK_OK(vsgd_optimizer_add_tensor(ha, 4, VSGD_DTYPE_F32, NULL, 0, &id));
+    ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_effective_momentum_f32(ha, 0, m, 4));
+    ROW(VSGD_RESULT_UNKNOWN_STATE_ARRAY, vsgd_optimizer_state_f32(ha, 0, "mug", m, 4));
+    ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_add_group(ha, &c, &grp));
+    ROW(OK, vsgd_optimizer_state_f32(ha, 0, "v", m, 4));
+    vsgd_optimizer_free(ha);
+
+    /* A good all-tensor step at the end: everything applies. */
+    float *ps2[3] = {w, NULL, NULL};
+    const float *gs2[3] = {gw, NULL, NULL};
+    size_t lens2[3] = {4, 0, 0};
+    ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_step_f32(h, ps2, gs2, lens2, 3, &rep));
+    vsgd_optimizer_free(h);
+    h = make(VSGD_ALGORITHM_SGDM);
+    CHECK_OK(vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, NULL, 0, &id));
+    CHECK_OK(vsgd_optimizer_add_tensor(h, 0, VSGD_DTYPE_F32, NULL, 0, &id));
+    ROW(OK, vsgd_optimizer_step_f32(h, ps2, gs2, lens2, 2, &rep));
+    CHECK(rep.applied == 2 && rep.skipped == 0);
+    ROW(OK, vsgd_optimizer_step_f32(h, ps2, gs2, lens2, 2, NULL));
+    ROW(OK, vsgd_optimizer_step_count(h, 0, &steps));
+    CHECK(steps == 2);
+    vsgd_optimizer_free(h);
+}
+
+int main(void) {
+    test_meta();
+    test_config();
+    test_stateless();
+    test_handle();
+    if (failures) {
+        fprintf(stderr, "bad_input: %d of %d rows failed\n", failures, rows);
+        return 1;
+    }
+    printf("bad_input: %d rows, each with its exact result code and message\n", rows);
+    return 0;
+}
