@@ -806,10 +806,7 @@ fn fuzz_seeds_decode() {
             .unwrap();
         let mut p = [0.5f32, -1.0];
         o.step_tensor(TensorId(0), &mut p, &[0.1, 0.2]).unwrap();
-        seeds.push((
-            format!("{}", algorithm.name()),
-            checkpoint::save(&o).unwrap(),
-        ));
+        seeds.push((algorithm.name().to_string(), checkpoint::save(&o).unwrap()));
     }
     let o = trained::<f32>(Algorithm::Vsgd, 2);
     for (i, s) in checkpoint::save_shards(&o, 3)

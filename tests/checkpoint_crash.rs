@@ -48,7 +48,10 @@ fn child(path: &Path, start: u64) -> ! {
 struct Rng(u64);
 impl Rng {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -59,8 +62,7 @@ fn killed_saves_leave_old_or_new_file() {
         let start = std::env::var("VSGD_CRASH_START").unwrap().parse().unwrap();
         child(Path::new(&path), start);
     }
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("vsgd-crash-{}", std::process::id()));
+    let dir: PathBuf = std::env::temp_dir().join(format!("vsgd-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("state.vsgdckpt");
@@ -70,7 +72,11 @@ fn killed_saves_leave_old_or_new_file() {
     let (mut last, mut advanced, mut mid_save) = (1u64, 0usize, 0usize);
     for kill in 0..KILLS {
         let mut c = Command::new(&exe)
-            .args(["killed_saves_leave_old_or_new_file", "--exact", "--test-threads=1"])
+            .args([
+                "killed_saves_leave_old_or_new_file",
+                "--exact",
+                "--test-threads=1",
+            ])
             .env("VSGD_CRASH_CHILD", &path)
             .env("VSGD_CRASH_START", (last + 1).to_string())
             .stdout(Stdio::null())
@@ -84,7 +90,10 @@ fn killed_saves_leave_old_or_new_file() {
             .unwrap_or_else(|e| panic!("after kill {kill}: the file does not load: {e}"));
         let g = generation_of(&opt)
             .unwrap_or_else(|| panic!("after kill {kill}: the file mixes generations"));
-        assert!(g >= last, "after kill {kill}: generation went back from {last} to {g}");
+        assert!(
+            g >= last,
+            "after kill {kill}: generation went back from {last} to {g}"
+        );
         if g > last {
             advanced += 1;
         }
@@ -101,6 +110,12 @@ fn killed_saves_leave_old_or_new_file() {
     std::fs::remove_dir_all(&dir).unwrap();
     println!("{KILLS} kills: {mid_save} inside a save, {advanced} after a completed one");
     // Both kinds of moment were hit, or the test proved nothing.
-    assert!(mid_save >= KILLS / 10, "only {mid_save} kills landed inside a save");
-    assert!(advanced >= KILLS / 10, "only {advanced} kills followed a completed save");
+    assert!(
+        mid_save >= KILLS / 10,
+        "only {mid_save} kills landed inside a save"
+    );
+    assert!(
+        advanced >= KILLS / 10,
+        "only {advanced} kills followed a completed save"
+    );
 }

@@ -90,9 +90,9 @@ pub(crate) fn le_chunks<T: Le>(data: &[T], mut f: impl FnMut(&[u8])) {
 #[cfg_attr(target_endian = "little", allow(dead_code))]
 pub(crate) fn le_chunks_portable<T: Le>(data: &[T], mut f: impl FnMut(&[u8])) {
     let size = core::mem::size_of::<T>();
-    let mut buf = vec![0u8; CHUNK.min(data.len() * size)];
+    let mut buf = vec![0u8; CHUNK.min(core::mem::size_of_val(data))];
     for c in data.chunks(CHUNK / size) {
-        let out = &mut buf[..c.len() * size];
+        let out = &mut buf[..core::mem::size_of_val(c)];
         for (x, o) in c.iter().zip(out.chunks_exact_mut(size)) {
             x.put_le(o);
         }
@@ -399,17 +399,34 @@ pub(crate) fn encode_to_vec(
     count: u64,
     library: &str,
 ) -> Result<Vec<u8>, CheckpointError> {
+    let mut out = Vec::new();
+    encode_into(opt, index, count, library, &mut out)?;
+    Ok(out)
+}
+
+/// Appends shard `index` of `count` to `out`, reserving the exact size first.
+pub(crate) fn encode_into(
+    opt: &Optimizer,
+    index: u64,
+    count: u64,
+    library: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), CheckpointError> {
     let mut counter = Counter(0);
     let _ = encode_body(opt, index, count, library, &mut counter)?;
-    let mut out = Vec::with_capacity(counter.0 + TRAILER_LEN);
+    out.reserve_exact(counter.0 + TRAILER_LEN);
+    let start = out.len();
     let mut hs = Hashing {
-        inner: &mut out,
+        inner: out,
         hasher: Xxh3::new(),
     };
-    let _ = encode_body(opt, index, count, library, &mut hs)?;
+    if let Err(e) = encode_body(opt, index, count, library, &mut hs) {
+        out.truncate(start);
+        return Err(e);
+    }
     let sum = hs.hasher.digest();
     out.extend_from_slice(&trailer(sum));
-    Ok(out)
+    Ok(())
 }
 
 // ----------------------------------------------------------------------------------- decoder
@@ -587,16 +604,13 @@ impl<'a> Reader<'a> {
 
     fn array_len(&mut self, what: &'static str) -> Result<usize, CheckpointError> {
         let at = self.pos;
-        let n = self.rmp(
-            |b| dec::read_array_len(b),
-            Self::value_err(what, "an array"),
-        )?;
+        let n = self.rmp(dec::read_array_len, Self::value_err(what, "an array"))?;
         self.fits(at, what, n.into(), 1)
     }
 
     fn map_len(&mut self, what: &'static str) -> Result<usize, CheckpointError> {
         let at = self.pos;
-        let n = self.rmp(|b| dec::read_map_len(b), Self::value_err(what, "a map"))?;
+        let n = self.rmp(dec::read_map_len, Self::value_err(what, "a map"))?;
         self.fits(at, what, n.into(), 2)
     }
 
@@ -609,30 +623,24 @@ impl<'a> Reader<'a> {
 
     fn str(&mut self, what: &'static str) -> Result<&'a str, CheckpointError> {
         let at = self.pos;
-        let n = self.rmp(|b| dec::read_str_len(b), Self::value_err(what, "a string"))?;
+        let n = self.rmp(dec::read_str_len, Self::value_err(what, "a string"))?;
         let s = self.take(at, what, n)?;
         core::str::from_utf8(s).map_err(|_| malformed(at, what, "UTF-8 text"))
     }
 
     fn bin(&mut self, what: &'static str) -> Result<&'a [u8], CheckpointError> {
         let at = self.pos;
-        let n = self.rmp(
-            |b| dec::read_bin_len(b),
-            Self::value_err(what, "binary (bin)"),
-        )?;
+        let n = self.rmp(dec::read_bin_len, Self::value_err(what, "binary (bin)"))?;
         self.take(at, what, n)
     }
 
     fn uint(&mut self, what: &'static str) -> Result<u64, CheckpointError> {
-        self.rmp(
-            |b| dec::read_int::<u64, _>(b),
-            |e, at| match e {
-                NumValueReadError::TypeMismatch(_) | NumValueReadError::OutOfRange => {
-                    malformed(at, what, "an unsigned integer")
-                }
-                _ => CheckpointError::Truncated { offset: at },
-            },
-        )
+        self.rmp(dec::read_int::<u64, _>, |e, at| match e {
+            NumValueReadError::TypeMismatch(_) | NumValueReadError::OutOfRange => {
+                malformed(at, what, "an unsigned integer")
+            }
+            _ => CheckpointError::Truncated { offset: at },
+        })
     }
 
     fn peek(&self) -> Option<Marker> {
@@ -650,13 +658,11 @@ impl<'a> Reader<'a> {
         match self.peek() {
             None => Err(CheckpointError::Truncated { offset: at }),
             Some(Marker::True | Marker::False) => self
-                .rmp(|b| dec::read_bool(b), Self::value_err(what, "a boolean"))
+                .rmp(dec::read_bool, Self::value_err(what, "a boolean"))
                 .map(Scalar::Bool),
-            Some(Marker::F64) => self
-                .rmp(|b| dec::read_f64(b), trunc)
-                .map(|v| Scalar::Num(v, None)),
+            Some(Marker::F64) => self.rmp(dec::read_f64, trunc).map(|v| Scalar::Num(v, None)),
             Some(Marker::F32) => self
-                .rmp(|b| dec::read_f32(b), trunc)
+                .rmp(dec::read_f32, trunc)
                 .map(|v| Scalar::Num(v.into(), None)),
             Some(Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32) => {
                 self.str(what).map(Scalar::Str)
@@ -694,10 +700,10 @@ impl<'a> Reader<'a> {
 }
 
 /// Reads map keys, rejecting unknown and repeated ones.
-fn key<'k>(
+fn key(
     r: &mut Reader<'_>,
     what: &'static str,
-    keys: &[&'k str],
+    keys: &[&str],
     seen: &mut [bool],
 ) -> Result<usize, CheckpointError> {
     let at = r.pos;

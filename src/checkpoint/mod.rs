@@ -63,6 +63,13 @@ pub fn save(opt: &Optimizer) -> Result<Vec<u8>, CheckpointError> {
     format::encode_to_vec(opt, 0, 1, LIBRARY)
 }
 
+/// Encodes the whole state of `opt` into `out`, replacing its contents and reusing its
+/// capacity: periodic saves into the same buffer touch no fresh memory.
+pub fn save_into(opt: &Optimizer, out: &mut Vec<u8>) -> Result<(), CheckpointError> {
+    out.clear();
+    format::encode_into(opt, 0, 1, LIBRARY, out)
+}
+
 /// Decodes a (whole, unsharded) checkpoint into a new optimizer.
 pub fn load(bytes: &[u8]) -> Result<Optimizer, CheckpointError> {
     let c = Checkpoint::parse(bytes)?;
