@@ -881,3 +881,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn save_into_replaces_the_buffer_contents() {
+    let o = trained::<f64>(Algorithm::AdamW, 3);
+    let mut buf = b"old contents".to_vec();
+    checkpoint::save_into(&o, &mut buf).unwrap();
+    assert_eq!(buf, checkpoint::save(&o).unwrap());
+    let cap = buf.capacity();
+    checkpoint::save_into(&o, &mut buf).unwrap();
+    assert_eq!(buf.capacity(), cap, "the buffer is reused");
+    assert_eq!(buf, checkpoint::save(&o).unwrap());
+}
