@@ -13,6 +13,8 @@
 //!   `f32` and `f64`, never allocating; the portable path is the reference.
 //! - [`Optimizer`] (feature `alloc`): registered tensors with names and shapes, parameter groups,
 //!   schedules ([`LrSchedule`]), step counters, state read-out and a non-finite-gradient policy.
+//! - [`checkpoint`] (feature `checkpoint`, no_std + `alloc`): portable MessagePack checkpoints,
+//!   atomic files, sharding (`docs/checkpoint-format.md`).
 //! - the `vsgd` binary (feature `cli`): `vsgd replay CASE.json` runs a conformance case.
 //!
 //! `no_std`: without the `std` feature the crate needs only `core` (kernels) and `alloc`
@@ -37,6 +39,8 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "checkpoint")]
+pub mod checkpoint;
 pub mod config;
 pub mod element;
 pub mod error;

@@ -358,6 +358,16 @@ impl Optimizer {
         Ok(self.tensor(id)?.step)
     }
 
+    /// Sets a tensor's step counter (checkpoint restore; the schedule position follows it).
+    #[cfg(feature = "checkpoint")]
+    pub(crate) fn set_step_count(&mut self, id: TensorId, step: u64) -> Result<(), Error> {
+        self.tensors
+            .get_mut(id.0)
+            .ok_or(Error::UnknownTensor { tensor: id.0 })?
+            .step = step;
+        Ok(())
+    }
+
     /// A state array of a tensor by name ([`Algorithm::state_names`]).
     pub fn state<T: Element>(&self, id: TensorId, name: &str) -> Result<&[T], Error> {
         let j = self.state_index(name)?;

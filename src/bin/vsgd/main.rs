@@ -1,19 +1,25 @@
 //! `vsgd`: the command-line tool. `vsgd replay CASE.json [--dtype f32|f64]` runs a conformance
 //! case through the owning optimizer and prints the result as JSON (see `replay.rs`).
 
+mod inspect;
 mod replay;
+mod replay_ckpt;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage:
   vsgd replay CASE.json [--dtype f32|f64]   run a conformance case, print JSON to stdout
+       [--checkpoint-at S]                  ... saving after step S to a file and resuming from it
+       [--save FILE]                        ... saving the final optimizer state to FILE
+  vsgd inspect FILE                         describe a checkpoint (fails, one line on stderr, if invalid)
   vsgd help                                 this text";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("replay") => replay::main(&args[1..]),
+        Some("inspect") => inspect::main(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             Ok(())

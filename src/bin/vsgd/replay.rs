@@ -235,11 +235,20 @@ pub fn result<T: Element>(case: &Case, opt: &Optimizer, recorded: Vec<Value>) ->
     })
 }
 
-fn replay<T: Element>(case: &Case) -> Result<Value, String> {
+fn replay<T: Element>(case: &Case, opts: &crate::replay_ckpt::Options) -> Result<Value, String> {
     let mut opt = case.optimizer::<T>()?;
     let mut params = case.params::<T>();
     let mut recorded = Vec::new();
-    case.run(&mut opt, &mut params, 0, case.steps, &mut recorded)?;
+    let mut from = 0;
+    if let Some(at) = opts.checkpoint_at {
+        case.run(&mut opt, &mut params, 0, at, &mut recorded)?;
+        opt = crate::replay_ckpt::round_trip(opt)?;
+        from = at;
+    }
+    case.run(&mut opt, &mut params, from, case.steps, &mut recorded)?;
+    if let Some(path) = &opts.save {
+        crate::replay_ckpt::save(&opt, path)?;
+    }
     Ok(result::<T>(case, &opt, recorded))
 }
 
@@ -247,8 +256,12 @@ fn replay<T: Element>(case: &Case) -> Result<Value, String> {
 pub fn main(args: &[String]) -> Result<(), String> {
     let mut path = None;
     let mut dtype = DType::F64;
+    let mut opts = crate::replay_ckpt::Options::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if opts.parse(a, &mut it)? {
+            continue;
+        }
         match a.as_str() {
             "--dtype" => {
                 let d = it.next().ok_or("--dtype needs f32 or f64")?;
@@ -262,9 +275,10 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let path = path.ok_or("replay needs a CASE.json")?;
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     let case = Case::parse(&text).map_err(|e| format!("{path}: {e}"))?;
+    opts.check(&case)?;
     let out = match dtype {
-        DType::F32 => replay::<f32>(&case),
-        DType::F64 => replay::<f64>(&case),
+        DType::F32 => replay::<f32>(&case, &opts),
+        DType::F64 => replay::<f64>(&case, &opts),
     }
     .map_err(|e| format!("{path}: {e}"))?;
     println!("{out}");
