@@ -2,9 +2,13 @@
 //! and f64 and applies the spec's tolerance rule: for every array,
 //! `max |x − expected| / (1 + |expected|)` ≤ the case's tolerance for that dtype (and array).
 
+// The binary's replay code, compiled into this test (it refers to its sibling module).
 #[allow(dead_code)]
 #[path = "../src/bin/vsgd/replay.rs"]
 mod replay;
+#[allow(dead_code)]
+#[path = "../src/bin/vsgd/replay_ckpt.rs"]
+mod replay_ckpt;
 
 use serde_json::Value;
 use std::path::PathBuf;
