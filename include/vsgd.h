@@ -613,6 +613,84 @@ typedef struct vsgd_step_report {
  */
 #define VSGD_RESULT_OTHER_ERROR 199
 
+/**
+ * Checkpoint bytes that do not start with the format's magic (`vsgd-checkpoint`): not a
+ * vsgd checkpoint at all.
+ */
+#define VSGD_RESULT_CHECKPOINT_BAD_MAGIC 200
+
+/**
+ * A checkpoint format version this library cannot read (written by a newer library, or 0).
+ */
+#define VSGD_RESULT_CHECKPOINT_UNSUPPORTED_VERSION 201
+
+/**
+ * Checkpoint bytes that end in the middle of a value (a cut-off file or buffer).
+ */
+#define VSGD_RESULT_CHECKPOINT_TRUNCATED 202
+
+/**
+ * A length field in the checkpoint claims more bytes than the input holds (truncated or
+ * corrupt); rejected before anything is allocated.
+ */
+#define VSGD_RESULT_CHECKPOINT_LENGTH_OUT_OF_RANGE 203
+
+/**
+ * A checkpoint value of the wrong type, an unknown or repeated key, or bytes after the end.
+ */
+#define VSGD_RESULT_CHECKPOINT_MALFORMED 204
+
+/**
+ * The checkpoint's xxh3 checksum does not match its bytes: they were changed after writing.
+ */
+#define VSGD_RESULT_CHECKPOINT_CHECKSUM_MISMATCH 205
+
+/**
+ * A well-formed checkpoint value this library rejects (unknown algorithm, element type,
+ * policy or schedule kind; missing or unknown hyperparameter; bad shard numbers).
+ */
+#define VSGD_RESULT_CHECKPOINT_INVALID 206
+
+/**
+ * A checkpoint tensor whose shape, element range and state arrays disagree.
+ */
+#define VSGD_RESULT_CHECKPOINT_INCONSISTENT 207
+
+/**
+ * Restoring into a handle whose algorithm, groups or tensors (count, names, lengths, element
+ * types, groups) differ from the checkpoint's; the message names the first tensor that
+ * differs and how. The handle is unchanged.
+ */
+#define VSGD_RESULT_CHECKPOINT_MISMATCH 208
+
+/**
+ * One shard of a sharded checkpoint given where a whole checkpoint is needed.
+ */
+#define VSGD_RESULT_CHECKPOINT_SHARDS 209
+
+/**
+ * A state array over 4 GiB - 1 bytes, too large for one checkpoint (save it sharded from
+ * Rust).
+ */
+#define VSGD_RESULT_CHECKPOINT_TOO_LARGE 210
+
+/**
+ * A checkpoint holding a configuration or schedule the optimizer rejects (the message says
+ * which field).
+ */
+#define VSGD_RESULT_CHECKPOINT_REJECTED 211
+
+/**
+ * A file operation failed (the message names the operation, the path and the OS error). A
+ * failed save leaves the previous file in place.
+ */
+#define VSGD_RESULT_IO_ERROR 212
+
+/**
+ * The checkpoint file (or its directory) does not exist.
+ */
+#define VSGD_RESULT_FILE_NOT_FOUND 213
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -628,6 +706,118 @@ const char *vsgd_version(void);
  * should refuse to run when this differs from the `VSGD_ABI_VERSION` it was compiled with.
  */
 uint32_t vsgd_abi_version(void);
+
+/**
+ * Writes the checkpoint of the handle (see `docs/checkpoint-format.md`) into `buf`.
+ *
+ * The checkpoint holds everything needed to continue bit-exactly: the algorithm, every
+ * group's hyperparameters and schedule, the non-finite policy, and per tensor its name,
+ * length, element type, step count and state arrays. It does not hold parameters: they are
+ * the caller's (save them with your model). Its bytes are the same on every platform.
+ *
+ * - `buf`: `cap` bytes owned by the caller. May be NULL when `cap` is 0 (a size query).
+ * - `out_len` (required): the checkpoint's size in bytes, on success and on
+ *   `VSGD_RESULT_BUFFER_TOO_SMALL` alike.
+ *
+ * Returns `VSGD_RESULT_BUFFER_TOO_SMALL` when the checkpoint does not fit in `cap` bytes;
+ * then nothing is written to `buf` (unlike text buffers, no partial checkpoint), only
+ * `*out_len`. A handle that is not changed between a size query and the save gives the same
+ * bytes, so `cap = *out_len` then succeeds.
+ *
+ * Errors: `NULL_PARAMETER`, `MISALIGNED_BUFFER` (`out_len`), `BUFFER_TOO_LARGE`,
+ * `BUFFER_TOO_SMALL`, `CHECKPOINT_TOO_LARGE`, `HANDLE_BUSY`, `HANDLE_POISONED`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `buf` NULL or valid for `cap` byte writes;
+ * `out_len` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_save(const struct vsgd_optimizer *optimizer,
+                                uint8_t *buf,
+                                size_t cap,
+                                size_t *out_len);
+
+/**
+ * Creates a handle from checkpoint bytes (from `vsgd_optimizer_save`, a file, or any
+ * platform's vsgd): its groups, tensors (in the saved order, with their names), schedules,
+ * policy, step counts and state are the saved ones, so training continues bit-exactly.
+ *
+ * On success `*out` owns the new handle (release it with `vsgd_optimizer_free`). On failure
+ * `*out` is set to NULL (when `out` is not NULL). Damaged bytes never crash or allocate
+ * what they claim: each kind of damage has its own `VSGD_RESULT_CHECKPOINT_*` code.
+ *
+ * Errors: `NULL_PARAMETER`, `BUFFER_TOO_LARGE`, `CHECKPOINT_BAD_MAGIC`,
+ * `CHECKPOINT_UNSUPPORTED_VERSION`, `CHECKPOINT_TRUNCATED`,
+ * `CHECKPOINT_LENGTH_OUT_OF_RANGE`, `CHECKPOINT_MALFORMED`, `CHECKPOINT_CHECKSUM_MISMATCH`,
+ * `CHECKPOINT_INVALID`, `CHECKPOINT_INCONSISTENT`, `CHECKPOINT_SHARDS`,
+ * `CHECKPOINT_REJECTED`.
+ *
+ * # Safety
+ * `bytes` must be NULL or valid for reading `len` bytes; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_load(const uint8_t *bytes,
+                                size_t len,
+                                struct vsgd_optimizer **out);
+
+/**
+ * Restores checkpoint bytes into an existing handle whose algorithm, groups and tensors
+ * (count, order, names, lengths, element types, groups) match the checkpoint's: its
+ * hyperparameters, schedules, policy, step counts and state become the saved ones.
+ *
+ * On a mismatch (`VSGD_RESULT_CHECKPOINT_MISMATCH`) the message names the first tensor that
+ * differs and how, e.g. `tensor 1 ("b"): shape [2], checkpoint has [3]`. On any error the
+ * handle is unchanged.
+ *
+ * Errors: as `vsgd_optimizer_load`, plus `CHECKPOINT_MISMATCH`, `HANDLE_BUSY`,
+ * `HANDLE_POISONED`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `bytes` NULL or valid for reading `len` bytes.
+ */
+vsgd_result vsgd_optimizer_restore(struct vsgd_optimizer *optimizer,
+                                   const uint8_t *bytes,
+                                   size_t len);
+
+/**
+ * Saves the handle's checkpoint (as `vsgd_optimizer_save`) to the file `path` (UTF-8),
+ * atomically: the bytes go to a temporary file in the same directory, which is flushed to
+ * disk and renamed over `path`, and then the directory is flushed. A crash or error at any
+ * moment leaves either the previous file or the new one, never a mix (a stale
+ * `.NAME.tmp-*` file may remain after a crash; it is never read).
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_STRING`, `IO_ERROR` (message: operation, path, OS
+ * error), `FILE_NOT_FOUND` (the directory does not exist), `CHECKPOINT_TOO_LARGE`,
+ * `HANDLE_BUSY`, `HANDLE_POISONED`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `path` NULL or a NUL-terminated string.
+ */
+vsgd_result vsgd_optimizer_save_file(const struct vsgd_optimizer *optimizer,
+                                     const char *path);
+
+/**
+ * Creates a handle from the checkpoint file `path` (UTF-8); see `vsgd_optimizer_load`.
+ * On failure `*out` is set to NULL (when `out` is not NULL).
+ *
+ * Errors: as `vsgd_optimizer_load`, plus `INVALID_STRING`, `FILE_NOT_FOUND`, `IO_ERROR`.
+ *
+ * # Safety
+ * `path` must be NULL or a NUL-terminated string; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_load_file(const char *path,
+                                     struct vsgd_optimizer **out);
+
+/**
+ * Restores the checkpoint file `path` (UTF-8) into an existing handle; see
+ * `vsgd_optimizer_restore`. On any error the handle is unchanged.
+ *
+ * Errors: as `vsgd_optimizer_restore`, plus `INVALID_STRING`, `FILE_NOT_FOUND`,
+ * `IO_ERROR`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `path` NULL or a NUL-terminated string.
+ */
+vsgd_result vsgd_optimizer_restore_file(struct vsgd_optimizer *optimizer,
+                                        const char *path);
 
 /**
  * Fills `*out` with the defaults of `algorithm` (the authors' for VSGD, torch's for the

@@ -76,6 +76,42 @@ pub const VSGD_RESULT_INVALID_STEP: vsgd_result = vsgd_result(113);
 /// An error of the core library this version of the C ABI has no specific code for; the
 /// message says what it was.
 pub const VSGD_RESULT_OTHER_ERROR: vsgd_result = vsgd_result(199);
+/// Checkpoint bytes that do not start with the format's magic (`vsgd-checkpoint`): not a
+/// vsgd checkpoint at all.
+pub const VSGD_RESULT_CHECKPOINT_BAD_MAGIC: vsgd_result = vsgd_result(200);
+/// A checkpoint format version this library cannot read (written by a newer library, or 0).
+pub const VSGD_RESULT_CHECKPOINT_UNSUPPORTED_VERSION: vsgd_result = vsgd_result(201);
+/// Checkpoint bytes that end in the middle of a value (a cut-off file or buffer).
+pub const VSGD_RESULT_CHECKPOINT_TRUNCATED: vsgd_result = vsgd_result(202);
+/// A length field in the checkpoint claims more bytes than the input holds (truncated or
+/// corrupt); rejected before anything is allocated.
+pub const VSGD_RESULT_CHECKPOINT_LENGTH_OUT_OF_RANGE: vsgd_result = vsgd_result(203);
+/// A checkpoint value of the wrong type, an unknown or repeated key, or bytes after the end.
+pub const VSGD_RESULT_CHECKPOINT_MALFORMED: vsgd_result = vsgd_result(204);
+/// The checkpoint's xxh3 checksum does not match its bytes: they were changed after writing.
+pub const VSGD_RESULT_CHECKPOINT_CHECKSUM_MISMATCH: vsgd_result = vsgd_result(205);
+/// A well-formed checkpoint value this library rejects (unknown algorithm, element type,
+/// policy or schedule kind; missing or unknown hyperparameter; bad shard numbers).
+pub const VSGD_RESULT_CHECKPOINT_INVALID: vsgd_result = vsgd_result(206);
+/// A checkpoint tensor whose shape, element range and state arrays disagree.
+pub const VSGD_RESULT_CHECKPOINT_INCONSISTENT: vsgd_result = vsgd_result(207);
+/// Restoring into a handle whose algorithm, groups or tensors (count, names, lengths, element
+/// types, groups) differ from the checkpoint's; the message names the first tensor that
+/// differs and how. The handle is unchanged.
+pub const VSGD_RESULT_CHECKPOINT_MISMATCH: vsgd_result = vsgd_result(208);
+/// One shard of a sharded checkpoint given where a whole checkpoint is needed.
+pub const VSGD_RESULT_CHECKPOINT_SHARDS: vsgd_result = vsgd_result(209);
+/// A state array over 4 GiB - 1 bytes, too large for one checkpoint (save it sharded from
+/// Rust).
+pub const VSGD_RESULT_CHECKPOINT_TOO_LARGE: vsgd_result = vsgd_result(210);
+/// A checkpoint holding a configuration or schedule the optimizer rejects (the message says
+/// which field).
+pub const VSGD_RESULT_CHECKPOINT_REJECTED: vsgd_result = vsgd_result(211);
+/// A file operation failed (the message names the operation, the path and the OS error). A
+/// failed save leaves the previous file in place.
+pub const VSGD_RESULT_IO_ERROR: vsgd_result = vsgd_result(212);
+/// The checkpoint file (or its directory) does not exist.
+pub const VSGD_RESULT_FILE_NOT_FOUND: vsgd_result = vsgd_result(213);
 
 /// Every code and its name, in numeric order (the single source for `vsgd_result_name`).
 pub(crate) const RESULT_NAMES: &[(vsgd_result, &CStr)] = &[
@@ -135,6 +171,56 @@ pub(crate) const RESULT_NAMES: &[(vsgd_result, &CStr)] = &[
     ),
     (VSGD_RESULT_INVALID_STEP, c"VSGD_RESULT_INVALID_STEP"),
     (VSGD_RESULT_OTHER_ERROR, c"VSGD_RESULT_OTHER_ERROR"),
+    (
+        VSGD_RESULT_CHECKPOINT_BAD_MAGIC,
+        c"VSGD_RESULT_CHECKPOINT_BAD_MAGIC",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_UNSUPPORTED_VERSION,
+        c"VSGD_RESULT_CHECKPOINT_UNSUPPORTED_VERSION",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_TRUNCATED,
+        c"VSGD_RESULT_CHECKPOINT_TRUNCATED",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_LENGTH_OUT_OF_RANGE,
+        c"VSGD_RESULT_CHECKPOINT_LENGTH_OUT_OF_RANGE",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_MALFORMED,
+        c"VSGD_RESULT_CHECKPOINT_MALFORMED",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_CHECKSUM_MISMATCH,
+        c"VSGD_RESULT_CHECKPOINT_CHECKSUM_MISMATCH",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_INVALID,
+        c"VSGD_RESULT_CHECKPOINT_INVALID",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_INCONSISTENT,
+        c"VSGD_RESULT_CHECKPOINT_INCONSISTENT",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_MISMATCH,
+        c"VSGD_RESULT_CHECKPOINT_MISMATCH",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_SHARDS,
+        c"VSGD_RESULT_CHECKPOINT_SHARDS",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_TOO_LARGE,
+        c"VSGD_RESULT_CHECKPOINT_TOO_LARGE",
+    ),
+    (
+        VSGD_RESULT_CHECKPOINT_REJECTED,
+        c"VSGD_RESULT_CHECKPOINT_REJECTED",
+    ),
+    (VSGD_RESULT_IO_ERROR, c"VSGD_RESULT_IO_ERROR"),
+    (VSGD_RESULT_FILE_NOT_FOUND, c"VSGD_RESULT_FILE_NOT_FOUND"),
 ];
 
 /// A failed call: its code and the message `vsgd_last_error` will return.
@@ -334,6 +420,20 @@ mod tests {
             (112, "ALGORITHM_MISMATCH"),
             (113, "INVALID_STEP"),
             (199, "OTHER_ERROR"),
+            (200, "CHECKPOINT_BAD_MAGIC"),
+            (201, "CHECKPOINT_UNSUPPORTED_VERSION"),
+            (202, "CHECKPOINT_TRUNCATED"),
+            (203, "CHECKPOINT_LENGTH_OUT_OF_RANGE"),
+            (204, "CHECKPOINT_MALFORMED"),
+            (205, "CHECKPOINT_CHECKSUM_MISMATCH"),
+            (206, "CHECKPOINT_INVALID"),
+            (207, "CHECKPOINT_INCONSISTENT"),
+            (208, "CHECKPOINT_MISMATCH"),
+            (209, "CHECKPOINT_SHARDS"),
+            (210, "CHECKPOINT_TOO_LARGE"),
+            (211, "CHECKPOINT_REJECTED"),
+            (212, "IO_ERROR"),
+            (213, "FILE_NOT_FOUND"),
         ];
         assert_eq!(pinned.len(), RESULT_NAMES.len());
         for ((n, name), (code, cname)) in pinned.iter().zip(RESULT_NAMES) {

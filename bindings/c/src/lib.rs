@@ -22,11 +22,13 @@
 compile_error!("vsgd-ffi must be built with panic = \"unwind\" (its exports catch panics)");
 
 mod buffers;
+mod checkpoint;
 mod config;
 mod error;
 mod optimizer;
 mod stateless;
 
+pub use checkpoint::*;
 pub use config::*;
 pub use error::*;
 pub use optimizer::*;
@@ -54,9 +56,9 @@ pub extern "C" fn vsgd_abi_version() -> u32 {
     VSGD_ABI_VERSION
 }
 
-// Checkpoints: `vsgd_optimizer_save` / `vsgd_optimizer_load` (MessagePack bytes in caller
-// buffers) join in `src/checkpoint.rs` when the core's checkpoint module lands. Their failures
-// get new `vsgd_result` numbers from 200 on (see `error.rs`).
+// Checkpoints (`src/checkpoint.rs`): `vsgd_optimizer_save/_load/_restore` over caller
+// buffers and `_save_file/_load_file/_restore_file` over paths, forwarding to
+// `vsgd::checkpoint`; their failures have `vsgd_result` numbers from 200 on (see `error.rs`).
 
 #[cfg(test)]
 mod tests {

@@ -39,6 +39,15 @@ pub struct vsgd_optimizer {
     inner: UnsafeCell<Optimizer>,
 }
 
+#[cfg(test)]
+impl vsgd_optimizer {
+    /// The optimizer, for tests that compare handles.
+    pub(crate) fn inner(&self) -> &Optimizer {
+        // SAFETY: tests call this only while no export is running on the handle.
+        unsafe { &*self.inner.get() }
+    }
+}
+
 /// Exclusive use of a handle for one call; releases it on drop and poisons it if the call
 /// panicked (the optimizer may be half-updated).
 struct Lease<'a>(&'a vsgd_optimizer);
@@ -56,7 +65,7 @@ impl Drop for Lease<'_> {
 ///
 /// # Safety
 /// `h` must be NULL or a live handle from `vsgd_optimizer_new`.
-unsafe fn with<R>(
+pub(crate) unsafe fn with<R>(
     h: *const vsgd_optimizer,
     f: impl FnOnce(&mut Optimizer) -> Result<R, Failure>,
 ) -> Result<R, Failure> {
@@ -134,15 +143,19 @@ pub unsafe extern "C" fn vsgd_optimizer_new(
         // SAFETY: NULL or a valid vsgd_config (caller).
         let config = config_from_c(unsafe { input(config, "config") }?)?;
         let opt = Optimizer::new(config)?;
-        let h = Box::into_raw(Box::new(vsgd_optimizer {
-            busy: AtomicBool::new(false),
-            poisoned: AtomicBool::new(false),
-            inner: UnsafeCell::new(opt),
-        }));
         // SAFETY: as above.
-        unsafe { write(out, h) };
+        unsafe { write(out, into_handle(opt)) };
         Ok(())
     })
+}
+
+/// A new handle owning `opt`, for the caller to release with `vsgd_optimizer_free`.
+pub(crate) fn into_handle(opt: Optimizer) -> *mut vsgd_optimizer {
+    Box::into_raw(Box::new(vsgd_optimizer {
+        busy: AtomicBool::new(false),
+        poisoned: AtomicBool::new(false),
+        inner: UnsafeCell::new(opt),
+    }))
 }
 
 /// Releases a handle and all the state it owns. NULL is accepted and does nothing. The
