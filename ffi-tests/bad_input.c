@@ -3,7 +3,9 @@
  * strings, a handle of the wrong algorithm. Each row states the exact result code expected;
  * every failure must also leave a message naming the function (vsgd_last_error), and failed
  * steps must change nothing. Run under ASan/UBSan and valgrind, so "no crash, no undefined
- * behaviour" is checked too. run.sh checks that every exported function appears here. */
+ * behaviour" is checked too. run.sh checks that every exported function appears here.
+ *
+ * usage: bad_input SCRATCH_DIR   (the checkpoint file rows write and remove files there) */
 #include <math.h>
 #include <stdint.h>
 
@@ -539,11 +541,231 @@ static void test_handle(void) {
     vsgd_optimizer_free(h);
 }
 
-int main(void) {
+/* Writes `n` bytes to `path` (a damaged checkpoint file for the load rows). */
+static void write_file(const char *path, const uint8_t *bytes, size_t n) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    CHECK(fwrite(bytes, 1, n, f) == n);
+    CHECK(fclose(f) == 0);
+}
+
+/* A handle of `a` with tensors named `w` (f32, `nw`) and `b` (`bt`, `nb`), group 0. */
+static vsgd_optimizer *two_tensors(vsgd_algorithm a, size_t nw, const char *b, vsgd_dtype bt,
+                                   size_t nb) {
+    size_t id;
+    vsgd_optimizer *h = make(a);
+    CHECK_OK(vsgd_optimizer_add_tensor(h, nw, VSGD_DTYPE_F32, "w", 0, &id));
+    if (b) CHECK_OK(vsgd_optimizer_add_tensor(h, nb, bt, b, 0, &id));
+    return h;
+}
+
+/* The checkpoint of `h` in a new buffer (freed by the caller); its size in `*n`. */
+static uint8_t *saved(const vsgd_optimizer *h, size_t *n) {
+    CHECK(vsgd_optimizer_save(h, NULL, 0, n) == VSGD_RESULT_BUFFER_TOO_SMALL);
+    uint8_t *buf = malloc(*n);
+    CHECK(buf != NULL);
+    CHECK_OK(vsgd_optimizer_save(h, buf, *n, n));
+    return buf;
+}
+
+/* Loads `n` bytes that must be refused with a checkpoint code (>= 200), a message naming
+ * the function, and *out set to NULL. Returns the code. */
+static vsgd_result refused(const uint8_t *bytes, size_t n) {
+    vsgd_optimizer *out = (vsgd_optimizer *)&n;
+    reset_message("vsgd_optimizer_load");
+    vsgd_result r = vsgd_optimizer_load(bytes, n, &out);
+    rows++;
+    if (r < 200 || r > 299 || out != NULL ||
+        strncmp(last_error(), "vsgd_optimizer_load: ", 21) != 0) {
+        failures++;
+        fprintf(stderr, "damaged checkpoint of %zu bytes: got %s (%s), out %p\n", n,
+                vsgd_result_name(r), last_error(), (void *)out);
+        vsgd_optimizer_free(out == (vsgd_optimizer *)&n ? NULL : out);
+    }
+    return r;
+}
+
+#define CK(name) VSGD_RESULT_CHECKPOINT_##name
+
+static void test_checkpoint(const char *dir) {
+    size_t id, n = 0, need = 0;
+    vsgd_optimizer *h = two_tensors(VSGD_ALGORITHM_VSGD, 4, "b", VSGD_DTYPE_F64, 2);
+    float w[4] = {1, 2, 3, 4}, gw[4] = {0.1f, -0.2f, 0.3f, -0.4f};
+    double b[2] = {1, -1}, gb[2] = {0.5, 0.25};
+    CHECK_OK(vsgd_optimizer_step_tensor_f32(h, 0, w, gw, 4, NULL));
+    CHECK_OK(vsgd_optimizer_step_tensor_f64(h, 1, b, gb, 2, NULL));
+
+    /* Save: NULLs, size query, zero and short capacity (nothing written), misaligned out. */
+    ROW(VSGD_RESULT_BUFFER_TOO_SMALL, vsgd_optimizer_save(h, NULL, 0, &need));
+    CHECK(need > 100);
+    uint8_t *buf = malloc(need + 8), *copy = malloc(need + 8);
+    CHECK(buf != NULL && copy != NULL);
+    memset(buf, 0xAA, need + 8);
+    ROW(NUL, vsgd_optimizer_save(NULL, buf, need, &n));
+    ROW(NUL, vsgd_optimizer_save(h, buf, need, NULL));
+    ROW(NUL, vsgd_optimizer_save(h, NULL, need, &n));
+    ROW(VSGD_RESULT_BUFFER_TOO_SMALL, vsgd_optimizer_save(h, buf, 0, &n));
+    CHECK(n == need);
+    n = 0;
+    ROW(VSGD_RESULT_BUFFER_TOO_SMALL, vsgd_optimizer_save(h, buf, need - 1, &n));
+    CHECK(n == need && strstr(last_error(), "needs") != NULL);
+    for (size_t i = 0; i < need + 8; i++) CHECK(buf[i] == 0xAA); /* no partial checkpoint */
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_optimizer_save(h, buf, need, misaligned(&n)));
+    ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_optimizer_save(h, buf, SIZE_MAX, &n));
+    n = 0;
+    ROW(OK, vsgd_optimizer_save(h, buf, need + 8, &n));
+    CHECK(n == need && buf[need] == 0xAA && buf[0] == 0x95);
+    memcpy(copy, buf, need);
+
+    /* Load: NULLs (out cleared), empty, every truncation, every single-bit flip, a wrong
+     * magic, a future version. */
+    vsgd_optimizer *out = h;
+    ROW(NUL, vsgd_optimizer_load(NULL, need, &out));
+    CHECK(out == NULL);
+    ROW(NUL, vsgd_optimizer_load(buf, need, NULL));
+    ROW(CK(TRUNCATED), vsgd_optimizer_load(NULL, 0, &out));
+    ROW(CK(TRUNCATED), vsgd_optimizer_load(buf, 0, &out));
+    ROW(CK(TRUNCATED), vsgd_optimizer_load(buf, need - 1, &out));
+    ROW(CK(TRUNCATED), vsgd_optimizer_load(buf, 17, &out));
+    ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_optimizer_load(buf, SIZE_MAX, &out));
+    int truncated = 0, out_of_range = 0;
+    for (size_t len = 0; len < need; len++) {
+        vsgd_result r = refused(buf, len);
+        truncated += r == CK(TRUNCATED);
+        out_of_range += r == CK(LENGTH_OUT_OF_RANGE);
+    }
+    CHECK(truncated > 0 && out_of_range > 0); /* both kinds of cut were seen */
+    int checksum = 0;
+    for (size_t i = 0; i < need; i++)
+        for (int bit = 0; bit < 8; bit++) {
+            copy[i] ^= (uint8_t)(1u << bit);
+            checksum += refused(copy, need) == CK(CHECKSUM_MISMATCH);
+            copy[i] ^= (uint8_t)(1u << bit);
+        }
+    CHECK(checksum > (int)need); /* most flips land in the checksummed payload */
+    CHECK(memcmp(copy, buf, need) == 0);
+    copy[1] ^= 0x20; /* fixstr "vsgd-checkpoint" → "Vsgd-checkpoint" */
+    ROW(CK(BAD_MAGIC), vsgd_optimizer_load(copy, need, &out));
+    copy[1] ^= 0x20;
+    copy[17] = 2; /* format version 2 */
+    ROW(CK(UNSUPPORTED_VERSION), vsgd_optimizer_load(copy, need, &out));
+    CHECK(strstr(last_error(), "version 2") != NULL);
+    copy[17] = buf[17];
+    copy[need - 1] ^= 1; /* the stored checksum itself */
+    ROW(CK(CHECKSUM_MISMATCH), vsgd_optimizer_load(copy, need, &out));
+    copy[need - 1] ^= 1;
+    static const char junk[] = "definitely not a checkpoint";
+    ROW(CK(BAD_MAGIC), vsgd_optimizer_load((const uint8_t *)junk, sizeof junk, &out));
+    CHECK(out == NULL);
+    ROW(OK, vsgd_optimizer_load(buf, need, &out));
+    CHECK(out != NULL);
+    vsgd_optimizer_free(out);
+
+    /* Restore: NULLs, damaged bytes, and handles whose tensors differ, each named; a failed
+     * restore leaves the handle as it was. */
+    ROW(NUL, vsgd_optimizer_restore(NULL, buf, need));
+    ROW(NUL, vsgd_optimizer_restore(h, NULL, need));
+    ROW(CK(TRUNCATED), vsgd_optimizer_restore(h, buf, 0));
+    ROW(CK(TRUNCATED), vsgd_optimizer_restore(h, NULL, 0));
+    copy[need / 2] ^= 0x10;
+    ROW(CK(CHECKSUM_MISMATCH), vsgd_optimizer_restore(h, copy, need));
+    copy[need / 2] ^= 0x10;
+    struct {
+        vsgd_optimizer *h;
+        const char *names; /* in the message */
+    } wrong[] = {
+        {two_tensors(VSGD_ALGORITHM_VSGD, 4, "b", VSGD_DTYPE_F64, 3), "tensor 1 (\"b\")"},
+        {two_tensors(VSGD_ALGORITHM_VSGD, 4, "c", VSGD_DTYPE_F64, 2), "tensor 1 (\"c\")"},
+        {two_tensors(VSGD_ALGORITHM_VSGD, 4, "b", VSGD_DTYPE_F32, 2), "element type"},
+        {two_tensors(VSGD_ALGORITHM_VSGD, 5, "b", VSGD_DTYPE_F64, 2), "tensor 0 (\"w\")"},
+        {two_tensors(VSGD_ALGORITHM_VSGD, 4, NULL, 0, 0), "tensor 1 (\"b\")"},
+        {two_tensors(VSGD_ALGORITHM_ADAM, 4, "b", VSGD_DTYPE_F64, 2), "algorithm"},
+    };
+    for (size_t k = 0; k < sizeof wrong / sizeof wrong[0]; k++) {
+        size_t before_n, after_n;
+        uint8_t *before = saved(wrong[k].h, &before_n);
+        ROW(CK(MISMATCH), vsgd_optimizer_restore(wrong[k].h, buf, need));
+        if (strstr(last_error(), wrong[k].names) == NULL) {
+            failures++;
+            fprintf(stderr, "restore mismatch %zu: '%s' lacks '%s'\n", k, last_error(),
+                    wrong[k].names);
+        }
+        uint8_t *after = saved(wrong[k].h, &after_n);
+        CHECK(before_n == after_n && memcmp(before, after, before_n) == 0);
+        free(before);
+        free(after);
+        vsgd_optimizer_free(wrong[k].h);
+    }
+    vsgd_optimizer *fresh = two_tensors(VSGD_ALGORITHM_VSGD, 4, "b", VSGD_DTYPE_F64, 2);
+    ROW(OK, vsgd_optimizer_restore(fresh, buf, need));
+    uint64_t steps = 0;
+    CHECK_OK(vsgd_optimizer_step_count(fresh, 1, &steps));
+    CHECK(steps == 1);
+
+    /* Files: NULLs, non-UTF-8, missing directories and files, directories, damaged files. */
+    char path[1024], missing[1024], bad_file[1024];
+    snprintf(path, sizeof path, "%s/bad_input.vsgdckpt", dir);
+    snprintf(missing, sizeof missing, "%s/no/such/dir/x.vsgdckpt", dir);
+    snprintf(bad_file, sizeof bad_file, "%s/damaged.vsgdckpt", dir);
+    ROW(NUL, vsgd_optimizer_save_file(NULL, path));
+    ROW(NUL, vsgd_optimizer_save_file(h, NULL));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_save_file(h, bad_utf8));
+    ROW(VSGD_RESULT_FILE_NOT_FOUND, vsgd_optimizer_save_file(h, missing));
+    CHECK(strstr(last_error(), "no/such/dir") != NULL);
+    ROW(VSGD_RESULT_IO_ERROR, vsgd_optimizer_save_file(h, ""));
+    ROW(VSGD_RESULT_IO_ERROR, vsgd_optimizer_save_file(h, dir)); /* a directory is in the way */
+    ROW(OK, vsgd_optimizer_save_file(h, path));
+
+    out = h;
+    ROW(NUL, vsgd_optimizer_load_file(NULL, &out));
+    CHECK(out == NULL);
+    ROW(NUL, vsgd_optimizer_load_file(path, NULL));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_load_file(bad_utf8, &out));
+    ROW(VSGD_RESULT_FILE_NOT_FOUND, vsgd_optimizer_load_file(missing, &out));
+    ROW(VSGD_RESULT_FILE_NOT_FOUND, vsgd_optimizer_load_file("", &out));
+    ROW(VSGD_RESULT_IO_ERROR, vsgd_optimizer_load_file(dir, &out));
+    write_file(bad_file, buf, 0);
+    ROW(CK(TRUNCATED), vsgd_optimizer_load_file(bad_file, &out));
+    write_file(bad_file, buf, need / 2);
+    vsgd_result r = vsgd_optimizer_load_file(bad_file, &out);
+    CHECK(r == CK(TRUNCATED) || r == CK(LENGTH_OUT_OF_RANGE));
+    copy[need / 3] ^= 0x01;
+    write_file(bad_file, copy, need);
+    ROW(CK(CHECKSUM_MISMATCH), vsgd_optimizer_load_file(bad_file, &out));
+    CHECK(out == NULL);
+    ROW(OK, vsgd_optimizer_load_file(path, &out));
+    CHECK(out != NULL);
+
+    ROW(NUL, vsgd_optimizer_restore_file(NULL, path));
+    ROW(NUL, vsgd_optimizer_restore_file(out, NULL));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_restore_file(out, bad_utf8));
+    ROW(VSGD_RESULT_FILE_NOT_FOUND, vsgd_optimizer_restore_file(out, missing));
+    ROW(CK(CHECKSUM_MISMATCH), vsgd_optimizer_restore_file(out, bad_file));
+    vsgd_optimizer *other = two_tensors(VSGD_ALGORITHM_VSGD, 4, "b", VSGD_DTYPE_F64, 3);
+    ROW(CK(MISMATCH), vsgd_optimizer_restore_file(other, path));
+    CHECK(strstr(last_error(), "tensor 1 (\"b\")") != NULL);
+    ROW(OK, vsgd_optimizer_restore_file(fresh, path));
+    uint8_t *again = saved(fresh, &n);
+    CHECK(n == need && memcmp(again, buf, need) == 0);
+    free(again);
+
+    vsgd_optimizer_free(other);
+    vsgd_optimizer_free(out);
+    vsgd_optimizer_free(fresh);
+    vsgd_optimizer_free(h);
+    free(buf);
+    free(copy);
+    CHECK(remove(path) == 0 && remove(bad_file) == 0);
+    (void)id;
+}
+
+int main(int argc, char **argv) {
+    CHECK(argc == 2); /* a scratch directory for the checkpoint file rows */
     test_meta();
     test_config();
     test_stateless();
     test_handle();
+    test_checkpoint(argv[1]);
     if (failures) {
         fprintf(stderr, "bad_input: %d of %d rows failed\n", failures, rows);
         return 1;

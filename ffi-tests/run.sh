@@ -6,13 +6,20 @@
 #   4. the tests under AddressSanitizer + UBSan, after proving on canaries that both are live;
 #   5. the tests under valgrind memcheck (zero errors, zero leaks), canaries first;
 #   6. the conformance test linked statically (pkg-config vsgd-static).
-# usage: ffi-tests/run.sh PREFIX FIXTURE BUILD_DIR   (FIXTURE: see bindings/c/examples/ffi_fixture.rs)
+# checkpoint.c leaves BUILD_DIR/from_c.vsgdckpt and from_c.expect for the caller to check with
+# `vsgd inspect`, and re-saves each RUST_CHECKPOINT (written by `vsgd replay --save`) expecting
+# identical bytes.
+# usage: ffi-tests/run.sh PREFIX FIXTURE BUILD_DIR [RUST_CHECKPOINT...]
+#   (FIXTURE: see bindings/c/examples/ffi_fixture.rs)
 set -euo pipefail
-[ $# -eq 3 ] || { echo "usage: $0 PREFIX FIXTURE BUILD_DIR" >&2; exit 2; }
+[ $# -ge 3 ] || { echo "usage: $0 PREFIX FIXTURE BUILD_DIR [RUST_CHECKPOINT...]" >&2; exit 2; }
 prefix="$(cd "$1" && pwd)"
 fixture="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
 mkdir -p "$3"
 out="$(cd "$3" && pwd)"
+shift 3
+rust_checkpoints=()
+for f in "$@"; do rust_checkpoints+=("$(cd "$(dirname "$f")" && pwd)/$(basename "$f")"); done
 cd "$(dirname "${BASH_SOURCE[0]}")"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 
@@ -56,6 +63,7 @@ build() { # build OUTPUT_SUFFIX FLAGS... : builds every test program
     shift
     gcc "${STRICT_C[@]}" "$@" "${CFLAGS_PKG[@]}" conformance.c -o "$out/conformance$suffix" "${LIBS_SHARED[@]}"
     gcc "${STRICT_C[@]}" "$@" "${CFLAGS_PKG[@]}" bad_input.c -o "$out/bad_input$suffix" "${LIBS_SHARED[@]}" -lm
+    gcc "${STRICT_C[@]}" "$@" "${CFLAGS_PKG[@]}" checkpoint.c -o "$out/checkpoint$suffix" "${LIBS_SHARED[@]}"
     gcc "${STRICT_C[@]}" "$@" -pthread "${CFLAGS_PKG[@]}" threads.c -o "$out/threads$suffix" "${LIBS_SHARED[@]}" -lm
     g++ "${STRICT_CXX[@]}" "$@" "${CFLAGS_PKG[@]}" cpp_wrapper.cpp -o "$out/cpp_wrapper$suffix" "${LIBS_SHARED[@]}"
 }
@@ -63,7 +71,8 @@ run_all() { # run_all SUFFIX WRAPPER... : runs every test program
     local suffix="$1"
     shift
     "$@" "$out/conformance$suffix" "$fixture"
-    "$@" "$out/bad_input$suffix"
+    "$@" "$out/bad_input$suffix" "$out"
+    "$@" "$out/checkpoint$suffix" "$out" ${rust_checkpoints[@]+"${rust_checkpoints[@]}"}
     "$@" "$out/threads$suffix"
     "$@" "$out/cpp_wrapper$suffix" "$fixture"
 }
@@ -90,7 +99,7 @@ expect_caught lsan "LeakSanitizer: detected memory leaks" "$out/canary_lsan"
 
 say "AddressSanitizer + UBSan: tests"
 build _san "${SAN[@]}"
-for t in conformance bad_input threads cpp_wrapper; do
+for t in conformance bad_input checkpoint threads cpp_wrapper; do
     ldd "$out/${t}_san" >"$out/ldd.txt" # (no pipe into grep -q: pipefail + SIGPIPE)
     grep -q libasan "$out/ldd.txt" || fail "$t is not linked with libasan"
     grep -q libubsan "$out/ldd.txt" || fail "$t is not linked with libubsan"
