@@ -2,7 +2,10 @@
 // instead of crashing), exceptions carrying code and message, and conformance cases through
 // vsgd::Optimizer and vsgd::step with the same bits as the Rust API.
 //
-// usage: cpp_wrapper FIXTURE
+// Checkpoints: training resumed from vsgd::Optimizer::save/load/restore and the file forms
+// ends with the same bits as uninterrupted training; damaged input throws with its code.
+//
+// usage: cpp_wrapper FIXTURE SCRATCH_DIR
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -148,6 +151,127 @@ static void test_ownership_and_errors() {
   CHECK(vsgd::state_name(vsgd::Algorithm::Vsgd, 1) == "bg");
   expect_error(VSGD_RESULT_STATE_COUNT, "vsgd_state_name",
                [] { vsgd::state_name(vsgd::Algorithm::Sgdm, 1); });
+}
+
+// ---- checkpoints through the wrapper
+
+// Deterministic gradient of step s, element i (any smooth, sign-changing function will do).
+template <class T>
+static std::vector<T> grad_at(std::size_t s, std::size_t n, T offset) {
+  std::vector<T> g(n);
+  for (std::size_t i = 0; i < n; i++)
+    g[i] = static_cast<T>(std::sin(0.7 * static_cast<double>(s) + 1.3 * static_cast<double>(i))) + offset;
+  return g;
+}
+
+struct Model {
+  std::vector<float> w{0.5f, -1.0f, 2.0f};
+  std::vector<double> b{0.25, -0.75};
+};
+
+static vsgd::Optimizer fresh_optimizer(vsgd::Algorithm a) {
+  vsgd::Optimizer opt{vsgd::Config(a)};
+  vsgd_schedule s{};
+  s.kind = VSGD_SCHEDULE_COSINE;
+  s.total = 20;
+  s.min_factor = 0.1;
+  opt.set_schedule(0, s);
+  opt.add_tensor(3, vsgd::DType::F32, "w");
+  opt.add_tensor(2, vsgd::DType::F64, "b");
+  return opt;
+}
+
+static void train(vsgd::Optimizer& opt, Model& m, std::size_t from, std::size_t to) {
+  for (std::size_t s = from; s < to; s++) {
+    CHECK(opt.step_tensor(0, m.w, grad_at<float>(s, 3, 0.1f)) == vsgd::StepOutcome::Applied);
+    CHECK(opt.step_tensor(1, m.b, grad_at<double>(s, 2, -0.2)) == vsgd::StepOutcome::Applied);
+  }
+}
+
+static bool same_bits(const Model& a, const Model& b) {
+  return std::memcmp(a.w.data(), b.w.data(), a.w.size() * sizeof(float)) == 0 &&
+         std::memcmp(a.b.data(), b.b.data(), a.b.size() * sizeof(double)) == 0;
+}
+
+static std::size_t test_checkpoints(const std::string& dir) {
+  const std::string path = dir + "/cpp_wrapper.vsgdckpt";
+  const std::size_t steps = 10, cut = 4;
+  std::size_t resumed = 0;
+  for (vsgd::Algorithm a : {vsgd::Algorithm::Vsgd, vsgd::Algorithm::ConstantVsgd,
+                            vsgd::Algorithm::Adam, vsgd::Algorithm::AdamW,
+                            vsgd::Algorithm::Sgdm}) {
+    Model want;
+    vsgd::Optimizer whole = fresh_optimizer(a);
+    train(whole, want, 0, steps);
+    const std::vector<std::uint8_t> want_bytes = whole.save();
+    for (int way = 0; way < 4; way++) {
+      Model m;
+      vsgd::Optimizer opt = fresh_optimizer(a);
+      train(opt, m, 0, cut);
+      std::vector<std::uint8_t> bytes;
+      if (way < 2) bytes = opt.save(); else opt.save_file(path);
+      opt = vsgd::Optimizer(vsgd::Config(vsgd::Algorithm::Sgdm));  // the old state is gone
+      switch (way) {
+        case 0: opt = vsgd::Optimizer::load(bytes); break;
+        case 1: opt = fresh_optimizer(a); opt.set_lr(0, 1e-6); opt.restore(bytes); break;
+        case 2: opt = vsgd::Optimizer::load_file(path); break;
+        default: opt = fresh_optimizer(a); opt.set_lr(0, 1e-6); opt.restore_file(path);
+      }
+      CHECK(opt.algorithm() == a && opt.step_count(0) == cut && opt.tensor_name(1) == "b");
+      train(opt, m, cut, steps);
+      CHECK(same_bits(m, want));
+      CHECK(opt.save() == want_bytes);
+      resumed++;
+    }
+  }
+
+  // Errors: each with its code and the C function's name.
+  vsgd::Optimizer opt = fresh_optimizer(vsgd::Algorithm::Vsgd);
+  Model m;
+  train(opt, m, 0, 2);
+  std::vector<std::uint8_t> bytes = opt.save();
+  expect_error(VSGD_RESULT_CHECKPOINT_TRUNCATED, "vsgd_optimizer_load",
+               [] { vsgd::Optimizer::load(std::vector<std::uint8_t>{}); });
+  std::vector<std::uint8_t> cut_bytes(bytes.begin(), bytes.end() - 1);
+  expect_error(VSGD_RESULT_CHECKPOINT_TRUNCATED, "vsgd_optimizer_load",
+               [&] { vsgd::Optimizer::load(cut_bytes); });
+  std::vector<std::uint8_t> flipped = bytes;
+  flipped[flipped.size() / 2] ^= 0x04;
+  expect_error(VSGD_RESULT_CHECKPOINT_CHECKSUM_MISMATCH, "vsgd_optimizer_load",
+               [&] { vsgd::Optimizer::load(flipped); });
+  expect_error(VSGD_RESULT_CHECKPOINT_CHECKSUM_MISMATCH, "vsgd_optimizer_restore",
+               [&] { opt.restore(flipped); });
+  vsgd::Optimizer other{vsgd::Config(vsgd::Algorithm::Vsgd)};
+  other.add_tensor(3, vsgd::DType::F32, "w");
+  other.add_tensor(2, vsgd::DType::F64, "bias");
+  try {
+    other.restore(bytes);
+    CHECK(false);
+  } catch (const vsgd::Error& e) {
+    CHECK(e.code() == VSGD_RESULT_CHECKPOINT_MISMATCH);
+    CHECK(std::strstr(e.what(), "tensor 1 (\"bias\")") != nullptr);
+  }
+  CHECK(other.step_count(0) == 0);  // unchanged
+  expect_error(VSGD_RESULT_FILE_NOT_FOUND, "vsgd_optimizer_load_file",
+               [&] { vsgd::Optimizer::load_file(dir + "/no/such.vsgdckpt"); });
+  expect_error(VSGD_RESULT_FILE_NOT_FOUND, "vsgd_optimizer_save_file",
+               [&] { opt.save_file(dir + "/no/such.vsgdckpt"); });
+  expect_error(VSGD_RESULT_FILE_NOT_FOUND, "vsgd_optimizer_restore_file",
+               [&] { opt.restore_file(dir + "/no/such.vsgdckpt"); });
+  const std::string with_nul = path + std::string(1, '\0') + "x";
+  expect_error(VSGD_RESULT_INVALID_STRING, "vsgd::Optimizer::save_file",
+               [&] { opt.save_file(with_nul); });
+  expect_error(VSGD_RESULT_INVALID_STRING, "vsgd::Optimizer::load_file",
+               [&] { vsgd::Optimizer::load_file(with_nul); });
+  expect_error(VSGD_RESULT_INVALID_STRING, "vsgd::Optimizer::restore_file",
+               [&] { opt.restore_file(with_nul); });
+  vsgd::Optimizer gone(std::move(opt));
+  expect_error(VSGD_RESULT_NULL_PARAMETER, "vsgd_optimizer_save", [&] { (void)opt.save(); });
+  expect_error(VSGD_RESULT_NULL_PARAMETER, "vsgd_optimizer_restore",
+               [&] { opt.restore(bytes); });
+  CHECK(gone.save() == bytes);
+  CHECK(std::remove(path.c_str()) == 0);
+  return resumed;
 }
 
 // ---- conformance through the wrapper (fixture format: bindings/c/examples/ffi_fixture.rs)
@@ -309,8 +433,9 @@ static std::size_t run(const Case& c, bool stateless) {
 }
 
 int main(int argc, char** argv) {
-  CHECK(argc == 2);
+  CHECK(argc == 3);
   test_ownership_and_errors();
+  const std::size_t resumed = test_checkpoints(argv[2]);
   std::ifstream f(argv[1]);
   CHECK(f.good());
   word(f, "vsgd-ffi-fixture");
@@ -323,6 +448,7 @@ int main(int argc, char** argv) {
   }
   CHECK(ncases > 0 && values > 0);
   std::printf("cpp_wrapper: %d checks; %zu cases through vsgd::Optimizer and vsgd::step, "
-              "%zu values bit-identical to Rust\n", checks, ncases, values);
+              "%zu values bit-identical to Rust; %zu resumed runs bit-identical to "
+              "uninterrupted ones\n", checks, ncases, values, resumed);
   return 0;
 }

@@ -74,7 +74,7 @@ run_all() { # run_all SUFFIX WRAPPER... : runs every test program
     "$@" "$out/bad_input$suffix" "$out"
     "$@" "$out/checkpoint$suffix" "$out" ${rust_checkpoints[@]+"${rust_checkpoints[@]}"}
     "$@" "$out/threads$suffix"
-    "$@" "$out/cpp_wrapper$suffix" "$fixture"
+    "$@" "$out/cpp_wrapper$suffix" "$fixture" "$out"
 }
 # expect_caught NAME PATTERN COMMAND... : the command must fail and print PATTERN.
 expect_caught() {

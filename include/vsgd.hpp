@@ -7,6 +7,8 @@
  *   (vsgd_last_error of the calling thread).
  * - vsgd::Config is a plain value (a vsgd_config), copyable.
  * - vsgd::step() is the stateless kernel over caller-owned buffers.
+ * - Checkpoints: Optimizer::save() -> bytes, Optimizer::load(bytes), restore(bytes), and the
+ *   atomic file forms save_file / load_file / restore_file (docs/checkpoint-format.md).
  *
  * Thread safety is the C library's: one thread per Optimizer at a time (a concurrent call
  * throws with VSGD_RESULT_HANDLE_BUSY), distinct Optimizers and the stateless step are
@@ -51,6 +53,15 @@ inline void check(vsgd_result r) {
   if (n > 0) vsgd_last_error(&message[0], n + 1, &n);
   if (message.empty()) message = vsgd_result_name(r);
   throw Error(r, message);
+}
+/// `path` as a C string; a path with an embedded NUL would be cut short silently, so it
+/// throws VSGD_RESULT_INVALID_STRING instead.
+inline const char* c_path(const std::string& path, const char* function) {
+  if (path.find('\0') != std::string::npos) {
+    throw Error(VSGD_RESULT_INVALID_STRING,
+                std::string(function) + ": path contains a NUL character");
+  }
+  return path.c_str();
 }
 }  // namespace detail
 
@@ -303,6 +314,50 @@ class Optimizer {
     std::vector<std::size_t> out(n);
     if (n > 0) detail::check(vsgd_optimizer_last_skipped(h_, out.data(), n, &n));
     return out;
+  }
+
+  /// The handle's checkpoint (vsgd_optimizer_save): everything needed to continue
+  /// bit-exactly except the parameters, which are the caller's.
+  std::vector<std::uint8_t> save() const {
+    std::size_t n = 0;
+    vsgd_result r = vsgd_optimizer_save(h_, nullptr, 0, &n);
+    if (r != VSGD_RESULT_BUFFER_TOO_SMALL) detail::check(r);
+    std::vector<std::uint8_t> out(n);
+    detail::check(vsgd_optimizer_save(h_, out.data(), out.size(), &n));
+    return out;
+  }
+  /// A new Optimizer from checkpoint bytes (vsgd_optimizer_load); damaged bytes throw with
+  /// their VSGD_RESULT_CHECKPOINT_* code.
+  static Optimizer load(const std::uint8_t* bytes, std::size_t len) {
+    vsgd_optimizer* h = nullptr;
+    detail::check(vsgd_optimizer_load(bytes, len, &h));
+    return Optimizer(h);
+  }
+  static Optimizer load(const std::vector<std::uint8_t>& bytes) {
+    return load(bytes.data(), bytes.size());
+  }
+  /// Restores checkpoint bytes into this Optimizer, whose tensors must match the
+  /// checkpoint's (VSGD_RESULT_CHECKPOINT_MISMATCH names the first that does not); on any
+  /// error it is unchanged (vsgd_optimizer_restore).
+  void restore(const std::uint8_t* bytes, std::size_t len) {
+    detail::check(vsgd_optimizer_restore(h_, bytes, len));
+  }
+  void restore(const std::vector<std::uint8_t>& bytes) { restore(bytes.data(), bytes.size()); }
+  /// Saves the checkpoint to `path` atomically: the previous file survives any failure
+  /// (vsgd_optimizer_save_file).
+  void save_file(const std::string& path) const {
+    detail::check(vsgd_optimizer_save_file(h_, detail::c_path(path, "vsgd::Optimizer::save_file")));
+  }
+  /// A new Optimizer from a checkpoint file (vsgd_optimizer_load_file).
+  static Optimizer load_file(const std::string& path) {
+    vsgd_optimizer* h = nullptr;
+    detail::check(vsgd_optimizer_load_file(detail::c_path(path, "vsgd::Optimizer::load_file"), &h));
+    return Optimizer(h);
+  }
+  /// Restores a checkpoint file into this Optimizer (vsgd_optimizer_restore_file).
+  void restore_file(const std::string& path) {
+    detail::check(
+        vsgd_optimizer_restore_file(h_, detail::c_path(path, "vsgd::Optimizer::restore_file")));
   }
 
   /// A copy of state array `name` of tensor `tensor` (element type T: float or double).

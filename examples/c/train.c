@@ -1,11 +1,13 @@
 /* Logistic regression trained with VSGD through the C ABI.
  *
  * Build against an installed vsgd (scripts/install.sh PREFIX), either way:
- *   PKG_CONFIG_PATH=PREFIX/lib/pkgconfig make && ./train
+ *   PKG_CONFIG_PATH=PREFIX/lib/pkgconfig make && ./train [CHECKPOINT_FILE]
  *   cmake -S . -B build -DCMAKE_PREFIX_PATH=PREFIX && cmake --build build && build/train
  *
- * Two tensors, "w" (the weights) and "b" (the bias), stepped together each minibatch. The
- * program exits 1 unless it learned: final loss below half the initial one, accuracy ≥ 90%. */
+ * Two tensors, "w" (the weights) and "b" (the bias), stepped together each minibatch. Halfway
+ * the optimizer is checkpointed (to CHECKPOINT_FILE, or to memory without one), freed, and
+ * resumed from the checkpoint, as a restarted job would. The program exits 1 unless it
+ * learned: final loss below half the initial one, accuracy ≥ 90%. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,7 +51,34 @@ static void check(vsgd_result r, const char *what) {
     exit(1);
 }
 
-int main(void) {
+/* Saves a checkpoint of `opt`, frees it, and returns the optimizer loaded back from the
+ * checkpoint: what a training job restarted after a crash does. `path`: a file (replaced
+ * atomically), or NULL for a buffer in memory. The checkpoint holds the optimizer's state
+ * (step counts, schedule, VSGD's moments); the parameters w and b are the program's own. */
+static vsgd_optimizer *checkpoint_and_resume(vsgd_optimizer *opt, const char *path) {
+    vsgd_optimizer *resumed = NULL;
+    size_t size = 0;
+    if (path) {
+        check(vsgd_optimizer_save_file(opt, path), "vsgd_optimizer_save_file");
+        vsgd_optimizer_free(opt);
+        check(vsgd_optimizer_load_file(path, &resumed), "vsgd_optimizer_load_file");
+    } else {
+        vsgd_optimizer_save(opt, NULL, 0, &size); /* size query (BUFFER_TOO_SMALL) */
+        uint8_t *bytes = malloc(size);
+        if (!bytes) exit(1);
+        check(vsgd_optimizer_save(opt, bytes, size, &size), "vsgd_optimizer_save");
+        vsgd_optimizer_free(opt);
+        check(vsgd_optimizer_load(bytes, size, &resumed), "vsgd_optimizer_load");
+        free(bytes);
+    }
+    uint64_t steps;
+    check(vsgd_optimizer_step_count(resumed, 0, &steps), "step_count");
+    printf("checkpoint (%s%s): resumed at step %llu\n", path ? "file " : "memory",
+           path ? path : "", (unsigned long long)steps);
+    return resumed;
+}
+
+int main(int argc, char **argv) {
     if (vsgd_abi_version() != VSGD_ABI_VERSION) {
         fprintf(stderr, "libvsgd ABI %u, header ABI %d\n", vsgd_abi_version(), VSGD_ABI_VERSION);
         return 1;
@@ -79,6 +108,7 @@ int main(void) {
     float loss0, acc0, loss, acc;
     evaluate(w, b[0], &loss0, &acc0);
     for (int epoch = 0; epoch < EPOCHS; epoch++) {
+        if (epoch == EPOCHS / 2) opt = checkpoint_and_resume(opt, argc > 1 ? argv[1] : NULL);
         for (int start = 0; start < N; start += BATCH) {
             for (int j = 0; j < D; j++) gw[j] = 0;
             gb[0] = 0;

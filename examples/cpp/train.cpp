@@ -82,6 +82,8 @@ int main() try {
   double loss0, acc0, loss, acc;
   evaluate(data, w, b[0], loss0, acc0);
   for (int epoch = 0; epoch < kEpochs; epoch++) {
+    // Halfway, resume from a checkpoint (as a restarted job would): same bits as going on.
+    if (epoch == kEpochs / 2) opt = vsgd::Optimizer::load(opt.save());
     for (int start = 0; start < kN; start += kBatch) {
       gw.assign(kD, 0.0);
       gb[0] = 0;
