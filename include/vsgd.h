@@ -7,8 +7,9 @@
  * Conventions (every function follows them unless its comment says otherwise):
  *  - Every fallible function returns a vsgd_result: VSGD_RESULT_OK (0) or the reason it
  *    failed. On failure nothing the caller passed is changed (exceptions, documented where
- *    they apply: VSGD_RESULT_BUFFER_TOO_SMALL writes what fits; vsgd_optimizer_new sets *out
- *    to NULL) and a message is recorded for this thread (vsgd_last_error). Nothing ever
+ *    they apply: VSGD_RESULT_BUFFER_TOO_SMALL writes what fits, or nothing for checkpoints,
+ *    and reports the size needed; vsgd_optimizer_new and vsgd_optimizer_load* set *out to
+ *    NULL) and a message is recorded for this thread (vsgd_last_error). Nothing ever
  *    aborts the process or unwinds into C.
  *  - Pointer arguments may be NULL only where documented (NULL_PARAMETER otherwise);
  *    buffers may be NULL when their length is 0. Buffers are borrowed for the call only.
@@ -47,7 +48,8 @@
  * An optimizer owning the state (and step counters) of registered tensors, grouped into
  * parameter groups that share hyperparameters and a schedule. All groups run one algorithm.
  *
- * Ownership: created by `vsgd_optimizer_new`, owned by the caller, released exactly once by
+ * Ownership: created by `vsgd_optimizer_new` (or from a checkpoint by `vsgd_optimizer_load`
+ * / `vsgd_optimizer_load_file`), owned by the caller, released exactly once by
  * `vsgd_optimizer_free` (after which the pointer must not be used). Parameters and gradients
  * are never kept: each call reads and writes the caller's buffers only while it runs.
  *
@@ -948,8 +950,8 @@ vsgd_result vsgd_optimizer_new(const struct vsgd_config *config,
  * pointer must not be used afterwards; freeing it twice is undefined behaviour.
  *
  * # Safety
- * `optimizer` must be NULL or a handle from `vsgd_optimizer_new` not yet freed, not in use
- * by another thread.
+ * `optimizer` must be NULL or a handle from `vsgd_optimizer_new` or `vsgd_optimizer_load*`
+ * not yet freed, not in use by another thread.
  */
 void vsgd_optimizer_free(struct vsgd_optimizer *optimizer);
 

@@ -25,7 +25,8 @@ use crate::error::{
 /// An optimizer owning the state (and step counters) of registered tensors, grouped into
 /// parameter groups that share hyperparameters and a schedule. All groups run one algorithm.
 ///
-/// Ownership: created by `vsgd_optimizer_new`, owned by the caller, released exactly once by
+/// Ownership: created by `vsgd_optimizer_new` (or from a checkpoint by `vsgd_optimizer_load`
+/// / `vsgd_optimizer_load_file`), owned by the caller, released exactly once by
 /// `vsgd_optimizer_free` (after which the pointer must not be used). Parameters and gradients
 /// are never kept: each call reads and writes the caller's buffers only while it runs.
 ///
@@ -162,8 +163,8 @@ pub(crate) fn into_handle(opt: Optimizer) -> *mut vsgd_optimizer {
 /// pointer must not be used afterwards; freeing it twice is undefined behaviour.
 ///
 /// # Safety
-/// `optimizer` must be NULL or a handle from `vsgd_optimizer_new` not yet freed, not in use
-/// by another thread.
+/// `optimizer` must be NULL or a handle from `vsgd_optimizer_new` or `vsgd_optimizer_load*`
+/// not yet freed, not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn vsgd_optimizer_free(optimizer: *mut vsgd_optimizer) {
     if optimizer.is_null() {
