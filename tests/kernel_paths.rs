@@ -208,7 +208,10 @@ fn required_paths_are_present() {
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let path = KernelPath::from_name(name)
                 .unwrap_or_else(|| panic!("VSGD_REQUIRE_PATHS names unknown path {name:?}"));
-            assert!(path.is_available(), "required kernel path {name} is not available");
+            assert!(
+                path.is_available(),
+                "required kernel path {name} is not available"
+            );
         }
     }
     match KernelPath::requested() {
@@ -298,8 +301,16 @@ fn all_finite_finds_one_bad_element_anywhere() {
                 for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
                     x[pos] = bad as f32;
                     y[pos] = bad;
-                    assert_eq!(all_finite_on(path, &x), Some(false), "{path} n={n} pos={pos}");
-                    assert_eq!(all_finite_on(path, &y), Some(false), "{path} n={n} pos={pos}");
+                    assert_eq!(
+                        all_finite_on(path, &x),
+                        Some(false),
+                        "{path} n={n} pos={pos}"
+                    );
+                    assert_eq!(
+                        all_finite_on(path, &y),
+                        Some(false),
+                        "{path} n={n} pos={pos}"
+                    );
                     x[pos] = 1.5;
                     y[pos] = -2.5;
                 }

@@ -64,7 +64,10 @@ impl KernelPath {
                 cfg!(any(target_arch = "x86", target_arch = "x86_64"))
             }
             KernelPath::Avx512 => {
-                cfg!(all(any(target_arch = "x86", target_arch = "x86_64"), vsgd_avx512))
+                cfg!(all(
+                    any(target_arch = "x86", target_arch = "x86_64"),
+                    vsgd_avx512
+                ))
             }
             KernelPath::Neon => cfg!(all(target_arch = "aarch64", target_feature = "neon")),
             KernelPath::Simd128 => cfg!(all(target_arch = "wasm32", target_feature = "simd128")),

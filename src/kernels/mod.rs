@@ -17,16 +17,19 @@
 #[macro_use]
 mod simd;
 
+#[cfg(feature = "alloc")]
+pub(crate) mod batch;
 mod dispatch;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod neon;
 pub mod portable;
+#[cfg(feature = "std")]
+pub mod threads;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm;
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 mod x86;
 
-pub(crate) use dispatch::SimdElement;
 pub use dispatch::{all_finite_on, apply_on, KernelPath};
 
 use crate::config::{Algorithm, Config};

@@ -7,7 +7,9 @@
 //! reciprocal square root. So a vector path gives the bits of the portable path. The elements
 //! left over after the last whole vector go through the portable kernel itself.
 
-use super::{portable, AdamScalars, Common, ConstantVsgdScalars, Scalars, SgdmScalars, VsgdScalars};
+use super::{
+    portable, AdamScalars, Common, ConstantVsgdScalars, Scalars, SgdmScalars, VsgdScalars,
+};
 use crate::element::Element;
 
 /// A vector of `LANES` elements of type `E` in one register of some instruction set.
@@ -264,10 +266,7 @@ unsafe fn constant_vsgd<V: Vector>(
         let var = v.mul(inv_k1);
         let d1 = mu_new.sub(mu);
         let d2 = mu_new.sub(g);
-        let b_new = pb2
-            .add(k.mul(var.add(d1.mul(d1))))
-            .add(var)
-            .add(d2.mul(d2));
+        let b_new = pb2.add(k.mul(var.add(d1.mul(d1)))).add(var).add(d2.mul(d2));
         omr.mul(b_old).add(rho.mul(b_new)).store(bp.add(i));
         mu_new.store(mp.add(i));
         let den = var.add(mu_new.mul(mu_new)).sqrt().add(eps);
@@ -318,12 +317,23 @@ unsafe fn adam<V: Vector>(
         p.sub(step_size.mul(m_new.div(den))).store(pp.add(i));
         i += V::LANES;
     }
-    portable::adam(s, &mut param[body..], &grad[body..], &mut m[body..], &mut v[body..]);
+    portable::adam(
+        s,
+        &mut param[body..],
+        &grad[body..],
+        &mut m[body..],
+        &mut v[body..],
+    );
 }
 
 /// [`portable::sgdm`] with vectors of type `V`.
 #[inline(always)]
-unsafe fn sgdm<V: Vector>(s: &SgdmScalars<V::E>, param: &mut [V::E], grad: &[V::E], buf: &mut [V::E]) {
+unsafe fn sgdm<V: Vector>(
+    s: &SgdmScalars<V::E>,
+    param: &mut [V::E],
+    grad: &[V::E],
+    buf: &mut [V::E],
+) {
     let n = param.len();
     let (grad, buf) = (&grad[..n], &mut buf[..n]);
     let body = n - n % V::LANES;
@@ -341,7 +351,11 @@ unsafe fn sgdm<V: Vector>(s: &SgdmScalars<V::E>, param: &mut [V::E], grad: &[V::
             momentum.mul(V::load(bp.add(i))).add(omd.mul(g))
         };
         b.store(bp.add(i));
-        let d = if s.nesterov { g.add(momentum.mul(b)) } else { b };
+        let d = if s.nesterov {
+            g.add(momentum.mul(b))
+        } else {
+            b
+        };
         p.sub(c.lr.mul(d)).store(pp.add(i));
         i += V::LANES;
     }

@@ -12,7 +12,7 @@ use core::arch::x86::*;
 use core::arch::x86_64::*;
 
 use super::simd::{self, Vector};
-use super::{Scalars, SimdElement};
+use super::Scalars;
 
 // Sign flips: xor with −0.0 (only the sign bit set), the same as scalar negation.
 #[inline(always)]
@@ -31,24 +31,6 @@ unsafe fn neg_256(x: __m256) -> __m256 {
 unsafe fn neg_256d(x: __m256d) -> __m256d {
     _mm256_xor_pd(x, _mm256_set1_pd(-0.0))
 }
-// `_mm512_xor_ps` needs AVX-512DQ; the integer xor is in AVX-512F.
-#[cfg(vsgd_avx512)]
-#[inline(always)]
-unsafe fn neg_512(x: __m512) -> __m512 {
-    _mm512_castsi512_ps(_mm512_xor_si512(
-        _mm512_castps_si512(x),
-        _mm512_set1_epi32(i32::MIN),
-    ))
-}
-#[cfg(vsgd_avx512)]
-#[inline(always)]
-unsafe fn neg_512d(x: __m512d) -> __m512d {
-    _mm512_castsi512_pd(_mm512_xor_si512(
-        _mm512_castpd_si512(x),
-        _mm512_set1_epi64(i64::MIN),
-    ))
-}
-
 vector! {
     /// SSE2, 4 × f32.
     Sse2F32(__m128) of 4 x f32:
@@ -77,23 +59,6 @@ vector! {
     add _mm256_add_pd, sub _mm256_sub_pd, mul _mm256_mul_pd, div _mm256_div_pd,
     sqrt _mm256_sqrt_pd, neg neg_256d
 }
-#[cfg(vsgd_avx512)]
-vector! {
-    /// AVX-512F, 16 × f32.
-    Avx512F32(__m512) of 16 x f32:
-    set1 _mm512_set1_ps, loadu _mm512_loadu_ps, storeu _mm512_storeu_ps,
-    add _mm512_add_ps, sub _mm512_sub_ps, mul _mm512_mul_ps, div _mm512_div_ps,
-    sqrt _mm512_sqrt_ps, neg neg_512
-}
-#[cfg(vsgd_avx512)]
-vector! {
-    /// AVX-512F, 8 × f64.
-    Avx512F64(__m512d) of 8 x f64:
-    set1 _mm512_set1_pd, loadu _mm512_loadu_pd, storeu _mm512_storeu_pd,
-    add _mm512_add_pd, sub _mm512_sub_pd, mul _mm512_mul_pd, div _mm512_div_pd,
-    sqrt _mm512_sqrt_pd, neg neg_512d
-}
-
 /// The x86 vector types of each element type.
 pub(crate) trait X86Element: super::Element {
     type Sse2: Vector<E = Self>;
@@ -106,14 +71,14 @@ impl X86Element for f32 {
     type Sse2 = Sse2F32;
     type Avx2 = Avx2F32;
     #[cfg(vsgd_avx512)]
-    type Avx512 = Avx512F32;
+    type Avx512 = avx512::Avx512F32;
 }
 
 impl X86Element for f64 {
     type Sse2 = Sse2F64;
     type Avx2 = Avx2F64;
     #[cfg(vsgd_avx512)]
-    type Avx512 = Avx512F64;
+    type Avx512 = avx512::Avx512F64;
 }
 
 macro_rules! entry_points {
@@ -123,7 +88,7 @@ macro_rules! entry_points {
         /// # Safety
         /// The CPU must support the instruction set; lengths as for [`super::apply`].
         #[target_feature(enable = $feature)]
-        pub(crate) unsafe fn $apply<E: SimdElement>(
+        pub(crate) unsafe fn $apply<E: X86Element>(
             s: &Scalars<E>,
             param: &mut [E],
             grad: &[E],
@@ -137,7 +102,7 @@ macro_rules! entry_points {
         /// # Safety
         /// The CPU must support the instruction set.
         #[target_feature(enable = $feature)]
-        pub(crate) unsafe fn $finite<E: SimdElement>(x: &[E]) -> bool {
+        pub(crate) unsafe fn $finite<E: X86Element>(x: &[E]) -> bool {
             simd::all_finite::<E::$vec>(x)
         }
     };
@@ -145,5 +110,45 @@ macro_rules! entry_points {
 
 entry_points!("sse2", Sse2, apply_sse2, all_finite_sse2);
 entry_points!("avx2", Avx2, apply_avx2, all_finite_avx2);
+
+/// AVX-512F, compiled only by Rust ≥ 1.89 (where its intrinsics became stable; see build.rs).
 #[cfg(vsgd_avx512)]
-entry_points!("avx512f", Avx512, apply_avx512, all_finite_avx512);
+#[clippy::msrv = "1.89"]
+mod avx512 {
+    use super::*;
+
+    // `_mm512_xor_ps` needs AVX-512DQ; the integer xor is in AVX-512F.
+    #[inline(always)]
+    unsafe fn neg_512(x: __m512) -> __m512 {
+        _mm512_castsi512_ps(_mm512_xor_si512(
+            _mm512_castps_si512(x),
+            _mm512_set1_epi32(i32::MIN),
+        ))
+    }
+    #[inline(always)]
+    unsafe fn neg_512d(x: __m512d) -> __m512d {
+        _mm512_castsi512_pd(_mm512_xor_si512(
+            _mm512_castpd_si512(x),
+            _mm512_set1_epi64(i64::MIN),
+        ))
+    }
+
+    vector! {
+        /// AVX-512F, 16 × f32.
+        Avx512F32(__m512) of 16 x f32:
+        set1 _mm512_set1_ps, loadu _mm512_loadu_ps, storeu _mm512_storeu_ps,
+        add _mm512_add_ps, sub _mm512_sub_ps, mul _mm512_mul_ps, div _mm512_div_ps,
+        sqrt _mm512_sqrt_ps, neg neg_512
+    }
+    vector! {
+        /// AVX-512F, 8 × f64.
+        Avx512F64(__m512d) of 8 x f64:
+        set1 _mm512_set1_pd, loadu _mm512_loadu_pd, storeu _mm512_storeu_pd,
+        add _mm512_add_pd, sub _mm512_sub_pd, mul _mm512_mul_pd, div _mm512_div_pd,
+        sqrt _mm512_sqrt_pd, neg neg_512d
+    }
+
+    entry_points!("avx512f", Avx512, apply_avx512, all_finite_avx512);
+}
+#[cfg(vsgd_avx512)]
+pub(crate) use avx512::{all_finite_avx512, apply_avx512};
