@@ -1,6 +1,7 @@
 //! `vsgd`: the command-line tool. `vsgd replay CASE.json [--dtype f32|f64]` runs a conformance
 //! case through the owning optimizer and prints the result as JSON (see `replay.rs`).
 
+mod bench;
 mod replay;
 
 use std::process::ExitCode;
@@ -8,12 +9,15 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage:
   vsgd replay CASE.json [--dtype f32|f64]   run a conformance case, print JSON to stdout
+  vsgd bench [--json] [--algorithm NAME|all] [--elements N] [--threads T] [--tensors K]
+                                            time the step against the memory-bandwidth ceiling
   vsgd help                                 this text";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("replay") => replay::main(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             Ok(())
