@@ -462,7 +462,7 @@ impl Optimizer {
     /// Returns how many tensors were updated.
     fn run_items<T: Element>(&mut self, mut items: Vec<Item<T>>) -> Result<usize, Error> {
         if self.policy != NonFinitePolicy::Propagate {
-            self.engine.scan(&items);
+            self.engine.scan(&mut items);
             let bad = items.iter().find(|it| it.nonfinite()).map(|it| it.tensor);
             if let (Some(tensor), NonFinitePolicy::Error) = (bad, self.policy) {
                 self.engine.put_items(items);
@@ -473,7 +473,7 @@ impl Optimizer {
             }
             items.retain(|it| !it.nonfinite());
         }
-        self.engine.apply(&items);
+        self.engine.apply(&mut items);
         for it in &items {
             self.tensors[it.tensor].step += 1;
         }
@@ -520,8 +520,8 @@ impl Optimizer {
     /// One update of every registered tensor, in registration order (`params[i]` and
     /// `grads[i]` belong to tensor `i`; all of element type `T`). Every tensor is checked
     /// before any is touched, so an error changes nothing. The tensors are laid end to end
-    /// and cut into equal parts, one per thread ([`Optimizer::threads`]): large tensors are
-    /// split, small ones batched. Does not allocate (once the worker threads are started;
+    /// and cut into equal chunks that [`Optimizer::threads`] threads share: large tensors
+    /// are split, small ones batched. Does not allocate (once the worker threads are started;
     /// see [`Optimizer::set_threads`]).
     pub fn step<T: Element>(
         &mut self,

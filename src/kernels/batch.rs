@@ -1,9 +1,10 @@
 //! Stepping many tensors at once, split across threads (feature `alloc`; threads with `std`).
 //!
 //! The tensors of one step are laid end to end as one range of `total` elements, cut into
-//! equal parts ([`super::threads::part_range`]), and each part steps the pieces of the tensors
-//! it covers. So a large tensor is split across threads and many small ones are batched into
-//! a few parts, with no per-tensor dispatch. Kernels are elementwise and every path gives the
+//! equal chunks ([`super::threads::part_range`]; about 8 per thread, so that a thread delayed
+//! by other processes leaves its share to the others), and the threads take chunks in turn,
+//! each stepping the pieces of the tensors its chunk covers. So a large tensor is split across
+//! threads and many small ones are batched, with no per-tensor dispatch. Kernels are elementwise and every path gives the
 //! portable path's bits, so the result does not depend on where the cuts fall, i.e. on the
 //! thread count.
 //!
@@ -17,9 +18,16 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use super::{all_finite, apply, Scalars};
 use crate::element::Element;
 
-/// Below this many bytes of memory traffic per part, another thread costs more (waking it,
+/// Below this many bytes of memory traffic per thread, another thread costs more (waking it,
 /// tens of microseconds) than it saves.
 const MIN_BYTES_PER_PART: usize = 1 << 20;
+
+/// Threads take the work in this many chunks each (on average), so that a thread the system
+/// delays (other processes) leaves its share to the others instead of holding up the step.
+const CHUNKS_PER_THREAD: usize = 8;
+
+/// Smallest chunk, in bytes of memory traffic.
+const MIN_BYTES_PER_CHUNK: usize = 1 << 18;
 
 /// One tensor of a step: raw views of its buffers, valid for the duration of one step.
 pub(crate) struct Item<T> {
@@ -30,6 +38,8 @@ pub(crate) struct Item<T> {
     /// `state_count` arrays of `len` elements, contiguous.
     state: *mut T,
     len: usize,
+    /// Where the tensor starts when the step's tensors are laid end to end.
+    offset: usize,
     scalars: Scalars<T>,
     /// Set by the finite scan.
     nonfinite: AtomicBool,
@@ -54,6 +64,7 @@ impl<T: Element> Item<T> {
             grad: grad.as_ptr(),
             state: state.as_mut_ptr(),
             len,
+            offset: 0,
             scalars,
             nonfinite: AtomicBool::new(false),
         }
@@ -74,13 +85,13 @@ enum Op {
     Apply,
 }
 
-/// Steps (or scans) the elements `range` of the items laid end to end.
+/// Steps (or scans) the elements `range` of the items laid end to end (`offset` set).
 fn run_part<T: Element>(items: &[Item<T>], range: core::ops::Range<usize>, op: Op) {
-    let mut offset = 0;
-    for it in items {
-        let (start, end) = (offset, offset + it.len);
-        offset = end;
-        if end <= range.start || it.len == 0 {
+    // The first item ending after `range.start`.
+    let first = items.partition_point(|it| it.offset + it.len <= range.start);
+    for it in &items[first..] {
+        let (start, end) = (it.offset, it.offset + it.len);
+        if it.len == 0 {
             continue;
         }
         if start >= range.end {
@@ -202,42 +213,55 @@ impl Engine {
     }
 
     /// Marks the items whose gradient holds NaN or ±∞.
-    pub(crate) fn scan<T: Element>(&mut self, items: &[Item<T>]) {
+    pub(crate) fn scan<T: Element>(&mut self, items: &mut [Item<T>]) {
         let bytes = core::mem::size_of::<T>();
         self.run(items, bytes, Op::Scan);
     }
 
     /// Applies every item's update.
-    pub(crate) fn apply<T: Element>(&mut self, items: &[Item<T>]) {
+    pub(crate) fn apply<T: Element>(&mut self, items: &mut [Item<T>]) {
         // Reads param, grad and k state arrays; writes param and the k arrays.
         let k = items.first().map_or(1, |it| it.scalars.state_count());
         let bytes = (3 + 2 * k) * core::mem::size_of::<T>();
         self.run(items, bytes, Op::Apply);
     }
 
-    fn run<T: Element>(&mut self, items: &[Item<T>], bytes_per_element: usize, op: Op) {
-        let total: usize = items.iter().map(|it| it.len).sum();
-        let by_size = (total.saturating_mul(bytes_per_element) / MIN_BYTES_PER_PART).max(1);
-        let parts = self.threads().min(by_size);
+    fn run<T: Element>(&mut self, items: &mut [Item<T>], bytes_per_element: usize, op: Op) {
+        let mut total = 0usize;
+        for it in items.iter_mut() {
+            it.offset = total;
+            total += it.len;
+        }
+        let items = &*items;
+        let bytes = total.saturating_mul(bytes_per_element);
+        let threads = self.threads().min((bytes / MIN_BYTES_PER_PART).max(1));
         #[cfg(feature = "std")]
-        if parts > 1 {
+        if threads > 1 {
             if self.pool.is_none() {
                 // First parallel step with the default thread count: start the workers (the
                 // only allocation a step can make; `set_threads` avoids it).
                 self.pool = Some(super::threads::WorkerPool::new(self.threads()));
             }
             if let Some(pool) = self.pool.as_mut() {
-                let parts = parts.min(pool.threads());
+                let threads = threads.min(pool.threads());
+                let chunks = (threads * CHUNKS_PER_THREAD)
+                    .min(bytes / MIN_BYTES_PER_CHUNK)
+                    .max(threads);
+                let next = core::sync::atomic::AtomicUsize::new(0);
                 let shared = SharedItems(items);
-                let shared = &shared;
-                pool.run(parts, &move |k| {
-                    run_part(shared.0, super::threads::part_range(total, parts, k), op)
+                let (shared, next) = (&shared, &next);
+                pool.run(threads, &move |_| loop {
+                    let c = next.fetch_add(1, Ordering::Relaxed);
+                    if c >= chunks {
+                        break;
+                    }
+                    run_part(shared.0, super::threads::part_range(total, chunks, c), op);
                 });
                 return;
             }
         }
         #[cfg(not(feature = "std"))]
-        let _ = parts;
+        let _ = threads;
         run_part(items, 0..total, op);
     }
 }

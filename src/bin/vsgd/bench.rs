@@ -28,6 +28,7 @@
 //! `kernel` path, and the top-level `ceiling_gbps` is the highest of the results' ceilings.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use vsgd::kernels::threads::{part_range, WorkerPool};
@@ -359,11 +360,20 @@ impl<T> Ptr<T> {
     }
 }
 
-/// Runs `f` over `0..n` cut into one part per thread (fewer below 32768 elements per part,
-/// torch's grain size).
+/// Runs `f` over `0..n` shared by the pool's threads the way the optimizer shares a step:
+/// about 8 chunks per thread taken in turn (no thread below 32768 elements, torch's grain).
 fn par(pool: &mut WorkerPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-    let parts = pool.threads().min(n / 32768).max(1);
-    pool.run(parts, &|k| f(part_range(n, parts, k)));
+    let threads = pool.threads().min(n / 32768).max(1);
+    let chunks = if threads == 1 { 1 } else { threads * 8 };
+    let next = AtomicUsize::new(0);
+    let next = &next;
+    pool.run(threads, &move |_| loop {
+        let c = next.fetch_add(1, Ordering::Relaxed);
+        if c >= chunks {
+            break;
+        }
+        f(part_range(n, chunks, c));
+    });
 }
 
 /// The ceiling: one in-place pass, the algorithm's reads and writes, `x ← x + g`.
