@@ -24,9 +24,11 @@ const MIN_BYTES_PER_PART: usize = 1 << 20;
 
 /// Threads take the work in this many chunks each (on average), so that a thread the system
 /// delays (other processes) leaves its share to the others instead of holding up the step.
+#[cfg(feature = "std")]
 const CHUNKS_PER_THREAD: usize = 8;
 
 /// Smallest chunk, in bytes of memory traffic.
+#[cfg(feature = "std")]
 const MIN_BYTES_PER_CHUNK: usize = 1 << 18;
 
 /// One tensor of a step: raw views of its buffers, valid for the duration of one step.
@@ -122,10 +124,12 @@ fn run_part<T: Element>(items: &[Item<T>], range: core::ops::Range<usize>, op: O
 }
 
 /// Items shared with the worker threads.
+#[cfg(feature = "std")]
 struct SharedItems<'a, T>(&'a [Item<T>]);
 
 // SAFETY: workers only read the items, write `nonfinite` atomically, and write through the
 // raw pointers to disjoint element ranges (see `run_part`).
+#[cfg(feature = "std")]
 unsafe impl<T: Send> Sync for SharedItems<'_, T> {}
 
 /// The reusable work list of one element type.

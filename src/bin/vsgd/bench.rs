@@ -306,17 +306,20 @@ fn measure<T: Element>(algorithm: Algorithm, o: &Options) -> Measured {
     }
     let scalars = Scalars::<T>::new(&config, 2, config.lr());
 
-    let mut step = || {
-        opt.step(&mut p, &g).expect("step");
+    // Ceiling and step interleaved, so that both see the same machine load.
+    let (t_step, t_ceiling) = {
+        let mut step = || {
+            opt.step(&mut p, &g).expect("step");
+        };
+        let mut ceiling = || flat_ceiling(&mut pool, &mut flat);
+        let mut t_step = Timer::new(&mut step);
+        let mut t_ceiling = Timer::new(&mut ceiling);
+        for _ in 0..o.samples {
+            t_ceiling.sample(&mut ceiling);
+            t_step.sample(&mut step);
+        }
+        (t_step, t_ceiling)
     };
-    let mut ceiling = || flat_ceiling(&mut pool, &mut flat);
-    let mut t_step = Timer::new(&mut step);
-    let mut t_ceiling = Timer::new(&mut ceiling);
-    for _ in 0..o.samples {
-        t_ceiling.sample(&mut ceiling);
-        t_step.sample(&mut step);
-    }
-    drop(ceiling);
     let mut multipass = || multipass::<T>(&mut pool, &mut flat, &sizes, &scalars);
     let mut t_multi = Timer::new(&mut multipass);
     for _ in 0..o.samples.div_ceil(2) {
