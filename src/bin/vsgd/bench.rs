@@ -28,6 +28,8 @@
 //! "vsgd", "gbps": y, "ratio_to_ceiling": r, "ns_per_element": z, ...}, ...]}`; each result
 //! also carries its own `ceiling_gbps`, `multipass_gbps`, `speedup_vs_multipass` and the
 //! `kernel` path, and the top-level `ceiling_gbps` is the highest of the results' ceilings.
+//! With K > 1 a result also has `time_vs_one_tensor`: the step's time over that of one tensor
+//! of all N elements, timed interleaved in the same process.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -134,7 +136,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 format!(
                     "{{\"algorithm\": \"{}\", \"gbps\": {:.3}, \"ratio_to_ceiling\": {:.4}, \
                      \"ns_per_element\": {:.5}, \"ceiling_gbps\": {:.3}, \"multipass_gbps\": {:.3}, \
-                     \"speedup_vs_multipass\": {:.3}, \"kernel\": \"{kernel}\"}}",
+                     \"speedup_vs_multipass\": {:.3}, \"kernel\": \"{kernel}\"{}}}",
                     m.algorithm.name(),
                     m.gbps,
                     m.gbps / m.ceiling_gbps,
@@ -142,6 +144,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
                     m.ceiling_gbps,
                     m.multipass_gbps,
                     m.speedup,
+                    m.vs_one_tensor
+                        .map(|r| format!(", \"time_vs_one_tensor\": {r:.4}"))
+                        .unwrap_or_default(),
                 )
             })
             .collect();
@@ -162,10 +167,13 @@ pub fn main(args: &[String]) -> Result<(), String> {
             o.threads,
             o.policy.name()
         );
-        println!("algorithm       B/elem   GB/s  ceiling  ratio  ns/elem  multipass  speedup");
+        println!(
+            "algorithm       B/elem   GB/s  ceiling  ratio  ns/elem  multipass  speedup{}",
+            if o.tensors > 1 { "  vs 1 tensor" } else { "" }
+        );
         for m in &results {
             println!(
-                "{:<14} {:>6} {:>7.2} {:>8.2} {:>6.3} {:>8.4} {:>10.2} {:>8.2}",
+                "{:<14} {:>6} {:>7.2} {:>8.2} {:>6.3} {:>8.4} {:>10.2} {:>8.2}{}",
                 m.algorithm.name(),
                 bytes_per_element(m.algorithm, o.dtype),
                 m.gbps,
@@ -173,7 +181,10 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 m.gbps / m.ceiling_gbps,
                 m.ns_per_element,
                 m.multipass_gbps,
-                m.speedup
+                m.speedup,
+                m.vs_one_tensor
+                    .map(|r| format!(" {r:>12.3}"))
+                    .unwrap_or_default()
             );
         }
     }
@@ -193,6 +204,8 @@ struct Measured {
     ceiling_gbps: f64,
     multipass_gbps: f64,
     speedup: f64,
+    /// K tensors' time over one tensor's of the same total size (K > 1).
+    vs_one_tensor: Option<f64>,
 }
 
 /// K sizes, log-uniform between 1 and 1000 (relative), summing to `total`.
@@ -309,20 +322,42 @@ fn measure<T: Element>(algorithm: Algorithm, o: &Options) -> Measured {
     }
     let scalars = Scalars::<T>::new(&config, 2, config.lr());
 
+    // With K > 1 tensors: the same step over one tensor of all N elements, for the ratio
+    // of the two, measured interleaved in this process (cross-process timings on a shared
+    // machine vary more than the effect).
+    let mut one = (o.tensors > 1).then(|| {
+        let mut opt1 = Optimizer::new(config).expect("valid");
+        opt1.set_threads(o.threads);
+        opt1.set_policy(o.policy);
+        opt1.add_tensor(TensorSpec::new(&[n]).dtype(T::DTYPE))
+            .expect("fits");
+        let p1: Vec<T> = fill(n, 7, 2.0);
+        let g1: Vec<T> = fill(n, 8, 0.02);
+        (opt1, p1, g1)
+    });
+
     // Ceiling and step interleaved, so that both see the same machine load.
-    let (t_step, t_ceiling) = {
+    let (t_step, t_ceiling, t_one) = {
         let mut step = || {
             opt.step(&mut p, &g).expect("step");
         };
         let mut ceiling = || flat_ceiling(&mut pool, &mut flat);
+        let mut step_one = || {
+            if let Some((opt1, p1, g1)) = one.as_mut() {
+                opt1.step(&mut [&mut p1[..]], &[&g1[..]]).expect("step");
+            }
+        };
         let mut t_step = Timer::new(&mut step);
         let mut t_ceiling = Timer::new(&mut ceiling);
+        let mut t_one = Timer::new(&mut step_one);
         for _ in 0..o.samples {
             t_ceiling.sample(&mut ceiling);
             t_step.sample(&mut step);
+            t_one.sample(&mut step_one);
         }
-        (t_step, t_ceiling)
+        (t_step, t_ceiling, t_one)
     };
+    drop(one);
     let mut multipass = || multipass::<T>(&mut pool, &mut flat, &sizes, &scalars);
     let mut t_multi = Timer::new(&mut multipass);
     for _ in 0..o.samples.div_ceil(3) {
@@ -338,6 +373,7 @@ fn measure<T: Element>(algorithm: Algorithm, o: &Options) -> Measured {
         ceiling_gbps: gbps(t_ceiling.best),
         multipass_gbps: gbps(t_multi.best),
         speedup: t_multi.best / t_step.best,
+        vs_one_tensor: (o.tensors > 1).then(|| t_step.best / t_one.best),
     }
 }
 
