@@ -21,14 +21,16 @@ import json, sys
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
 def size(n):
     return "%dM" % (n >> 20) if n >= 1 << 20 else "%dK" % (n >> 10)
-print("| elements | tensors | threads | algorithm | GB/s | ceiling GB/s | ratio | ns/element | multi-pass GB/s | speedup |")
-print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+print("| elements | tensors | threads | algorithm | GB/s | ceiling GB/s | ratio | ns/element | multi-pass GB/s | speedup | time vs 1 tensor |")
+print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     for x in r["results"]:
-        print("| %s | %d | %d | %s | %.1f | %.1f | %.2f | %.3f | %.2f | %.1fx |" % (
+        one = x.get("time_vs_one_tensor")
+        print("| %s | %d | %d | %s | %.1f | %.1f | %.2f | %.3f | %.2f | %.1fx | %s |" % (
             size(r["elements"]), r["tensors"], r["threads"], x["algorithm"], x["gbps"],
             x["ceiling_gbps"], x["ratio_to_ceiling"], x["ns_per_element"],
-            x["multipass_gbps"], x["speedup_vs_multipass"]))
+            x["multipass_gbps"], x["speedup_vs_multipass"],
+            "%.2f" % one if one else ""))
 PY
 )"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -445,13 +445,28 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The work item of a checked tensor: its buffers and this step's constants.
-    fn item<T: Element>(&mut self, i: usize, param: &mut [T], grad: &[T]) -> Item<T> {
+    /// The work item of a checked tensor: its buffers and this step's constants. `last`
+    /// carries the constants of the previous item: tensors of one group at the same step
+    /// share them (computing them takes two `pow`s, which adds up over many small tensors).
+    fn item<T: Element>(
+        &mut self,
+        i: usize,
+        param: &mut [T],
+        grad: &[T],
+        last: &mut Option<(usize, u64, Scalars<T>)>,
+    ) -> Item<T> {
         let t = &mut self.tensors[i];
         let group = &self.groups[t.group];
         let step = t.step + 1;
-        let lr = group.config.lr() * group.schedule.factor(step);
-        let s = Scalars::<T>::new(&group.config, step, lr);
+        let s = match *last {
+            Some((g, st, s)) if g == t.group && st == step => s,
+            _ => {
+                let lr = group.config.lr() * group.schedule.factor(step);
+                let s = Scalars::<T>::new(&group.config, step, lr);
+                *last = Some((t.group, step, s));
+                s
+            }
+        };
         let buf = t.state.get_mut::<T>().expect("dtype checked");
         Item::new(i, param, grad, buf, s)
     }
@@ -492,7 +507,10 @@ impl Optimizer {
     /// Sets how many threads a step may use (0: the available parallelism, the default; at
     /// most [`kernels::threads::MAX_THREADS`]) and starts the worker threads now, so that no
     /// step allocates. The calling thread is one of them: `set_threads(1)` uses no workers.
-    /// Results are the same bits for every thread count.
+    /// Results are the same bits for every thread count. Without this call the workers start
+    /// at the first step large enough to use them (that step allocates, once); a clone keeps
+    /// the thread count and starts its own workers the same way. Dropping the optimizer stops
+    /// and joins its workers.
     #[cfg(feature = "std")]
     pub fn set_threads(&mut self, threads: usize) {
         self.engine.set_threads(threads);
@@ -510,7 +528,7 @@ impl Optimizer {
         self.skipped.clear();
         self.check_meta(id, param, grad)?;
         let mut items = self.engine.take_items::<T>(1);
-        items.push(self.item(id.0, param, grad));
+        items.push(self.item(id.0, param, grad, &mut None));
         Ok(match self.run_items(items)? {
             0 => StepOutcome::Skipped,
             _ => StepOutcome::Applied,
@@ -552,8 +570,9 @@ impl Optimizer {
             }
         }
         let mut items = self.engine.take_items::<T>(n);
+        let mut last = None;
         for i in 0..n {
-            let item = self.item(i, params[i], grads[i]);
+            let item = self.item(i, params[i], grads[i], &mut last);
             items.push(item);
         }
         let applied = self.run_items(items)?;

@@ -270,3 +270,54 @@ fn dropping_the_optimizer_joins_its_workers() {
     // `drop` joined them (the kernel may list an exited thread for a moment longer).
     assert!(wait_for(0), "workers joined");
 }
+
+#[test]
+fn groups_and_uneven_step_counts_get_their_own_constants() {
+    // Tensors alternate between two groups (different lr), and tensor 1 skips a step, so
+    // neighbouring tensors differ in group and step number: each must get its own constants.
+    let base = Config::default_for(Algorithm::Vsgd);
+    let mut other = base;
+    other.set("lr", 0.025).unwrap();
+    let mut opt = Optimizer::new(base).unwrap();
+    let g1 = opt.add_group(other).unwrap();
+    let n = 100;
+    let shape = [n];
+    for i in 0..6 {
+        let spec = TensorSpec::new(&shape);
+        opt.add_tensor(if i % 2 == 1 { spec.group(g1) } else { spec })
+            .unwrap();
+    }
+    let mut params: Vec<Vec<f32>> = (0..6).map(|i| values(n, i)).collect();
+    let mut reference = params.clone();
+    let mut state: Vec<Vec<Vec<f32>>> = (0..6).map(|_| vec![vec![0.0; n]; 3]).collect();
+    let mut counts = [0u64; 6];
+    for step in 1..=3u64 {
+        let mut grads: Vec<Vec<f32>> = (0..6).map(|i| values(n, 50 * step + i)).collect();
+        if step == 1 {
+            grads[1][0] = f32::NAN;
+        }
+        let mut p: Vec<&mut [f32]> = params.iter_mut().map(|v| v.as_mut_slice()).collect();
+        let g: Vec<&[f32]> = grads.iter().map(|v| v.as_slice()).collect();
+        opt.step(&mut p, &g).unwrap();
+        for i in 0..6 {
+            if step == 1 && i == 1 {
+                continue;
+            }
+            counts[i] += 1;
+            let config = if i % 2 == 1 { other } else { base };
+            let mut arrays: Vec<&mut [f32]> =
+                state[i].iter_mut().map(|v| v.as_mut_slice()).collect();
+            kernels::step(
+                &config,
+                counts[i],
+                config.lr(),
+                &mut reference[i],
+                &grads[i],
+                &mut arrays,
+                NonFinitePolicy::Propagate,
+            )
+            .unwrap();
+        }
+    }
+    assert!(bits(&params) == bits(&reference));
+}
