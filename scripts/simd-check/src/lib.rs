@@ -49,7 +49,11 @@ fn compare<T: Element>(config: &Config, t: u64, n: usize, seed: u64) -> u32 {
         p[i] = T::from_f64(rng.value());
         g[i] = T::from_f64(rng.value());
         for a in s.iter_mut() {
-            a[i] = if t == 1 { T::ZERO } else { T::from_f64(rng.value().abs() + 1e-3) };
+            a[i] = if t == 1 {
+                T::ZERO
+            } else {
+                T::from_f64(rng.value().abs() + 1e-3)
+            };
         }
     }
     let (mut p2, mut s2) = (p, s);
