@@ -9,6 +9,7 @@ use core::any::Any;
 use crate::config::{Algorithm, Config};
 use crate::element::{DType, Element};
 use crate::error::Error;
+use crate::kernels::batch::{Engine, Item};
 use crate::kernels::{self, NonFinitePolicy, Scalars, StepOutcome};
 use crate::schedule::LrSchedule;
 
@@ -104,6 +105,9 @@ impl StateBuf {
 }
 
 /// Splits a contiguous state buffer into its `k` arrays of `n` elements and calls `f`.
+// The step no longer uses it (it goes through `kernels::batch`); kept for code elsewhere in
+// the crate that reads or restores state arrays.
+#[allow(dead_code)]
 pub(crate) fn with_arrays<T, R>(
     buf: &mut [T],
     n: usize,
@@ -190,6 +194,8 @@ pub struct Optimizer {
     pub(crate) tensors: Vec<Tensor>,
     pub(crate) policy: NonFinitePolicy,
     skipped: Vec<TensorId>,
+    /// Threads and work lists of the step (not part of the optimizer's value).
+    engine: Engine,
 }
 
 impl Optimizer {
@@ -204,6 +210,7 @@ impl Optimizer {
             tensors: Vec::new(),
             policy: NonFinitePolicy::default(),
             skipped: Vec::new(),
+            engine: Engine::new(),
         })
     }
 
@@ -310,6 +317,7 @@ impl Optimizer {
             .checked_mul(self.algorithm().state_count())
             .ok_or(Error::ShapeOverflow)?;
         self.skipped.reserve(1);
+        self.engine.reserve_for(self.tensors.len() + 1);
         self.tensors.push(Tensor {
             name: spec.name.map(String::from),
             shape: spec.shape.to_vec(),
@@ -421,8 +429,9 @@ impl Optimizer {
         &self.skipped
     }
 
-    /// Checks one tensor's buffers and gradient; `Ok(false)` means: skip it.
-    fn check<T: Element>(&self, id: TensorId, param: &[T], grad: &[T]) -> Result<bool, Error> {
+    /// Checks one tensor's buffers (element type, lengths) and step counter; the gradient's
+    /// values are looked at later, by the (parallel) finite scan.
+    fn check_meta<T: Element>(&self, id: TensorId, param: &[T], grad: &[T]) -> Result<(), Error> {
         let t = self.tensor(id)?;
         if t.state.dtype() != T::DTYPE {
             return Err(Error::DTypeMismatch {
@@ -443,30 +452,83 @@ impl Optimizer {
         if t.step == u64::MAX {
             return Err(Error::InvalidStep { step: t.step });
         }
-        if self.policy == NonFinitePolicy::Propagate || kernels::all_finite(grad) {
-            return Ok(true);
-        }
-        match self.policy {
-            NonFinitePolicy::Error => Err(Error::NonFiniteGradient { tensor: id.0 }),
-            _ => Ok(false),
-        }
+        Ok(())
     }
 
-    /// Applies one update to a checked tensor.
-    fn apply<T: Element>(&mut self, id: TensorId, param: &mut [T], grad: &[T]) {
-        let t = &mut self.tensors[id.0];
+    /// The work item of a checked tensor: its buffers and this step's constants. `last`
+    /// carries the constants of the previous item: tensors of one group at the same step
+    /// share them (computing them takes two `pow`s, which adds up over many small tensors).
+    fn item<T: Element>(
+        &mut self,
+        i: usize,
+        param: &mut [T],
+        grad: &[T],
+        last: &mut Option<(usize, u64, Scalars<T>)>,
+    ) -> Item<T> {
+        let t = &mut self.tensors[i];
         let group = &self.groups[t.group];
         let step = t.step + 1;
-        let lr = group.config.lr() * group.schedule.factor(step);
-        let s = Scalars::<T>::new(&group.config, step, lr);
-        let (n, k) = (t.len, s.state_count());
+        let s = match *last {
+            Some((g, st, s)) if g == t.group && st == step => s,
+            _ => {
+                let lr = group.config.lr() * group.schedule.factor(step);
+                let s = Scalars::<T>::new(&group.config, step, lr);
+                *last = Some((t.group, step, s));
+                s
+            }
+        };
         let buf = t.state.get_mut::<T>().expect("dtype checked");
-        with_arrays(buf, n, k, |state| kernels::apply(&s, param, grad, state));
-        t.step = step;
+        Item::new(i, param, grad, buf, s)
+    }
+
+    /// Scans the gradients of checked tensors (unless the policy is `Propagate`), then
+    /// applies the updates, across threads. Under `Error` a non-finite gradient returns the
+    /// error before anything is touched; under `Skip` its tensor joins `self.skipped`.
+    /// Returns how many tensors were updated.
+    fn run_items<T: Element>(&mut self, mut items: Vec<Item<T>>) -> Result<usize, Error> {
+        if self.policy != NonFinitePolicy::Propagate {
+            self.engine.scan(&mut items);
+            let bad = items.iter().find(|it| it.nonfinite()).map(|it| it.tensor);
+            if let (Some(tensor), NonFinitePolicy::Error) = (bad, self.policy) {
+                self.engine.put_items(items);
+                return Err(Error::NonFiniteGradient { tensor });
+            }
+            for it in items.iter().filter(|it| it.nonfinite()) {
+                self.skipped.push(TensorId(it.tensor));
+            }
+            items.retain(|it| !it.nonfinite());
+        }
+        self.engine.apply(&mut items);
+        for it in &items {
+            self.tensors[it.tensor].step += 1;
+        }
+        let applied = items.len();
+        self.engine.put_items(items);
+        Ok(applied)
+    }
+
+    /// Threads a step may use: the count given to [`Optimizer::set_threads`], by default the
+    /// available parallelism. Small steps use fewer (another thread only pays off past about
+    /// a megabyte of memory traffic per thread).
+    pub fn threads(&self) -> usize {
+        self.engine.threads()
+    }
+
+    /// Sets how many threads a step may use (0: the available parallelism, the default; at
+    /// most [`kernels::threads::MAX_THREADS`]) and starts the worker threads now, so that no
+    /// step allocates. The calling thread is one of them: `set_threads(1)` uses no workers.
+    /// Results are the same bits for every thread count. Without this call the workers start
+    /// at the first step large enough to use them (that step allocates, once); a clone keeps
+    /// the thread count and starts its own workers the same way. Dropping the optimizer stops
+    /// and joins its workers.
+    #[cfg(feature = "std")]
+    pub fn set_threads(&mut self, threads: usize) {
+        self.engine.set_threads(threads);
     }
 
     /// One update of one tensor. On error nothing changes; a non-finite gradient under
     /// [`NonFinitePolicy::Skip`] returns [`StepOutcome::Skipped`] and changes nothing.
+    /// A large tensor is split across [`Optimizer::threads`] threads.
     pub fn step_tensor<T: Element>(
         &mut self,
         id: TensorId,
@@ -474,17 +536,21 @@ impl Optimizer {
         grad: &[T],
     ) -> Result<StepOutcome, Error> {
         self.skipped.clear();
-        if !self.check(id, param, grad)? {
-            self.skipped.push(id);
-            return Ok(StepOutcome::Skipped);
-        }
-        self.apply(id, param, grad);
-        Ok(StepOutcome::Applied)
+        self.check_meta(id, param, grad)?;
+        let mut items = self.engine.take_items::<T>(1);
+        items.push(self.item(id.0, param, grad, &mut None));
+        Ok(match self.run_items(items)? {
+            0 => StepOutcome::Skipped,
+            _ => StepOutcome::Applied,
+        })
     }
 
     /// One update of every registered tensor, in registration order (`params[i]` and
     /// `grads[i]` belong to tensor `i`; all of element type `T`). Every tensor is checked
-    /// before any is touched, so an error changes nothing. Does not allocate.
+    /// before any is touched, so an error changes nothing. The tensors are laid end to end
+    /// and cut into equal chunks that [`Optimizer::threads`] threads share: large tensors
+    /// are split, small ones batched. Does not allocate (once the worker threads are started;
+    /// see [`Optimizer::set_threads`]).
     pub fn step<T: Element>(
         &mut self,
         params: &mut [&mut [T]],
@@ -502,23 +568,27 @@ impl Optimizer {
         }
         self.skipped.clear();
         for i in 0..n {
-            if !self.check(TensorId(i), params[i], grads[i])? {
-                self.skipped.push(TensorId(i));
+            if let Err(e) = self.check_meta(TensorId(i), params[i], grads[i]) {
+                // Same error as checking tensor by tensor: an earlier non-finite gradient
+                // under the `Error` policy comes first.
+                if self.policy == NonFinitePolicy::Error {
+                    if let Some(j) = (0..i).find(|&j| !kernels::all_finite(grads[j])) {
+                        return Err(Error::NonFiniteGradient { tensor: j });
+                    }
+                }
+                return Err(e);
             }
         }
-        let mut report = StepReport {
-            applied: 0,
-            skipped: self.skipped.len(),
-        };
-        let mut next_skip = 0;
+        let mut items = self.engine.take_items::<T>(n);
+        let mut last = None;
         for i in 0..n {
-            if self.skipped.get(next_skip) == Some(&TensorId(i)) {
-                next_skip += 1;
-                continue;
-            }
-            self.apply(TensorId(i), params[i], grads[i]);
-            report.applied += 1;
+            let item = self.item(i, params[i], grads[i], &mut last);
+            items.push(item);
         }
-        Ok(report)
+        let applied = self.run_items(items)?;
+        Ok(StepReport {
+            applied,
+            skipped: self.skipped.len(),
+        })
     }
 }

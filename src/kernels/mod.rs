@@ -6,12 +6,31 @@
 //!    tensor in `f64` with `libm` and then rounded to the element type, so every backend sees
 //!    the same constants;
 //! 2. an elementwise kernel applies them. [`portable`] is the reference; every faster path must
-//!    give the same bits.
+//!    give the same bits. The vector paths (SSE2, AVX2, AVX-512 on x86, chosen at run time;
+//!    NEON on AArch64 and simd128 on wasm32, chosen at compile time) are written once over a
+//!    vector of lanes and perform the portable path's operations lane by lane; see
+//!    [`KernelPath`].
 //!
 //! Kernels are elementwise, so any contiguous shard of a tensor (with the matching shards of its
 //! state arrays) can be stepped on its own: ZeRO-style sharding needs nothing more.
 
+#[macro_use]
+mod simd;
+
+#[cfg(feature = "alloc")]
+pub(crate) mod batch;
+mod dispatch;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon;
 pub mod portable;
+#[cfg(feature = "std")]
+pub mod threads;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm;
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod x86;
+
+pub use dispatch::{all_finite_on, apply_on, KernelPath};
 
 use crate::config::{Algorithm, Config};
 use crate::element::Element;
@@ -304,17 +323,17 @@ impl<T: Element> Scalars<T> {
 }
 
 /// Applies one step to `param` given `grad` and the state arrays, with the fastest path this
-/// build has. Lengths must already agree (checked by every public caller); `state` holds
-/// [`Scalars::state_count`] arrays.
+/// build has ([`KernelPath::active`]). Lengths must already agree (checked by every public
+/// caller); `state` holds [`Scalars::state_count`] arrays.
 #[inline]
 pub fn apply<T: Element>(s: &Scalars<T>, param: &mut [T], grad: &[T], state: &mut [&mut [T]]) {
-    portable::apply(s, param, grad, state)
+    apply_on(KernelPath::active(), s, param, grad, state);
 }
 
-/// `true` when every element is finite (no NaN, no ±∞).
+/// `true` when every element is finite (no NaN, no ±∞), with the fastest path this build has.
 #[inline]
 pub fn all_finite<T: Element>(x: &[T]) -> bool {
-    portable::all_finite(x)
+    all_finite_on(KernelPath::active(), x).unwrap_or_else(|| portable::all_finite(x))
 }
 
 /// Checks a learning rate given at run time: finite and ≥ 0.

@@ -1,6 +1,7 @@
 //! `vsgd`: the command-line tool. `vsgd replay CASE.json [--dtype f32|f64]` runs a conformance
 //! case through the owning optimizer and prints the result as JSON (see `replay.rs`).
 
+mod bench;
 mod inspect;
 mod replay;
 mod replay_ckpt;
@@ -13,6 +14,8 @@ usage:
        [--checkpoint-at S]                  ... saving after step S to a file and resuming from it
        [--save FILE]                        ... saving the final optimizer state to FILE
   vsgd inspect FILE                         describe a checkpoint (fails, one line on stderr, if invalid)
+  vsgd bench [--json] [--algorithm NAME|all] [--elements N] [--threads T] [--tensors K]
+                                            time the step against the memory-bandwidth ceiling
   vsgd help                                 this text";
 
 fn main() -> ExitCode {
@@ -20,6 +23,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("replay") => replay::main(&args[1..]),
         Some("inspect") => inspect::main(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             Ok(())

@@ -1,0 +1,307 @@
+//! Stepping many tensors at once, split across threads (feature `alloc`; threads with `std`).
+//!
+//! The tensors of one step are laid end to end as one range of `total` elements, cut into
+//! equal chunks ([`super::threads::part_range`]; about 8 per thread, so that a thread delayed
+//! by other processes leaves its share to the others), and the threads take chunks in turn,
+//! each stepping the pieces of the tensors its chunk covers. So a large tensor is split across
+//! threads and many small ones are batched, with no per-tensor dispatch. Kernels are elementwise and every path gives the
+//! portable path's bits, so the result does not depend on where the cuts fall, i.e. on the
+//! thread count.
+//!
+//! Nothing here allocates while stepping: the work list lives in the optimizer and keeps its
+//! capacity between steps, and the workers are started before (see [`Engine::set_threads`]).
+
+use alloc::vec::Vec;
+use core::any::Any;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use super::{all_finite, apply, Scalars};
+use crate::element::Element;
+
+/// Below this many bytes of memory traffic per thread, another thread costs more (waking it,
+/// tens of microseconds) than it saves.
+const MIN_BYTES_PER_PART: usize = 1 << 20;
+
+/// Threads take the work in this many chunks each (on average), so that a thread the system
+/// delays (other processes) leaves its share to the others instead of holding up the step.
+#[cfg(feature = "std")]
+const CHUNKS_PER_THREAD: usize = 8;
+
+/// Smallest chunk, in bytes of memory traffic.
+#[cfg(feature = "std")]
+const MIN_BYTES_PER_CHUNK: usize = 1 << 18;
+
+/// One tensor of a step: raw views of its buffers, valid for the duration of one step.
+pub(crate) struct Item<T> {
+    /// Index of the tensor in the optimizer.
+    pub(crate) tensor: usize,
+    param: *mut T,
+    grad: *const T,
+    /// `state_count` arrays of `len` elements, contiguous.
+    state: *mut T,
+    len: usize,
+    /// Where the tensor starts when the step's tensors are laid end to end.
+    offset: usize,
+    scalars: Scalars<T>,
+    /// Set by the finite scan.
+    nonfinite: AtomicBool,
+}
+
+impl<T: Element> Item<T> {
+    /// Views of one tensor's buffers. `grad.len()` and `param.len()` must be `len`, `state`
+    /// must hold `scalars.state_count() · len` elements; the caller must not touch these
+    /// buffers otherwise until the step is over.
+    pub(crate) fn new(
+        tensor: usize,
+        param: &mut [T],
+        grad: &[T],
+        state: &mut [T],
+        scalars: Scalars<T>,
+    ) -> Self {
+        let len = param.len();
+        assert!(grad.len() == len && state.len() >= scalars.state_count() * len);
+        Item {
+            tensor,
+            param: param.as_mut_ptr(),
+            grad: grad.as_ptr(),
+            state: state.as_mut_ptr(),
+            len,
+            offset: 0,
+            scalars,
+            nonfinite: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the finite scan found NaN or ±∞ in the gradient.
+    pub(crate) fn nonfinite(&self) -> bool {
+        self.nonfinite.load(Ordering::Relaxed)
+    }
+}
+
+/// What a part does to its pieces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// Look for non-finite gradient elements.
+    Scan,
+    /// Apply the update.
+    Apply,
+}
+
+/// Steps (or scans) the elements `range` of the items laid end to end (`offset` set).
+fn run_part<T: Element>(items: &[Item<T>], range: core::ops::Range<usize>, op: Op) {
+    // The first item ending after `range.start`.
+    let first = items.partition_point(|it| it.offset + it.len <= range.start);
+    for it in &items[first..] {
+        let (start, end) = (it.offset, it.offset + it.len);
+        if it.len == 0 {
+            continue;
+        }
+        if start >= range.end {
+            break;
+        }
+        let lo = range.start.max(start) - start;
+        let n = range.end.min(end) - start - lo;
+        // SAFETY: `Item::new` took these pointers from live buffers of `len` (state:
+        // `k · len`) elements that nothing else touches during the step; `lo + n ≤ len`;
+        // parts cover disjoint element ranges, so no two threads build overlapping slices.
+        unsafe {
+            let grad = core::slice::from_raw_parts(it.grad.add(lo), n);
+            if op == Op::Scan {
+                if !all_finite(grad) {
+                    it.nonfinite.store(true, Ordering::Relaxed);
+                }
+                continue;
+            }
+            let param = core::slice::from_raw_parts_mut(it.param.add(lo), n);
+            let arr = |j: usize| core::slice::from_raw_parts_mut(it.state.add(j * it.len + lo), n);
+            match it.scalars.state_count() {
+                1 => apply(&it.scalars, param, grad, &mut [arr(0)]),
+                2 => apply(&it.scalars, param, grad, &mut [arr(0), arr(1)]),
+                _ => apply(&it.scalars, param, grad, &mut [arr(0), arr(1), arr(2)]),
+            }
+        }
+    }
+}
+
+/// Items shared with the worker threads.
+#[cfg(feature = "std")]
+struct SharedItems<'a, T>(&'a [Item<T>]);
+
+// SAFETY: workers only read the items, write `nonfinite` atomically, and write through the
+// raw pointers to disjoint element ranges (see `run_part`).
+#[cfg(feature = "std")]
+unsafe impl<T: Send> Sync for SharedItems<'_, T> {}
+
+/// The reusable work list of one element type.
+struct Items<T>(Vec<Item<T>>);
+
+// SAFETY: the raw pointers are only dereferenced inside a step, by the thread that filled the
+// list and by pool workers it waits for; between steps the list is empty.
+unsafe impl<T: Send> Send for Items<T> {}
+// SAFETY: as above; a shared `&Items` gives no access to the pointers.
+unsafe impl<T: Sync> Sync for Items<T> {}
+
+/// The optimizer's execution resources: thread count, worker pool and work lists.
+/// Not part of the optimizer's value: clones get their own (lazily started) pool, and two
+/// engines always compare equal.
+pub(crate) struct Engine {
+    /// Requested thread count; 0 means the available parallelism.
+    threads: usize,
+    #[cfg(feature = "std")]
+    pool: Option<super::threads::WorkerPool>,
+    f32: Items<f32>,
+    f64: Items<f64>,
+}
+
+impl Engine {
+    pub(crate) fn new() -> Self {
+        Engine {
+            threads: 0,
+            #[cfg(feature = "std")]
+            pool: None,
+            f32: Items(Vec::new()),
+            f64: Items(Vec::new()),
+        }
+    }
+
+    /// Room for `tensors` tensors in the work lists, so a step need not allocate.
+    pub(crate) fn reserve_for(&mut self, tensors: usize) {
+        // The lists are empty between steps, so `reserve` reserves for `tensors` in all.
+        self.f32.0.reserve(tensors);
+        self.f64.0.reserve(tensors);
+    }
+
+    /// Threads a step may use.
+    pub(crate) fn threads(&self) -> usize {
+        match self.threads {
+            0 => default_threads(),
+            n => n,
+        }
+    }
+
+    /// Sets the thread count (0: the available parallelism) and starts the workers now, so
+    /// that no later step allocates.
+    #[cfg(feature = "std")]
+    pub(crate) fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.min(super::threads::MAX_THREADS);
+        let want = self.threads();
+        if self.pool.as_ref().map(|p| p.threads()) != Some(want) {
+            self.pool = None; // joins the old workers first
+            if want > 1 {
+                self.pool = Some(super::threads::WorkerPool::new(want));
+            }
+        }
+    }
+
+    /// The work list for `T`, emptied, with room for `n` items.
+    pub(crate) fn take_items<T: Element>(&mut self, n: usize) -> Vec<Item<T>> {
+        let list = (&mut self.f32 as &mut dyn Any)
+            .downcast_mut::<Items<T>>()
+            .or_else(|| (&mut self.f64 as &mut dyn Any).downcast_mut::<Items<T>>())
+            .expect("Element is f32 or f64");
+        let mut v = core::mem::take(&mut list.0);
+        v.clear();
+        v.reserve(n);
+        v
+    }
+
+    /// Gives a work list back (emptied: no pointer outlives the step).
+    pub(crate) fn put_items<T: Element>(&mut self, mut v: Vec<Item<T>>) {
+        v.clear();
+        if let Some(list) = (&mut self.f32 as &mut dyn Any)
+            .downcast_mut::<Items<T>>()
+            .or_else(|| (&mut self.f64 as &mut dyn Any).downcast_mut::<Items<T>>())
+        {
+            list.0 = v;
+        }
+    }
+
+    /// Marks the items whose gradient holds NaN or ±∞.
+    pub(crate) fn scan<T: Element>(&mut self, items: &mut [Item<T>]) {
+        let bytes = core::mem::size_of::<T>();
+        self.run(items, bytes, Op::Scan);
+    }
+
+    /// Applies every item's update.
+    pub(crate) fn apply<T: Element>(&mut self, items: &mut [Item<T>]) {
+        // Reads param, grad and k state arrays; writes param and the k arrays.
+        let k = items.first().map_or(1, |it| it.scalars.state_count());
+        let bytes = (3 + 2 * k) * core::mem::size_of::<T>();
+        self.run(items, bytes, Op::Apply);
+    }
+
+    fn run<T: Element>(&mut self, items: &mut [Item<T>], bytes_per_element: usize, op: Op) {
+        let mut total = 0usize;
+        for it in items.iter_mut() {
+            it.offset = total;
+            total += it.len;
+        }
+        let items = &*items;
+        let bytes = total.saturating_mul(bytes_per_element);
+        let threads = self.threads().min((bytes / MIN_BYTES_PER_PART).max(1));
+        #[cfg(feature = "std")]
+        if threads > 1 {
+            if self.pool.is_none() {
+                // First parallel step with the default thread count: start the workers (the
+                // only allocation a step can make; `set_threads` avoids it).
+                self.pool = Some(super::threads::WorkerPool::new(self.threads()));
+            }
+            if let Some(pool) = self.pool.as_mut() {
+                let threads = threads.min(pool.threads());
+                let chunks = (threads * CHUNKS_PER_THREAD)
+                    .min(bytes / MIN_BYTES_PER_CHUNK)
+                    .max(threads);
+                let next = core::sync::atomic::AtomicUsize::new(0);
+                let shared = SharedItems(items);
+                let (shared, next) = (&shared, &next);
+                pool.run(threads, &move |_| loop {
+                    let c = next.fetch_add(1, Ordering::Relaxed);
+                    if c >= chunks {
+                        break;
+                    }
+                    run_part(shared.0, super::threads::part_range(total, chunks, c), op);
+                });
+                return;
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        let _ = threads;
+        run_part(items, 0..total, op);
+    }
+}
+
+/// The available parallelism, asked once per process (std), or 1.
+fn default_threads() -> usize {
+    #[cfg(feature = "std")]
+    {
+        static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        1
+    }
+}
+
+impl Clone for Engine {
+    fn clone(&self) -> Self {
+        let mut e = Engine::new();
+        e.threads = self.threads;
+        e.reserve_for(self.f32.0.capacity().max(self.f64.0.capacity()));
+        e
+    }
+}
+
+impl PartialEq for Engine {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl core::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Engine")
+            .field("threads", &self.threads())
+            .finish()
+    }
+}

@@ -1,0 +1,99 @@
+//! A step allocates nothing: a counting global allocator watches whole steps (threads included:
+//! the workers are started by `set_threads`, before counting starts).
+//!
+//! One test in this binary, so nothing else allocates while it counts.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use vsgd::{kernels, Algorithm, Config, DType, NonFinitePolicy, Optimizer, TensorSpec};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::SeqCst) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::SeqCst) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn counted<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let r = f();
+    COUNTING.store(false, Ordering::SeqCst);
+    (r, ALLOCATIONS.load(Ordering::SeqCst))
+}
+
+#[test]
+fn steps_do_not_allocate() {
+    // The allocator really counts (else the zeros below would prove nothing).
+    let (_, n) = counted(|| std::hint::black_box(vec![1u8; 10]));
+    assert_eq!(n, 1);
+    // The kernel path is chosen (and `VSGD_KERNEL` read) once per process, before counting.
+    let _ = kernels::KernelPath::active();
+
+    for algorithm in Algorithm::ALL {
+        for threads in [1usize, 2, 3] {
+            for policy in [
+                NonFinitePolicy::Skip,
+                NonFinitePolicy::Propagate,
+                NonFinitePolicy::Error,
+            ] {
+                let mut opt = Optimizer::new(Config::default_for(algorithm)).unwrap();
+                opt.set_threads(threads);
+                opt.set_policy(policy);
+                // One tensor large enough to be split across threads, many small ones.
+                let mut sizes = vec![150_000usize, 3, 0, 1025];
+                sizes.extend((0..100).map(|i| 1 + i * 13));
+                for &n in &sizes {
+                    opt.add_tensor(TensorSpec::new(&[n]).dtype(DType::F64))
+                        .unwrap();
+                }
+                let mut params: Vec<Vec<f64>> = sizes.iter().map(|&n| vec![0.5; n]).collect();
+                let mut grads: Vec<Vec<f64>> = sizes.iter().map(|&n| vec![0.25; n]).collect();
+                let mut p: Vec<&mut [f64]> = params.iter_mut().map(|v| v.as_mut_slice()).collect();
+                let g: Vec<&[f64]> = grads.iter().map(|v| v.as_slice()).collect();
+                for step in 0..3 {
+                    let (r, n) = counted(|| opt.step(&mut p, &g));
+                    assert_eq!(r.unwrap().applied, sizes.len());
+                    assert_eq!(
+                        n,
+                        0,
+                        "{} step {step}, {threads} threads, {policy:?}",
+                        algorithm.name()
+                    );
+                    let (r, n) = counted(|| opt.step_tensor(vsgd::TensorId(0), p[0], g[0]));
+                    r.unwrap();
+                    assert_eq!(n, 0, "{} step_tensor, {threads} threads", algorithm.name());
+                }
+                // A skipped (or refused) tensor allocates nothing either.
+                drop(p);
+                grads[5][0] = f64::NAN;
+                let mut p: Vec<&mut [f64]> = params.iter_mut().map(|v| v.as_mut_slice()).collect();
+                let g: Vec<&[f64]> = grads.iter().map(|v| v.as_slice()).collect();
+                let (r, n) = counted(|| opt.step(&mut p, &g));
+                assert_eq!(r.is_err(), policy == NonFinitePolicy::Error);
+                assert_eq!(n, 0, "{} non-finite step, {policy:?}", algorithm.name());
+            }
+        }
+    }
+}
