@@ -37,6 +37,8 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod config;
 pub mod element;
 pub mod error;
