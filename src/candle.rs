@@ -46,7 +46,7 @@ use crate::schedule::LrSchedule;
 /// candle-nn's [`Optimizer`](candle_nn::Optimizer) run by this crate's engine.
 ///
 /// `Config` is the crate's [`Config`], so the algorithm is chosen by the configuration:
-/// `CandleOptimizer::new(vars, Config::Vsgd(..))`, `Config::Adam(AdamConfig::adamw())`, ….
+/// `CandleOptimizer::new(vars, Config::Vsgd(..))`, `Config::AdamW(AdamConfig::adamw())`, ….
 /// Every variable is registered in group 0 in the order given; the full [`Optimizer`] (groups,
 /// schedules, state read-out, policy) is reachable through [`CandleOptimizer::inner_mut`].
 ///
@@ -293,7 +293,7 @@ mod tests {
                 lr: 0.05,
                 ..AdamConfig::adam()
             }),
-            Config::Adam(AdamConfig {
+            Config::AdamW(AdamConfig {
                 lr: 0.05,
                 ..AdamConfig::adamw()
             }),
