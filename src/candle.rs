@@ -337,8 +337,7 @@ mod tests {
             let w1 = Var::from_vec(noise(2, 4 * 16), (4, 16), &dev)?;
             let b1 = Var::zeros(16, CandleDType::F32, &dev)?;
             let w2 = Var::from_vec(noise(3, 16 * 2), (16, 2), &dev)?;
-            let mut opt =
-                CandleOptimizer::new(vec![w1.clone(), b1.clone(), w2.clone()], config.clone())?;
+            let mut opt = CandleOptimizer::new(vec![w1.clone(), b1.clone(), w2.clone()], config)?;
             let loss = |()| -> candle_core::Result<Tensor> {
                 let h = x.matmul(&w1)?.broadcast_add(&b1)?.relu()?;
                 candle_nn::loss::cross_entropy(&h.matmul(&w2)?, &y)
@@ -383,7 +382,7 @@ mod tests {
                     .iter()
                     .map(|v| v.flatten_all()?.to_dtype(CandleDType::F64)?.to_vec1())
                     .collect::<candle_core::Result<_>>()?;
-                let mut opt = CandleOptimizer::new(vars.clone(), config.clone())?;
+                let mut opt = CandleOptimizer::new(vars.clone(), config)?;
                 let sched: LrSchedule = Schedule::StepDecay {
                     every: 3,
                     factor: 0.5,
@@ -394,7 +393,7 @@ mod tests {
                     CandleDType::F32 => DType::F32,
                     _ => DType::F64,
                 };
-                let mut core = Optimizer::new(config.clone()).unwrap();
+                let mut core = Optimizer::new(config).unwrap();
                 for s in shapes {
                     core.add_tensor(TensorSpec::new(s).dtype(vdtype)).unwrap();
                 }
