@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The candle integration (feature `candle`): the adapter's unit tests, its doc test, and a
+# The candle integration (feature `candle`): lint, the adapter's unit tests, its doc test, and a
 # one-epoch smoke run of examples/digits.rs that must print the results table with one row per
 # optimizer and write the plot. Needs only cargo (candle is pure Rust on the CPU).
 # Cost on 2 cores: compiling candle, once in the test profile and once in release, is most of it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export CARGO_TERM_COLOR=never
+
+echo "[candle] cargo clippy --features candle (the main suite lints the default features)"
+cargo clippy --workspace --all-targets --features candle -- -D warnings
 
 echo "[candle] cargo test --features candle --lib --doc (adapter)"
 cargo test --features candle --lib -- candle::
