@@ -465,49 +465,71 @@ struct Chosen {
     opt_us_per_step: f64,
 }
 
+/// Two panels: every epoch, and the last three quarters of training zoomed in, where the
+/// optimizers differ by tenths of a point.
 fn plot(path: &Path, title: &str, chosen: &[Chosen]) -> Result<()> {
     use plotters::prelude::*;
     let epochs = chosen.iter().map(|c| c.curve.len()).max().unwrap_or(1);
-    let lo = chosen
-        .iter()
-        .flat_map(|c| c.curve.iter().copied())
-        .fold(100.0f64, f64::min);
-    let lo = (lo - 1.0).clamp(0.0, 99.0).floor();
-    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    let range = |from: usize| {
+        let vals = chosen
+            .iter()
+            .flat_map(|c| c.curve.iter().skip(from).copied());
+        let (lo, hi) = vals.fold((100.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if lo > hi {
+            (0.0, 100.0)
+        } else {
+            ((lo - 0.5).max(0.0), (hi + 0.5).min(100.0))
+        }
+    };
+    let root = BitMapBackend::new(path, (1280, 560)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(55)
-        .build_cartesian_2d(1f64..epochs.max(2) as f64, lo..100f64)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("test accuracy (%), mean over seeds")
-        .label_style(("sans-serif", 14))
-        .draw()?;
+    let root = root.titled(title, ("sans-serif", 20))?;
+    let (left, right) = root.split_horizontally(640);
+    let zoom_from = epochs / 4;
     let colors = [RED, BLUE, GREEN, MAGENTA, BLACK];
-    for (c, color) in chosen.iter().zip(colors.iter().cycle()) {
-        let style = ShapeStyle::from(color).stroke_width(2);
+    for (area, from, caption) in [
+        (&left, 0, "all epochs".to_string()),
+        (
+            &right,
+            zoom_from,
+            format!("epochs {} to {epochs}, zoomed", zoom_from + 1),
+        ),
+    ] {
+        let (lo, hi) = range(from);
+        let x0 = (from + 1) as f64;
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(x0..(epochs as f64).max(x0 + 1.0), lo..hi)?;
         chart
-            .draw_series(LineSeries::new(
-                c.curve
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &a)| ((i + 1) as f64, a)),
-                style,
-            ))?
-            .label(format!("{} (lr {})", c.algorithm.name(), c.lr))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("test accuracy (%), mean over seeds")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.1}"))
+            .label_style(("sans-serif", 13))
+            .draw()?;
+        for (c, color) in chosen.iter().zip(colors.iter().cycle()) {
+            let style = ShapeStyle::from(color).stroke_width(2);
+            let points = c.curve.iter().enumerate().skip(from);
+            chart
+                .draw_series(LineSeries::new(
+                    points.map(|(i, &a)| ((i + 1) as f64, a)),
+                    style,
+                ))?
+                .label(format!("{} (lr {})", c.algorithm.name(), c.lr))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()?;
     root.present()?;
     Ok(())
 }
