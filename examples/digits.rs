@@ -588,7 +588,14 @@ fn bench_steps(
     Ok(named.into_iter().map(|(n, _)| n).zip(best).collect())
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("digits: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     let o = parse_args()?;
     // Tiny matrices: one thread per run is fastest; runs are spread over threads instead.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
