@@ -452,55 +452,19 @@ impl Config {
             }
             Config::Adam(c) | Config::AdamW(c) => {
                 positive("lr", c.lr)?;
-                check(
-                    a,
-                    "beta1",
-                    c.beta1,
-                    (0.0..1.0).contains(&c.beta1),
-                    UNIT_OPEN,
-                )?;
-                check(
-                    a,
-                    "beta2",
-                    c.beta2,
-                    (0.0..1.0).contains(&c.beta2),
-                    UNIT_OPEN,
-                )?;
+                check(a, "beta1", c.beta1, (0.0..1.0).contains(&c.beta1), UNIT_OPEN)?;
+                check(a, "beta2", c.beta2, (0.0..1.0).contains(&c.beta2), UNIT_OPEN)?;
                 eps(c.eps)?;
                 non_negative("weight_decay", c.weight_decay)?;
                 non_negative("l2", c.l2)
             }
             Config::Sgdm(c) => {
                 positive("lr", c.lr)?;
-                check(
-                    a,
-                    "momentum",
-                    c.momentum,
-                    (0.0..=1.0).contains(&c.momentum),
-                    UNIT,
-                )?;
-                check(
-                    a,
-                    "dampening",
-                    c.dampening,
-                    (0.0..=1.0).contains(&c.dampening),
-                    UNIT,
-                )?;
+                check(a, "momentum", c.momentum, (0.0..=1.0).contains(&c.momentum), UNIT)?;
+                check(a, "dampening", c.dampening, (0.0..=1.0).contains(&c.dampening), UNIT)?;
                 if c.nesterov {
-                    check(
-                        a,
-                        "momentum",
-                        c.momentum,
-                        c.momentum > 0.0,
-                        "> 0 with nesterov",
-                    )?;
-                    check(
-                        a,
-                        "dampening",
-                        c.dampening,
-                        c.dampening == 0.0,
-                        "0 with nesterov",
-                    )?;
+                    check(a, "momentum", c.momentum, c.momentum > 0.0, "> 0 with nesterov")?;
+                    check(a, "dampening", c.dampening, c.dampening == 0.0, "0 with nesterov")?;
                 }
                 non_negative("weight_decay", c.weight_decay)?;
                 non_negative("l2", c.l2)
@@ -652,10 +616,7 @@ mod tests {
                 assert_eq!(d, c);
             }
         }
-        assert_eq!(
-            Config::default_for(Algorithm::AdamW).get("weight_decay"),
-            Some(0.01)
-        );
+        assert_eq!(Config::default_for(Algorithm::AdamW).get("weight_decay"), Some(0.01));
     }
 
     #[test]

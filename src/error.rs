@@ -117,15 +117,9 @@ impl fmt::Display for Error {
                 what,
                 expected,
                 got,
-            } => write!(
-                f,
-                "length mismatch: {what} has {got} elements, expected {expected}"
-            ),
+            } => write!(f, "length mismatch: {what} has {got} elements, expected {expected}"),
             Error::StateCount { expected, got } => {
-                write!(
-                    f,
-                    "{got} state arrays given, the algorithm needs {expected}"
-                )
+                write!(f, "{got} state arrays given, the algorithm needs {expected}")
             }
             Error::DTypeMismatch {
                 tensor,

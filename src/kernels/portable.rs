@@ -83,7 +83,13 @@ pub fn constant_vsgd<T: Element>(
 }
 
 /// Adam / AdamW (see [`crate::AdamConfig`]).
-pub fn adam<T: Element>(s: &AdamScalars<T>, param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T]) {
+pub fn adam<T: Element>(
+    s: &AdamScalars<T>,
+    param: &mut [T],
+    grad: &[T],
+    m: &mut [T],
+    v: &mut [T],
+) {
     let n = param.len();
     let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
     for i in 0..n {

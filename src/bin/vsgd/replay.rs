@@ -27,10 +27,7 @@ fn numbers(v: &Value, what: &str) -> Result<Vec<f64>, String> {
     v.as_array()
         .ok_or_else(|| format!("{what}: expected an array of numbers"))?
         .iter()
-        .map(|x| {
-            x.as_f64()
-                .ok_or_else(|| format!("{what}: not a number: {x}"))
-        })
+        .map(|x| x.as_f64().ok_or_else(|| format!("{what}: not a number: {x}")))
         .collect()
 }
 
@@ -58,9 +55,7 @@ impl Case {
         for (key, value) in hyper {
             let x = match value {
                 Value::Bool(b) => f64::from(u8::from(*b)),
-                Value::Number(n) => n
-                    .as_f64()
-                    .ok_or_else(|| format!("hyper.{key}: bad number"))?,
+                Value::Number(n) => n.as_f64().ok_or_else(|| format!("hyper.{key}: bad number"))?,
                 _ => return Err(format!("hyper.{key}: expected a number or a boolean")),
             };
             config
@@ -135,10 +130,7 @@ impl Case {
             Some(l) => {
                 let l = numbers(l, "lr_per_step")?;
                 if l.len() < steps {
-                    return Err(format!(
-                        "lr_per_step has {} values for {steps} steps",
-                        l.len()
-                    ));
+                    return Err(format!("lr_per_step has {} values for {steps} steps", l.len()));
                 }
                 Some(l)
             }
