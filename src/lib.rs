@@ -39,6 +39,8 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "candle")]
+pub mod candle;
 #[cfg(feature = "checkpoint")]
 pub mod checkpoint;
 pub mod config;
