@@ -663,7 +663,7 @@ fn run() -> Result<()> {
                 let (m, _) = mean_std(&finals);
                 grid.push((lr, m, runs.iter().filter(|r| r.diverged).count()));
                 // ties go to the smaller learning rate (the grid is ascending)
-                if best.map_or(true, |(_, b)| m > b) {
+                if best.is_none_or(|(_, b)| m > b) {
                     best = Some((lr, m));
                 }
             }
