@@ -152,6 +152,9 @@ impl fmt::Display for ConfigError {
 /// so no step ever divides zero by zero.
 pub const MIN_TINY: f64 = 1e-30;
 
+/// Upper bound of learning rates, `weight_decay` and `l2`: keeps them finite in f32.
+pub const MAX_LR: f64 = 1e30;
+
 /// VSGD hyperparameters (Algorithm 1). Defaults are the authors'.
 ///
 /// With `pa2 = 2γ + 1 + 1e-4`, `pbg2 = 2γ`, `pbhg2 = 2Kγ`, one step of one element is
@@ -378,8 +381,10 @@ fn bool_value(algorithm: Algorithm, field: &'static str, value: f64) -> Result<b
     }
 }
 
-const POSITIVE: &str = "finite and > 0";
-const NON_NEGATIVE: &str = "finite and >= 0";
+const LR: &str = "(0, 1e30]";
+const LR_RUNTIME: &str = "[0, 1e30]";
+const NON_NEGATIVE: &str = "[0, 1e30]";
+const DECAY: &str = "lr * weight_decay <= 1";
 const TAU: &str = "(0, 1]";
 const UNIT_OPEN: &str = "[0, 1)";
 const UNIT: &str = "[0, 1]";
@@ -421,11 +426,34 @@ impl Config {
     }
 
     /// Checks every field against its allowed range; the error names the first bad field.
+    /// The learning rate must be in (0, 1e30] and `lr · weight_decay` ≤ 1 (so the decay factor
+    /// 1 − η·λ stays in [0, 1] and every constant stays finite in f32).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with(false)
+    }
+
+    /// As [`Config::validate`], but a learning rate of 0 passes: the configuration of a group
+    /// whose learning rate was set to 0 at run time ([`crate::Optimizer::set_lr`]), as
+    /// checkpoints and `set_config` see it.
+    pub fn validate_runtime(&self) -> Result<(), ConfigError> {
+        self.validate_with(true)
+    }
+
+    fn validate_with(&self, zero_lr: bool) -> Result<(), ConfigError> {
         let a = self.algorithm();
-        let positive = |field, v: f64| check(a, field, v, v.is_finite() && v > 0.0, POSITIVE);
-        let non_negative =
-            |field, v: f64| check(a, field, v, v.is_finite() && v >= 0.0, NON_NEGATIVE);
+        let positive = |field, v: f64| {
+            let ok = v.is_finite() && v <= MAX_LR && (v > 0.0 || (zero_lr && v == 0.0));
+            check(a, field, v, ok, if zero_lr { LR_RUNTIME } else { LR })
+        };
+        let non_negative = |field, v: f64| {
+            check(
+                a,
+                field,
+                v,
+                v.is_finite() && (0.0..=1e30).contains(&v),
+                NON_NEGATIVE,
+            )
+        };
         let tau = |field, v: f64| check(a, field, v, v > 0.0 && v <= 1.0, TAU);
         let eps = |v: f64| check(a, "eps", v, v.is_finite() && v >= MIN_TINY, EPS);
         let ghattg = |v: f64| check(a, "ghattg", v, (1e-6..=1e6).contains(&v), GHATTG);
@@ -505,7 +533,9 @@ impl Config {
                 non_negative("weight_decay", c.weight_decay)?;
                 non_negative("l2", c.l2)
             }
-        }
+        }?;
+        let (lr, wd) = (self.lr(), self.get("weight_decay").unwrap_or(0.0));
+        check(a, "weight_decay", wd, lr * wd <= 1.0, DECAY)
     }
 
     /// Reads a hyperparameter by name (see [`Algorithm::hyper_names`]); booleans read as 0/1.

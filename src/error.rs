@@ -71,6 +71,12 @@ pub enum Error {
     },
     /// A shape whose element count overflows `usize`.
     ShapeOverflow,
+    /// The state of a tensor could not be allocated (more than `isize::MAX` bytes, or the
+    /// allocator refused). Nothing was registered.
+    AllocationFailed {
+        /// The bytes asked for.
+        bytes: usize,
+    },
     /// A gradient holding NaN or ±∞ under [`crate::NonFinitePolicy::Error`]. Nothing was
     /// changed.
     NonFiniteGradient {
@@ -108,7 +114,10 @@ impl fmt::Display for Error {
                 Join(algorithm.hyper_names())
             ),
             Error::InvalidLearningRate { lr } => {
-                write!(f, "invalid learning rate {lr} (allowed: finite and >= 0)")
+                write!(
+                    f,
+                    "invalid learning rate {lr} (allowed: [0, 1e30] and lr * weight_decay <= 1)"
+                )
             }
             Error::InvalidSchedule { field, allowed } => {
                 write!(f, "invalid schedule: {field} (allowed: {allowed})")
@@ -145,6 +154,9 @@ impl fmt::Display for Error {
                 Join(algorithm.state_names())
             ),
             Error::ShapeOverflow => f.write_str("shape's element count overflows"),
+            Error::AllocationFailed { bytes } => {
+                write!(f, "could not allocate {bytes} bytes of optimizer state")
+            }
             Error::NonFiniteGradient { tensor } => write!(
                 f,
                 "gradient of tensor {tensor} holds NaN or infinity; nothing was updated"

@@ -73,11 +73,21 @@ pub(crate) enum StateBuf {
 }
 
 impl StateBuf {
-    fn zeros(dtype: DType, n: usize) -> Self {
-        match dtype {
-            DType::F32 => StateBuf::F32(vec![0.0; n]),
-            DType::F64 => StateBuf::F64(vec![0.0; n]),
+    /// `n` zeros, or [`Error::AllocationFailed`] (never an abort) when they cannot be had.
+    fn zeros(dtype: DType, n: usize) -> Result<Self, Error> {
+        fn alloc<T: Clone>(n: usize, zero: T) -> Result<Vec<T>, Error> {
+            let bytes = n.saturating_mul(core::mem::size_of::<T>());
+            let mut v = Vec::new();
+            if bytes > isize::MAX as usize || v.try_reserve_exact(n).is_err() {
+                return Err(Error::AllocationFailed { bytes });
+            }
+            v.resize(n, zero);
+            Ok(v)
         }
+        Ok(match dtype {
+            DType::F32 => StateBuf::F32(alloc(n, 0.0)?),
+            DType::F64 => StateBuf::F64(alloc(n, 0.0)?),
+        })
     }
 
     pub(crate) fn dtype(&self) -> DType {
@@ -188,7 +198,7 @@ pub struct StepReport {
 /// assert_eq!(opt.step_count(w).unwrap(), 1);
 /// assert!(param[0] < 1.0 && param[1] > 2.0);
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Optimizer {
     pub(crate) groups: Vec<Group>,
     pub(crate) tensors: Vec<Tensor>,
@@ -198,10 +208,26 @@ pub struct Optimizer {
     engine: Engine,
 }
 
+/// Two optimizers are equal when their value is: groups (hyperparameters, schedules), policy,
+/// and tensors (names, shapes, groups, step counts, state bits as `==` compares them). What
+/// the last step skipped and the thread settings are not part of the value.
+impl PartialEq for Optimizer {
+    fn eq(&self, other: &Self) -> bool {
+        self.groups == other.groups && self.tensors == other.tensors && self.policy == other.policy
+    }
+}
+
 impl Optimizer {
     /// An optimizer with no tensors and one group (group 0) configured by `config`.
     pub fn new(config: Config) -> Result<Self, Error> {
         config.validate()?;
+        Self::new_runtime(config)
+    }
+
+    /// As [`Optimizer::new`] for a configuration that may carry a learning rate of 0 (set at
+    /// run time before it was saved): used when restoring checkpoints.
+    pub(crate) fn new_runtime(config: Config) -> Result<Self, Error> {
+        config.validate_runtime()?;
         Ok(Optimizer {
             groups: vec![Group {
                 config,
@@ -221,8 +247,14 @@ impl Optimizer {
 
     /// Adds a parameter group with its own hyperparameters (same algorithm as group 0).
     pub fn add_group(&mut self, config: Config) -> Result<GroupId, Error> {
-        self.check_algorithm(&config)?;
         config.validate()?;
+        self.add_group_runtime(config)
+    }
+
+    /// As [`Optimizer::add_group`], the learning rate may be 0 (checkpoint restore).
+    pub(crate) fn add_group_runtime(&mut self, config: Config) -> Result<GroupId, Error> {
+        self.check_algorithm(&config)?;
+        config.validate_runtime()?;
         self.groups.push(Group {
             config,
             schedule: LrSchedule::default(),
@@ -262,18 +294,20 @@ impl Optimizer {
         Ok(&self.group(g)?.config)
     }
 
-    /// Replaces a group's configuration (same algorithm; state is kept).
+    /// Replaces a group's configuration (same algorithm; state is kept). As with
+    /// [`Optimizer::set_lr`], its learning rate may be 0 ([`Config::validate_runtime`]).
     pub fn set_config(&mut self, g: GroupId, config: Config) -> Result<(), Error> {
         self.check_algorithm(&config)?;
-        config.validate()?;
+        config.validate_runtime()?;
         self.group_mut(g)?.config = config;
         Ok(())
     }
 
     /// Sets a group's base learning rate (finite, ≥ 0; 0 freezes the group's parameters).
     pub fn set_lr(&mut self, g: GroupId, lr: f64) -> Result<(), Error> {
-        kernels::check_lr(lr)?;
-        self.group_mut(g)?.config.set_lr(lr);
+        let group = self.group_mut(g)?;
+        kernels::check_lr(&group.config, lr)?;
+        group.config.set_lr(lr);
         Ok(())
     }
 
@@ -316,6 +350,7 @@ impl Optimizer {
         let total = len
             .checked_mul(self.algorithm().state_count())
             .ok_or(Error::ShapeOverflow)?;
+        let state = StateBuf::zeros(spec.dtype, total)?;
         self.skipped.reserve(1);
         self.engine.reserve_for(self.tensors.len() + 1);
         self.tensors.push(Tensor {
@@ -324,7 +359,7 @@ impl Optimizer {
             len,
             group: spec.group.0,
             step: 0,
-            state: StateBuf::zeros(spec.dtype, total),
+            state,
         });
         Ok(TensorId(self.tensors.len() - 1))
     }
@@ -493,6 +528,10 @@ impl Optimizer {
                 self.engine.put_items(items);
                 return Err(Error::NonFiniteGradient { tensor });
             }
+        }
+        // Past the last error: from here the step happens, and reports what it skipped.
+        self.skipped.clear();
+        if self.policy != NonFinitePolicy::Propagate {
             for it in items.iter().filter(|it| it.nonfinite()) {
                 self.skipped.push(TensorId(it.tensor));
             }
@@ -535,7 +574,6 @@ impl Optimizer {
         param: &mut [T],
         grad: &[T],
     ) -> Result<StepOutcome, Error> {
-        self.skipped.clear();
         self.check_meta(id, param, grad)?;
         let mut items = self.engine.take_items::<T>(1);
         items.push(self.item(id.0, param, grad, &mut None));
@@ -546,7 +584,8 @@ impl Optimizer {
     }
 
     /// One update of every registered tensor, in registration order (`params[i]` and
-    /// `grads[i]` belong to tensor `i`; all of element type `T`). Every tensor is checked
+    /// `grads[i]` belong to tensor `i`; all of element type `T`: an optimizer holding both
+    /// `f32` and `f64` tensors steps them with [`Optimizer::step_tensor`]). Every tensor is checked
     /// before any is touched, so an error changes nothing. The tensors are laid end to end
     /// and cut into equal chunks that [`Optimizer::threads`] threads share: large tensors
     /// are split, small ones batched. Does not allocate (once the worker threads are started;
@@ -566,7 +605,6 @@ impl Optimizer {
                 });
             }
         }
-        self.skipped.clear();
         for i in 0..n {
             if let Err(e) = self.check_meta(TensorId(i), params[i], grads[i]) {
                 // Same error as checking tensor by tensor: an earlier non-finite gradient

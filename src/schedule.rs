@@ -28,7 +28,7 @@ pub enum Schedule {
     /// One-cycle (torch's `OneCycleLR`, cosine): from η/`div_factor` up to η over the first
     /// `pct_start`·`total` steps, then down to η/(`div_factor`·`final_div_factor`) at `total`.
     OneCycle {
-        /// Length of the cycle, ≥ 2.
+        /// Length of the cycle, ≥ 3.
         total: u64,
         /// Fraction of the cycle spent rising, in (0, 1).
         pct_start: f64,
@@ -90,8 +90,8 @@ impl LrSchedule {
                 div_factor,
                 final_div_factor,
             } => {
-                if total < 2 {
-                    return bad("total", ">= 2");
+                if total < 3 {
+                    return bad("total", ">= 3");
                 }
                 if !(pct_start > 0.0 && pct_start < 1.0) {
                     return bad("pct_start", "(0, 1)");
@@ -129,8 +129,10 @@ impl LrSchedule {
             } => {
                 let initial = 1.0 / div_factor;
                 let min = initial / final_div_factor;
-                let last = (total.max(2) - 1) as f64;
-                let peak = (pct_start * total as f64 - 1.0).clamp(1.0, last - 1.0);
+                // Rise over steps 0..=peak, fall over peak..=last, each at least one step long
+                // (max/min, not clamp: never a panic, even for an unvalidated schedule).
+                let last = (total.max(3) - 1) as f64;
+                let peak = (pct_start * total as f64 - 1.0).min(last - 1.0).max(1.0);
                 let s = s.min(last);
                 if s <= peak {
                     cos_anneal(initial, 1.0, s / peak)
@@ -205,6 +207,28 @@ mod tests {
     }
 
     #[test]
+    fn one_cycle_factor_is_finite_for_short_and_odd_cycles() {
+        for total in 0..8 {
+            for pct_start in [0.01, 0.3, 0.5, 0.99] {
+                let s: LrSchedule = Schedule::OneCycle {
+                    total,
+                    pct_start,
+                    div_factor: 25.0,
+                    final_div_factor: 1e4,
+                }
+                .into();
+                for t in 0..12 {
+                    let f = s.factor(t);
+                    assert!(
+                        f.is_finite() && f > 0.0 && f <= 1.0,
+                        "{total} {pct_start} {t}: {f}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn warmup_is_linear() {
         let s = LrSchedule {
             schedule: Schedule::Constant,
@@ -232,7 +256,7 @@ mod tests {
                 min_factor: f64::NAN,
             },
             Schedule::OneCycle {
-                total: 1,
+                total: 2,
                 pct_start: 0.3,
                 div_factor: 25.0,
                 final_div_factor: 1e4,

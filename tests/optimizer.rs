@@ -358,3 +358,86 @@ fn names_and_shapes_are_kept() {
     opt.step_tensor::<f32>(w, &mut [], &[]).unwrap();
     assert_eq!(opt.step_count(w).unwrap(), 1);
 }
+
+#[test]
+fn a_group_frozen_at_run_time_saves_loads_and_reconfigures() {
+    let mut opt = Optimizer::new(vsgd()).unwrap();
+    let a = opt.add_tensor(TensorSpec::new(&[3])).unwrap();
+    let mut p = vec![1.0f32; 3];
+    opt.step_tensor(a, &mut p, &[0.1, 0.2, 0.3]).unwrap();
+    opt.set_lr(GroupId(0), 0.0).unwrap();
+    let own = *opt.config(GroupId(0)).unwrap();
+    opt.set_config(GroupId(0), own).unwrap();
+    let bytes = vsgd::checkpoint::save(&opt).unwrap();
+    let back = vsgd::checkpoint::load(&bytes).unwrap();
+    assert_eq!(back, opt);
+    let before = p.clone();
+    opt.step_tensor(a, &mut p, &[0.1, 0.2, 0.3]).unwrap();
+    assert_eq!(p, before);
+    // A new optimizer still needs a positive learning rate, as the spec says.
+    let mut c = vsgd();
+    c.set_lr(0.0);
+    assert!(matches!(Optimizer::new(c), Err(Error::Config(e)) if e.field == "lr"));
+}
+
+#[test]
+fn learning_rates_that_would_overflow_are_rejected() {
+    let mut c = Config::default_for(Algorithm::AdamW); // weight_decay 0.01
+    c.set_lr(1e39);
+    assert!(matches!(c.validate(), Err(e) if e.field == "lr"));
+    c.set_lr(200.0); // lr · weight_decay = 2: the decay factor would be negative
+    assert!(matches!(c.validate(), Err(e) if e.field == "weight_decay"));
+    c.set_lr(1e-3);
+    let mut opt = Optimizer::new(c).unwrap();
+    assert!(matches!(
+        opt.set_lr(GroupId(0), 1e3),
+        Err(Error::InvalidLearningRate { .. })
+    ));
+    assert!(matches!(
+        opt.set_lr(GroupId(0), 1e39),
+        Err(Error::InvalidLearningRate { .. })
+    ));
+    let mut p = [1.0f32; 2];
+    let (mut m, mut v) = ([0.0f32; 2], [0.0f32; 2]);
+    assert!(matches!(
+        kernels::step(
+            &c,
+            1,
+            1e3,
+            &mut p,
+            &[1.0; 2],
+            &mut [&mut m, &mut v],
+            NonFinitePolicy::Skip
+        ),
+        Err(Error::InvalidLearningRate { .. })
+    ));
+}
+
+#[test]
+fn huge_tensors_are_an_error_not_an_abort() {
+    let mut opt = Optimizer::new(vsgd()).unwrap();
+    for shape in [&[1usize << 62][..], &[1 << 31, 1 << 31], &[usize::MAX / 2]] {
+        let e = opt.add_tensor(TensorSpec::new(shape)).unwrap_err();
+        assert!(
+            matches!(e, Error::AllocationFailed { .. } | Error::ShapeOverflow),
+            "{e}"
+        );
+    }
+    assert_eq!(opt.num_tensors(), 0);
+}
+
+#[test]
+fn a_rejected_step_keeps_the_last_report() {
+    let mut opt = Optimizer::new(vsgd()).unwrap();
+    let a = opt.add_tensor(TensorSpec::new(&[2])).unwrap();
+    let mut p = vec![1.0f32; 2];
+    opt.step_tensor(a, &mut p, &[f32::NAN, 1.0]).unwrap();
+    assert_eq!(opt.last_skipped(), &[a]);
+    assert!(opt.step_tensor(a, &mut p, &[1.0]).is_err());
+    opt.set_policy(NonFinitePolicy::Error);
+    assert!(opt.step_tensor(a, &mut p, &[f32::NAN, 1.0]).is_err());
+    assert_eq!(opt.last_skipped(), &[a]);
+    // The report is not part of the optimizer's value: a reloaded copy compares equal.
+    let back = vsgd::checkpoint::load(&vsgd::checkpoint::save(&opt).unwrap()).unwrap();
+    assert_eq!(back, opt);
+}

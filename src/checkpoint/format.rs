@@ -761,7 +761,8 @@ fn group_config(
             format!("'{k}' is not a hyperparameter of {algorithm}"),
         ));
     }
-    config.validate().map_err(crate::Error::from)?;
+    // A group's lr may have been set to 0 at run time (`set_lr`), so 0 is a valid saved lr.
+    config.validate_runtime().map_err(crate::Error::from)?;
 
     let what = || format!("groups[{g}].schedule");
     let get = |name: &str| raw.schedule.iter().find(|(k, _)| *k == name).map(|e| e.1);

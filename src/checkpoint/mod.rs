@@ -223,10 +223,10 @@ fn copy_in(
 /// Builds an optimizer from checked, agreeing parts (one whole checkpoint or all shards).
 fn build(parts: &[Checkpoint<'_>]) -> Result<Optimizer, CheckpointError> {
     let c = &parts[0];
-    let mut opt = Optimizer::new(c.groups[0].config)?;
+    let mut opt = Optimizer::new_runtime(c.groups[0].config)?;
     opt.set_schedule(GroupId(0), c.groups[0].schedule)?;
     for g in &c.groups[1..] {
-        let id = opt.add_group(g.config)?;
+        let id = opt.add_group_runtime(g.config)?;
         opt.set_schedule(id, g.schedule)?;
     }
     opt.set_policy(c.policy);

@@ -226,6 +226,10 @@ unsafe fn same_slice_mut<A, B>(x: &mut [A]) -> &mut [B] {
 
 /// [`super::apply`] on a given path; `false` (and nothing changed) if the path is not
 /// available here.
+///
+/// # Panics
+/// As [`super::apply`]: if `state` does not hold the algorithm's arrays or a buffer is
+/// shorter than `param`.
 pub fn apply_on<T: Element>(
     path: KernelPath,
     s: &Scalars<T>,

@@ -311,7 +311,7 @@ impl<T: Element> Scalars<T> {
         }
     }
 
-    /// The algorithm family these constants drive (AdamW reports [`Algorithm::Adam`]).
+    /// How many state arrays the kernel of these constants takes.
     pub fn state_count(&self) -> usize {
         match self {
             Scalars::Vsgd(_) => 3,
@@ -325,6 +325,11 @@ impl<T: Element> Scalars<T> {
 /// Applies one step to `param` given `grad` and the state arrays, with the fastest path this
 /// build has ([`KernelPath::active`]). Lengths must already agree (checked by every public
 /// caller); `state` holds [`Scalars::state_count`] arrays.
+///
+/// # Panics
+/// If `state` does not hold [`Scalars::state_count`] arrays or a buffer is shorter than
+/// `param`: a caller's bug, never memory unsafety. [`step`] checks all of it and returns an
+/// error instead.
 #[inline]
 pub fn apply<T: Element>(s: &Scalars<T>, param: &mut [T], grad: &[T], state: &mut [&mut [T]]) {
     apply_on(KernelPath::active(), s, param, grad, state);
@@ -336,9 +341,11 @@ pub fn all_finite<T: Element>(x: &[T]) -> bool {
     all_finite_on(KernelPath::active(), x).unwrap_or_else(|| portable::all_finite(x))
 }
 
-/// Checks a learning rate given at run time: finite and ≥ 0.
-pub fn check_lr(lr: f64) -> Result<(), Error> {
-    if lr.is_finite() && lr >= 0.0 {
+/// Checks a learning rate given at run time for `config`: in [0, 1e30], and
+/// `lr · weight_decay` ≤ 1 (the decay factor 1 − η·λ stays in [0, 1]).
+pub fn check_lr(config: &Config, lr: f64) -> Result<(), Error> {
+    let wd = config.get("weight_decay").unwrap_or(0.0);
+    if (0.0..=crate::config::MAX_LR).contains(&lr) && lr * wd <= 1.0 {
         Ok(())
     } else {
         Err(Error::InvalidLearningRate { lr })
@@ -405,8 +412,8 @@ pub fn step<T: Element>(
     state: &mut [&mut [T]],
     policy: NonFinitePolicy,
 ) -> Result<StepOutcome, Error> {
-    config.validate()?;
-    check_lr(lr)?;
+    config.validate_runtime()?;
+    check_lr(config, lr)?;
     if t == 0 {
         return Err(Error::InvalidStep { step: t });
     }

@@ -129,6 +129,8 @@ impl WorkerPool {
         {
             let mut st = self.shared.lock();
             st.job = Some(job);
+            // A worker's panic left from a run whose caller panicked too is that run's.
+            st.panic = None;
             st.parts = parts;
             st.threads = threads;
             st.running = self.workers.len();

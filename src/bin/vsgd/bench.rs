@@ -113,6 +113,21 @@ fn parse(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown option '{other}'\n{USAGE}")),
         }
     }
+    // The data: param, grad and the state arrays, plus the ceiling kernel's and the
+    // multi-pass baseline's copies: bound it well below what a machine can hold.
+    if o.elements == 0 || o.elements > 1 << 28 {
+        return Err(format!(
+            "--elements must be in 1..={} (got {})",
+            1u64 << 28,
+            o.elements
+        ));
+    }
+    if o.tensors > o.elements {
+        return Err(format!(
+            "--tensors ({}) must not exceed --elements ({})",
+            o.tensors, o.elements
+        ));
+    }
     Ok(o)
 }
 
