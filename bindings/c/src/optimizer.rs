@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use vsgd::{Element, GroupId, Optimizer, StepOutcome, TensorId, TensorSpec};
 
 use crate::buffers::{
-    c_str, check_buffer, check_disjoint, check_out, copy_str, input, optional_out, slice,
-    slice_mut, write,
+    c_str, check_buffer, check_disjoint, check_optional_out, check_out, copy_str, input, slice,
+    slice_mut, write, write_slice,
 };
 use crate::config::{
     algorithm_to_c, config_from_c, config_to_c, dtype_from_c, dtype_to_c, policy_from_c,
@@ -358,7 +358,8 @@ pub unsafe extern "C" fn vsgd_optimizer_policy(
 /// index (0, 1, … in registration order) goes to `*out_tensor`.
 ///
 /// Errors: `NULL_PARAMETER`, `INVALID_ENUM` (dtype), `INVALID_STRING`, `UNKNOWN_GROUP`,
-/// `SHAPE_OVERFLOW`.
+/// `SHAPE_OVERFLOW`, `ALLOCATION_FAILED` (the state would exceed `PTRDIFF_MAX` bytes, or the
+/// allocator refused it; nothing was added and the handle stays usable).
 ///
 /// # Safety
 /// `optimizer` must be NULL or a live handle; `name` NULL or a NUL-terminated string;
@@ -468,9 +469,9 @@ pub unsafe extern "C" fn vsgd_optimizer_tensor_name(
                     .to_string())
             })
         }?;
-        // SAFETY: NULL or valid (caller).
-        let out_len = unsafe { optional_out(out_len, "out_len") }?;
-        // SAFETY: NULL or valid for `len` bytes (caller).
+        check_optional_out(out_len, "out_len")?;
+        // SAFETY: `buf` NULL or valid for `len` bytes, `out_len` NULL or valid for one write
+        // (caller; alignment checked above).
         unsafe { copy_str(&name, buf, len, out_len) }
     })
 }
@@ -549,12 +550,10 @@ pub unsafe extern "C" fn vsgd_optimizer_last_skipped(
             })
         }?;
         let n = skipped.len().min(cap);
-        {
-            // SAFETY: checked by check_buffer; `cap` writable elements (caller).
-            let out = unsafe { slice_mut(buf, cap) };
-            out[..n].copy_from_slice(&skipped[..n]);
-        }
-        // SAFETY: checked; writable (caller).
+        // SAFETY: checked by check_buffer; `cap` ≥ n writable elements (caller), possibly
+        // uninitialized, so written through the pointer; `skipped` is Rust-owned (disjoint).
+        unsafe { write_slice(buf, &skipped[..n]) };
+        // SAFETY: checked; writable (caller); no reference to `buf` is alive.
         unsafe { write(out_count, skipped.len()) };
         if n < skipped.len() {
             return Err(Failure::new(
@@ -787,9 +786,10 @@ unsafe fn copy_state<T: Element>(
                 }
                 .into());
             }
-            // SAFETY: checked by check_buffer; `len` writable elements (caller). The
-            // handle's state is Rust-owned, so it cannot overlap the caller's buffer.
-            slice_mut(out, len).copy_from_slice(s);
+            // SAFETY: checked by check_buffer; `len` writable elements (caller), possibly
+            // uninitialized, so written through the pointer. The handle's state is
+            // Rust-owned, so it cannot overlap the caller's buffer.
+            write_slice(out, s);
             Ok(())
         })
     }
@@ -850,10 +850,35 @@ unsafe fn momentum<T: Element>(
     // SAFETY: forwarded contract (handle).
     unsafe {
         with(optimizer, |o| {
-            // SAFETY: checked by check_buffer; `len` writable elements (caller); cannot
-            // overlap the Rust-owned state.
-            let out = slice_mut(out, len);
-            Ok(o.effective_momentum(TensorId(tensor), out)?)
+            let id = TensorId(tensor);
+            if o.algorithm() != vsgd::Algorithm::Vsgd {
+                // The core reports the algorithm mismatch before looking at anything else.
+                return Ok(o.effective_momentum::<T>(id, &mut [])?);
+            }
+            let want = o.state::<T>(id, "bg")?.len();
+            if want != len {
+                return Err(vsgd::Error::LengthMismatch {
+                    what: "out",
+                    expected: want,
+                    got: len,
+                }
+                .into());
+            }
+            // `out` may be uninitialized, so no `&mut [T]` over it: the core computes into a
+            // Rust buffer, copied out only on success (a failed call writes nothing).
+            let mut tmp = Vec::new();
+            if tmp.try_reserve_exact(len).is_err() {
+                return Err(vsgd::Error::AllocationFailed {
+                    bytes: len.saturating_mul(core::mem::size_of::<T>()),
+                }
+                .into());
+            }
+            tmp.resize(len, T::ZERO);
+            o.effective_momentum(id, &mut tmp)?;
+            // SAFETY: checked by check_buffer; `len` writable elements (caller); `tmp` is
+            // Rust-owned, so disjoint from it.
+            write_slice(out, &tmp);
+            Ok(())
         })
     }
 }
