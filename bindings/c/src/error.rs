@@ -542,6 +542,10 @@ mod tests {
                 VSGD_RESULT_ALGORITHM_MISMATCH,
             ),
             (E::InvalidStep { step: 0 }, VSGD_RESULT_INVALID_STEP),
+            (
+                E::AllocationFailed { bytes: usize::MAX },
+                VSGD_RESULT_ALLOCATION_FAILED,
+            ),
         ];
         for (e, code) in cases {
             let f = Failure::from(e);

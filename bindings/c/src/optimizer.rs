@@ -1029,4 +1029,84 @@ mod tests {
         }
         assert!(buf.iter().all(|&x| x < 1.0));
     }
+
+    #[test]
+    fn outputs_may_be_uninitialized_and_may_overlap() {
+        use core::mem::MaybeUninit;
+        let h = new(VSGD_ALGORITHM_VSGD);
+        let mut id = 0;
+        // SAFETY: live handle; every buffer below is valid for the lengths given. The output
+        // buffers are uninitialized on purpose (like fresh malloc memory): under Miri a
+        // `&mut [f32]` over them, or a reference alive while an overlapping output is
+        // written, is reported.
+        unsafe {
+            let name = c"w".as_ptr();
+            assert_eq!(
+                vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, name, 0, &mut id),
+                VSGD_RESULT_OK
+            );
+            let mut p = [1.0f32; 4];
+            let g = [0.5f32; 4];
+            assert_eq!(
+                vsgd_optimizer_step_tensor_f32(
+                    h,
+                    0,
+                    p.as_mut_ptr(),
+                    g.as_ptr(),
+                    4,
+                    core::ptr::null_mut()
+                ),
+                VSGD_RESULT_OK
+            );
+
+            let mut st = [MaybeUninit::<f32>::uninit(); 4];
+            let out = st.as_mut_ptr().cast::<f32>();
+            assert_eq!(
+                vsgd_optimizer_state_f32(h, 0, c"mug".as_ptr(), out, 4),
+                VSGD_RESULT_OK
+            );
+            let mug: [f32; 4] = core::array::from_fn(|i| st[i].assume_init());
+            assert!(mug.iter().all(|x| x.is_finite() && *x != 0.0));
+
+            let mut em = [MaybeUninit::<f32>::uninit(); 4];
+            let out = em.as_mut_ptr().cast::<f32>();
+            // A wrong length writes nothing and is reported.
+            assert_eq!(
+                vsgd_optimizer_effective_momentum_f32(h, 0, out, 3),
+                VSGD_RESULT_LENGTH_MISMATCH
+            );
+            assert_eq!(
+                vsgd_optimizer_effective_momentum_f32(h, 0, out, 4),
+                VSGD_RESULT_OK
+            );
+            let em: [f32; 4] = core::array::from_fn(|i| em[i].assume_init());
+            assert!(em.iter().all(|x| *x > 0.0 && *x < 1.0));
+
+            let mut sk = [MaybeUninit::<usize>::uninit(); 2];
+            let mut count = 9;
+            assert_eq!(
+                vsgd_optimizer_last_skipped(h, sk.as_mut_ptr().cast(), 2, &mut count),
+                VSGD_RESULT_OK
+            );
+            assert_eq!(count, 0);
+
+            // `out_len` inside `buf`: the text is written, then the length over it; no
+            // reference to either is alive meanwhile.
+            let mut text = [MaybeUninit::<usize>::uninit(); 32];
+            let bytes = core::mem::size_of_val(&text);
+            let base = text.as_mut_ptr().cast::<usize>();
+            let r = vsgd_optimizer_tensor_name(h, 0, base.cast::<c_char>(), bytes, base.add(1));
+            assert_eq!(r, VSGD_RESULT_OK);
+            assert_eq!(*base.add(1), 1);
+            assert_eq!(*base.cast::<u8>(), b'w');
+            let r = crate::error::vsgd_last_error(base.cast::<c_char>(), bytes, base.add(20));
+            assert_eq!(r, VSGD_RESULT_OK);
+            let n = *base.add(20);
+            assert!(n > 0 && n < 20 * core::mem::size_of::<usize>());
+            let msg = core::slice::from_raw_parts(base.cast::<u8>(), n);
+            assert!(msg.starts_with(b"vsgd_optimizer_effective_momentum_f32: "));
+
+            vsgd_optimizer_free(h);
+        }
+    }
 }
