@@ -368,7 +368,17 @@ static void test_handle(void) {
     ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, "w", 2, &id));
     ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, bad_utf8, 0, &id));
     ROW(VSGD_RESULT_SHAPE_OVERFLOW, vsgd_optimizer_add_tensor(h, SIZE_MAX, VSGD_DTYPE_F32, NULL, 0, &id));
+    /* State bytes over PTRDIFF_MAX: refused before any allocation (so no huge malloc under
+     * ASan or valgrind), a typed error, and the handle is not poisoned. */
+    ROW(VSGD_RESULT_ALLOCATION_FAILED, vsgd_optimizer_add_tensor(h, SIZE_MAX / 4, VSGD_DTYPE_F32, NULL, 0, &id));
+    ROW(VSGD_RESULT_ALLOCATION_FAILED, vsgd_optimizer_add_tensor(h, SIZE_MAX / 4, VSGD_DTYPE_F64, "w", 1, &id));
+    CHECK(strstr(last_error(), "could not allocate") != NULL);
     CHECK(id == 99);
+    {
+        size_t count = 99;
+        CHECK_OK(vsgd_optimizer_num_tensors(h, &count));
+        CHECK(count == 0); /* nothing was added */
+    }
     ROW(OK, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, "w", 0, &id));
     CHECK(id == 0);
     ROW(OK, vsgd_optimizer_add_tensor(h, 2, VSGD_DTYPE_F64, "b", 1, &id));

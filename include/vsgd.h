@@ -610,6 +610,13 @@ typedef struct vsgd_step_report {
 #define VSGD_RESULT_INVALID_STEP 113
 
 /**
+ * A tensor whose optimizer state could not be allocated: its size in bytes exceeds
+ * `PTRDIFF_MAX` (rejected before allocating) or the allocator refused it. Nothing was
+ * added and the handle stays usable.
+ */
+#define VSGD_RESULT_ALLOCATION_FAILED 114
+
+/**
  * An error of the core library this version of the C ABI has no specific code for; the
  * message says what it was.
  */
@@ -1052,7 +1059,8 @@ vsgd_result vsgd_optimizer_policy(const struct vsgd_optimizer *optimizer,
  * index (0, 1, … in registration order) goes to `*out_tensor`.
  *
  * Errors: `NULL_PARAMETER`, `INVALID_ENUM` (dtype), `INVALID_STRING`, `UNKNOWN_GROUP`,
- * `SHAPE_OVERFLOW`.
+ * `SHAPE_OVERFLOW`, `ALLOCATION_FAILED` (the state would exceed `PTRDIFF_MAX` bytes, or the
+ * allocator refused it; nothing was added and the handle stays usable).
  *
  * # Safety
  * `optimizer` must be NULL or a live handle; `name` NULL or a NUL-terminated string;

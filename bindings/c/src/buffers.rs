@@ -55,20 +55,15 @@ pub(crate) unsafe fn write<T>(ptr: *mut T, value: T) {
     unsafe { ptr.write(value) }
 }
 
-/// An optional output: NULL means "not wanted".
-///
-/// # Safety
-/// `ptr` must be NULL or valid for reads and writes of one `T` for `'a`.
-pub(crate) unsafe fn optional_out<'a, T>(
-    ptr: *mut T,
-    what: &str,
-) -> Result<Option<&'a mut T>, Failure> {
+/// Checks an optional output (NULL means "not wanted"). It stays a raw pointer, written
+/// last with [`write`], so that no reference to it is alive while another output of the call
+/// (which the caller may have made overlap it) is written.
+pub(crate) fn check_optional_out<T>(ptr: *mut T, what: &str) -> Result<(), Failure> {
     if ptr.is_null() {
-        return Ok(None);
+        Ok(())
+    } else {
+        aligned(ptr, what)
     }
-    aligned(ptr, what)?;
-    // SAFETY: non-NULL and aligned (checked), valid (caller).
-    Ok(Some(unsafe { &mut *ptr }))
 }
 
 /// A NUL-terminated UTF-8 string argument.
@@ -92,13 +87,18 @@ pub(crate) unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str
 /// Copies `s` into the caller's text buffer: at most `len - 1` bytes, cut at a character
 /// boundary, then a NUL; the full length goes to `out_len`. A cut is `BUFFER_TOO_SMALL`.
 ///
+/// Both outputs are written through raw pointers: `buf` may be uninitialized memory, and
+/// `out_len` may even lie inside `buf` (then the length wins), without any reference to
+/// either existing.
+///
 /// # Safety
-/// `buf` must be NULL or valid for `len` byte writes.
+/// `buf` must be NULL or valid for `len` byte writes; `out_len` must be NULL or have passed
+/// [`check_optional_out`] and be valid for one write.
 pub(crate) unsafe fn copy_str(
     s: &str,
     buf: *mut c_char,
     len: usize,
-    out_len: Option<&mut usize>,
+    out_len: *mut usize,
 ) -> Result<(), Failure> {
     if buf.is_null() && len > 0 {
         return Err(Failure::null("buf"));
@@ -117,8 +117,10 @@ pub(crate) unsafe fn copy_str(
         }
     }
     // Written last: the reported length is the whole text, cut or not.
-    if let Some(total) = out_len {
-        *total = s.len();
+    if !out_len.is_null() {
+        // SAFETY: non-NULL, aligned (check_optional_out) and valid for one write (caller);
+        // no reference to `buf` exists, so overlapping it is harmless.
+        unsafe { write(out_len, s.len()) };
     }
     if n < s.len() {
         Err(too_small(s.len()))
@@ -247,10 +249,28 @@ pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
     }
 }
 
-/// A mutable slice over a buffer that passed [`check_buffer`] and [`check_disjoint`].
+/// Copies `src` into a write-only output buffer that passed [`check_buffer`] (at least
+/// `src.len()` elements). Through raw pointers, never a `&mut [T]`: the caller's buffer may be
+/// uninitialized (fresh `malloc` memory), and a reference to it would claim otherwise.
 ///
 /// # Safety
-/// As [`slice`], and no other reference to the elements may exist for `'a`.
+/// When `src` is not empty, `dst` must be valid for `src.len()` writes of `T`, and must not
+/// overlap `src` (true whenever `src` is Rust-owned).
+pub(crate) unsafe fn write_slice<T: Copy>(dst: *mut T, src: &[T]) {
+    if !src.is_empty() {
+        // SAFETY: non-NULL, aligned, size ≤ isize::MAX (check_buffer); valid for
+        // `src.len()` writes and disjoint from `src` (caller). `T: Copy` drops nothing.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+    }
+}
+
+/// A mutable slice over an in-out buffer that passed [`check_buffer`] and
+/// [`check_disjoint`] (parameters, state arrays: read, then written). Write-only outputs,
+/// which may be uninitialized, go through [`write_slice`] or [`write`] instead.
+///
+/// # Safety
+/// As [`slice`] (in particular the elements are initialized), and no other reference to the
+/// elements may exist for `'a`.
 pub(crate) unsafe fn slice_mut<'a, T>(ptr: *mut T, len: usize) -> &'a mut [T] {
     if len == 0 {
         &mut []

@@ -7,7 +7,7 @@ use core::ffi::c_char;
 
 use vsgd::checkpoint::{self, CheckpointError};
 
-use crate::buffers::{c_str, check_buffer, check_out, slice, slice_mut, write};
+use crate::buffers::{c_str, check_buffer, check_out, slice, write, write_slice};
 use crate::error::*;
 use crate::optimizer::{into_handle, vsgd_optimizer, with};
 
@@ -84,9 +84,10 @@ pub unsafe extern "C" fn vsgd_optimizer_save(
         // SAFETY: forwarded contract.
         let bytes = unsafe { with(optimizer, |o| Ok(checkpoint::save(o)?)) }?;
         if bytes.len() <= cap {
-            // SAFETY: checked by check_buffer; `cap` ≥ bytes.len() writable bytes (caller).
-            // The Vec is Rust-owned, so it cannot overlap the caller's buffer.
-            unsafe { slice_mut(buf, bytes.len()) }.copy_from_slice(&bytes);
+            // SAFETY: checked by check_buffer; `cap` ≥ bytes.len() writable bytes (caller),
+            // possibly uninitialized, so written through the pointer. The Vec is Rust-owned,
+            // so it cannot overlap the caller's buffer.
+            unsafe { write_slice(buf, &bytes) };
         }
         // SAFETY: checked; writable (caller); written after the buffer's slice is gone.
         unsafe { write(out_len, bytes.len()) };

@@ -4,7 +4,7 @@ use core::ffi::{c_char, CStr};
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::buffers::{copy_str, optional_out};
+use crate::buffers::{check_optional_out, copy_str};
 
 /// What a call did: `VSGD_RESULT_OK` (0) or the reason it failed. Every fallible function
 /// returns one. Numbers are never reused or renumbered: a code that is retired stays
@@ -73,6 +73,10 @@ pub const VSGD_RESULT_ALGORITHM_MISMATCH: vsgd_result = vsgd_result(112);
 /// A step number of 0 given to a stateless kernel (steps count from 1), or a step counter at
 /// its maximum.
 pub const VSGD_RESULT_INVALID_STEP: vsgd_result = vsgd_result(113);
+/// A tensor whose optimizer state could not be allocated: its size in bytes exceeds
+/// `PTRDIFF_MAX` (rejected before allocating) or the allocator refused it. Nothing was
+/// added and the handle stays usable.
+pub const VSGD_RESULT_ALLOCATION_FAILED: vsgd_result = vsgd_result(114);
 /// An error of the core library this version of the C ABI has no specific code for; the
 /// message says what it was.
 pub const VSGD_RESULT_OTHER_ERROR: vsgd_result = vsgd_result(199);
@@ -170,6 +174,10 @@ pub(crate) const RESULT_NAMES: &[(vsgd_result, &CStr)] = &[
         c"VSGD_RESULT_ALGORITHM_MISMATCH",
     ),
     (VSGD_RESULT_INVALID_STEP, c"VSGD_RESULT_INVALID_STEP"),
+    (
+        VSGD_RESULT_ALLOCATION_FAILED,
+        c"VSGD_RESULT_ALLOCATION_FAILED",
+    ),
     (VSGD_RESULT_OTHER_ERROR, c"VSGD_RESULT_OTHER_ERROR"),
     (
         VSGD_RESULT_CHECKPOINT_BAD_MAGIC,
@@ -261,6 +269,7 @@ impl From<vsgd::Error> for Failure {
             E::NonFiniteGradient { .. } => VSGD_RESULT_NON_FINITE_GRADIENT,
             E::AlgorithmMismatch { .. } => VSGD_RESULT_ALGORITHM_MISMATCH,
             E::InvalidStep { .. } => VSGD_RESULT_INVALID_STEP,
+            E::AllocationFailed { .. } => VSGD_RESULT_ALLOCATION_FAILED,
             // `vsgd::Error` is non-exhaustive: a variant added later still gets a code and its
             // message until it is given its own number.
             _ => VSGD_RESULT_OTHER_ERROR,
@@ -365,9 +374,9 @@ pub unsafe extern "C" fn vsgd_last_error(
         let message = LAST_ERROR
             .try_with(|e| e.try_borrow().map(|e| e.clone()).unwrap_or_default())
             .unwrap_or_default();
-        // SAFETY: the caller guarantees `out_len` is NULL or valid for one write.
-        let out_len = unsafe { optional_out(out_len, "out_len") }?;
-        // SAFETY: the caller guarantees `buf` is valid for `len` bytes.
+        check_optional_out(out_len, "out_len")?;
+        // SAFETY: the caller guarantees `buf` is valid for `len` bytes and `out_len` NULL or
+        // valid for one write (checked for alignment above).
         unsafe { copy_str(&message, buf, len, out_len) }
     };
     // Not `guard`: this function must not overwrite the message it reports.
@@ -419,6 +428,7 @@ mod tests {
             (111, "NON_FINITE_GRADIENT"),
             (112, "ALGORITHM_MISMATCH"),
             (113, "INVALID_STEP"),
+            (114, "ALLOCATION_FAILED"),
             (199, "OTHER_ERROR"),
             (200, "CHECKPOINT_BAD_MAGIC"),
             (201, "CHECKPOINT_UNSUPPORTED_VERSION"),
@@ -532,6 +542,10 @@ mod tests {
                 VSGD_RESULT_ALGORITHM_MISMATCH,
             ),
             (E::InvalidStep { step: 0 }, VSGD_RESULT_INVALID_STEP),
+            (
+                E::AllocationFailed { bytes: usize::MAX },
+                VSGD_RESULT_ALLOCATION_FAILED,
+            ),
         ];
         for (e, code) in cases {
             let f = Failure::from(e);

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use vsgd::{Element, GroupId, Optimizer, StepOutcome, TensorId, TensorSpec};
 
 use crate::buffers::{
-    c_str, check_buffer, check_disjoint, check_out, copy_str, input, optional_out, slice,
-    slice_mut, write,
+    c_str, check_buffer, check_disjoint, check_optional_out, check_out, copy_str, input, slice,
+    slice_mut, write, write_slice,
 };
 use crate::config::{
     algorithm_to_c, config_from_c, config_to_c, dtype_from_c, dtype_to_c, policy_from_c,
@@ -358,7 +358,8 @@ pub unsafe extern "C" fn vsgd_optimizer_policy(
 /// index (0, 1, … in registration order) goes to `*out_tensor`.
 ///
 /// Errors: `NULL_PARAMETER`, `INVALID_ENUM` (dtype), `INVALID_STRING`, `UNKNOWN_GROUP`,
-/// `SHAPE_OVERFLOW`.
+/// `SHAPE_OVERFLOW`, `ALLOCATION_FAILED` (the state would exceed `PTRDIFF_MAX` bytes, or the
+/// allocator refused it; nothing was added and the handle stays usable).
 ///
 /// # Safety
 /// `optimizer` must be NULL or a live handle; `name` NULL or a NUL-terminated string;
@@ -468,9 +469,9 @@ pub unsafe extern "C" fn vsgd_optimizer_tensor_name(
                     .to_string())
             })
         }?;
-        // SAFETY: NULL or valid (caller).
-        let out_len = unsafe { optional_out(out_len, "out_len") }?;
-        // SAFETY: NULL or valid for `len` bytes (caller).
+        check_optional_out(out_len, "out_len")?;
+        // SAFETY: `buf` NULL or valid for `len` bytes, `out_len` NULL or valid for one write
+        // (caller; alignment checked above).
         unsafe { copy_str(&name, buf, len, out_len) }
     })
 }
@@ -549,12 +550,10 @@ pub unsafe extern "C" fn vsgd_optimizer_last_skipped(
             })
         }?;
         let n = skipped.len().min(cap);
-        {
-            // SAFETY: checked by check_buffer; `cap` writable elements (caller).
-            let out = unsafe { slice_mut(buf, cap) };
-            out[..n].copy_from_slice(&skipped[..n]);
-        }
-        // SAFETY: checked; writable (caller).
+        // SAFETY: checked by check_buffer; `cap` ≥ n writable elements (caller), possibly
+        // uninitialized, so written through the pointer; `skipped` is Rust-owned (disjoint).
+        unsafe { write_slice(buf, &skipped[..n]) };
+        // SAFETY: checked; writable (caller); no reference to `buf` is alive.
         unsafe { write(out_count, skipped.len()) };
         if n < skipped.len() {
             return Err(Failure::new(
@@ -787,9 +786,10 @@ unsafe fn copy_state<T: Element>(
                 }
                 .into());
             }
-            // SAFETY: checked by check_buffer; `len` writable elements (caller). The
-            // handle's state is Rust-owned, so it cannot overlap the caller's buffer.
-            slice_mut(out, len).copy_from_slice(s);
+            // SAFETY: checked by check_buffer; `len` writable elements (caller), possibly
+            // uninitialized, so written through the pointer. The handle's state is
+            // Rust-owned, so it cannot overlap the caller's buffer.
+            write_slice(out, s);
             Ok(())
         })
     }
@@ -850,10 +850,35 @@ unsafe fn momentum<T: Element>(
     // SAFETY: forwarded contract (handle).
     unsafe {
         with(optimizer, |o| {
-            // SAFETY: checked by check_buffer; `len` writable elements (caller); cannot
-            // overlap the Rust-owned state.
-            let out = slice_mut(out, len);
-            Ok(o.effective_momentum(TensorId(tensor), out)?)
+            let id = TensorId(tensor);
+            if o.algorithm() != vsgd::Algorithm::Vsgd {
+                // The core reports the algorithm mismatch before looking at anything else.
+                return Ok(o.effective_momentum::<T>(id, &mut [])?);
+            }
+            let want = o.state::<T>(id, "bg")?.len();
+            if want != len {
+                return Err(vsgd::Error::LengthMismatch {
+                    what: "out",
+                    expected: want,
+                    got: len,
+                }
+                .into());
+            }
+            // `out` may be uninitialized, so no `&mut [T]` over it: the core computes into a
+            // Rust buffer, copied out only on success (a failed call writes nothing).
+            let mut tmp = Vec::new();
+            if tmp.try_reserve_exact(len).is_err() {
+                return Err(vsgd::Error::AllocationFailed {
+                    bytes: len.saturating_mul(core::mem::size_of::<T>()),
+                }
+                .into());
+            }
+            tmp.resize(len, T::ZERO);
+            o.effective_momentum(id, &mut tmp)?;
+            // SAFETY: checked by check_buffer; `len` writable elements (caller); `tmp` is
+            // Rust-owned, so disjoint from it.
+            write_slice(out, &tmp);
+            Ok(())
         })
     }
 }
@@ -1003,5 +1028,86 @@ mod tests {
             vsgd_optimizer_free(h);
         }
         assert!(buf.iter().all(|&x| x < 1.0));
+    }
+
+    #[test]
+    fn outputs_may_be_uninitialized_and_may_overlap() {
+        use core::mem::MaybeUninit;
+        let h = new(VSGD_ALGORITHM_VSGD);
+        let mut id = 0;
+        // SAFETY: live handle; every buffer below is valid for the lengths given. The output
+        // buffers are uninitialized on purpose (like fresh malloc memory): under Miri a
+        // `&mut [f32]` over them, or a reference alive while an overlapping output is
+        // written, is reported.
+        unsafe {
+            let name = c"w".as_ptr();
+            assert_eq!(
+                vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, name, 0, &mut id),
+                VSGD_RESULT_OK
+            );
+            let mut p = [1.0f32; 4];
+            let g = [0.5f32; 4];
+            assert_eq!(
+                vsgd_optimizer_step_tensor_f32(
+                    h,
+                    0,
+                    p.as_mut_ptr(),
+                    g.as_ptr(),
+                    4,
+                    core::ptr::null_mut()
+                ),
+                VSGD_RESULT_OK
+            );
+
+            let mut st = [MaybeUninit::<f32>::uninit(); 4];
+            let out = st.as_mut_ptr().cast::<f32>();
+            assert_eq!(
+                vsgd_optimizer_state_f32(h, 0, c"mug".as_ptr(), out, 4),
+                VSGD_RESULT_OK
+            );
+            let mug: [f32; 4] = core::array::from_fn(|i| st[i].assume_init());
+            assert!(mug.iter().all(|x| x.is_finite() && *x != 0.0));
+
+            let mut em = [MaybeUninit::<f32>::uninit(); 4];
+            let out = em.as_mut_ptr().cast::<f32>();
+            // A wrong length writes nothing and is reported.
+            assert_eq!(
+                vsgd_optimizer_effective_momentum_f32(h, 0, out, 3),
+                VSGD_RESULT_LENGTH_MISMATCH
+            );
+            assert_eq!(
+                vsgd_optimizer_effective_momentum_f32(h, 0, out, 4),
+                VSGD_RESULT_OK
+            );
+            let em: [f32; 4] = core::array::from_fn(|i| em[i].assume_init());
+            assert!(em.iter().all(|x| *x > 0.0 && *x < 1.0));
+
+            let mut sk = [MaybeUninit::<usize>::uninit(); 2];
+            let mut count = 9;
+            assert_eq!(
+                vsgd_optimizer_last_skipped(h, sk.as_mut_ptr().cast(), 2, &mut count),
+                VSGD_RESULT_OK
+            );
+            assert_eq!(count, 0);
+
+            // `out_len` over the first bytes of `buf`: the text is written, then the length
+            // over it (the length wins); no reference to either is alive meanwhile.
+            let mut text = [MaybeUninit::<usize>::uninit(); 32];
+            let bytes = core::mem::size_of_val(&text);
+            let base = text.as_mut_ptr().cast::<usize>();
+            let r = vsgd_optimizer_tensor_name(h, 0, base.cast::<c_char>(), bytes, base);
+            assert_eq!(r, VSGD_RESULT_OK);
+            assert_eq!(*base, 1);
+            let r = crate::error::vsgd_last_error(base.cast::<c_char>(), bytes, base);
+            assert_eq!(r, VSGD_RESULT_OK);
+            let n = *base;
+            let w = core::mem::size_of::<usize>();
+            assert!(n > w && n < bytes);
+            let tail = core::slice::from_raw_parts(base.cast::<u8>().add(w), n - w);
+            let full = b"vsgd_optimizer_effective_momentum_f32: ";
+            assert!(full[w..].iter().zip(tail).all(|(a, b)| a == b));
+
+            vsgd_optimizer_free(h);
+        }
     }
 }
