@@ -893,3 +893,23 @@ fn save_into_replaces_the_buffer_contents() {
     assert_eq!(buf.capacity(), cap, "the buffer is reused");
     assert_eq!(buf, checkpoint::save(&o).unwrap());
 }
+
+#[test]
+fn encoded_len_is_the_size_of_save() {
+    use vsgd::{Algorithm, Config, DType, Optimizer, TensorSpec};
+    for alg in Algorithm::ALL {
+        let mut opt = Optimizer::new(Config::default_for(alg)).unwrap();
+        assert_eq!(
+            vsgd::checkpoint::encoded_len(&opt).unwrap(),
+            vsgd::checkpoint::save(&opt).unwrap().len()
+        );
+        opt.add_tensor(TensorSpec::new(&[3, 5]).name("w")).unwrap();
+        opt.add_tensor(TensorSpec::new(&[7]).dtype(DType::F64))
+            .unwrap();
+        opt.add_tensor(TensorSpec::new(&[0])).unwrap();
+        assert_eq!(
+            vsgd::checkpoint::encoded_len(&opt).unwrap(),
+            vsgd::checkpoint::save(&opt).unwrap().len()
+        );
+    }
+}

@@ -404,6 +404,18 @@ pub(crate) fn encode_to_vec(
     Ok(out)
 }
 
+/// The encoded size of shard `index` of `count`, trailer included.
+pub(crate) fn encoded_len(
+    opt: &Optimizer,
+    index: u64,
+    count: u64,
+    library: &str,
+) -> Result<usize, CheckpointError> {
+    let mut counter = Counter(0);
+    let _ = encode_body(opt, index, count, library, &mut counter)?;
+    Ok(counter.0 + TRAILER_LEN)
+}
+
 /// Appends shard `index` of `count` to `out`, reserving the exact size first.
 pub(crate) fn encode_into(
     opt: &Optimizer,
@@ -412,9 +424,7 @@ pub(crate) fn encode_into(
     library: &str,
     out: &mut Vec<u8>,
 ) -> Result<(), CheckpointError> {
-    let mut counter = Counter(0);
-    let _ = encode_body(opt, index, count, library, &mut counter)?;
-    out.reserve_exact(counter.0 + TRAILER_LEN);
+    out.reserve_exact(encoded_len(opt, index, count, library)?);
     let start = out.len();
     let mut hs = Hashing {
         inner: out,

@@ -63,6 +63,12 @@ pub fn save(opt: &Optimizer) -> Result<Vec<u8>, CheckpointError> {
     format::encode_to_vec(opt, 0, 1, LIBRARY)
 }
 
+/// The size in bytes [`save`] would produce, computed without encoding or allocating the
+/// state (for callers that size a buffer first, like the C ABI's size query).
+pub fn encoded_len(opt: &Optimizer) -> Result<usize, CheckpointError> {
+    format::encoded_len(opt, 0, 1, LIBRARY)
+}
+
 /// Encodes the whole state of `opt` into `out`, replacing its contents and reusing its
 /// capacity: periodic saves into the same buffer touch no fresh memory.
 pub fn save_into(opt: &Optimizer, out: &mut Vec<u8>) -> Result<(), CheckpointError> {

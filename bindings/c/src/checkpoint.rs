@@ -81,25 +81,26 @@ pub unsafe extern "C" fn vsgd_optimizer_save(
     guard("vsgd_optimizer_save", || {
         check_out(out_len, "out_len")?;
         check_buffer(buf, cap, true, "buf", None)?;
+        // The size first (cheap: nothing is encoded), so a size query or a small buffer
+        // costs no encoding of the state.
         // SAFETY: forwarded contract.
-        let bytes = unsafe { with(optimizer, |o| Ok(checkpoint::save(o)?)) }?;
-        if bytes.len() <= cap {
-            // SAFETY: checked by check_buffer; `cap` ≥ bytes.len() writable bytes (caller),
-            // possibly uninitialized, so written through the pointer. The Vec is Rust-owned,
-            // so it cannot overlap the caller's buffer.
-            unsafe { write_slice(buf, &bytes) };
-        }
-        // SAFETY: checked; writable (caller); written after the buffer's slice is gone.
-        unsafe { write(out_len, bytes.len()) };
-        if bytes.len() > cap {
+        let need = unsafe { with(optimizer, |o| Ok(checkpoint::encoded_len(o)?)) }?;
+        if need > cap {
+            // SAFETY: checked; writable (caller).
+            unsafe { write(out_len, need) };
             return Err(Failure::new(
                 VSGD_RESULT_BUFFER_TOO_SMALL,
-                format!(
-                    "the checkpoint needs {} bytes, buf holds {cap}",
-                    bytes.len()
-                ),
+                format!("the checkpoint needs {need} bytes, buf holds {cap}"),
             ));
         }
+        // SAFETY: forwarded contract.
+        let bytes = unsafe { with(optimizer, |o| Ok(checkpoint::save(o)?)) }?;
+        // SAFETY: checked by check_buffer; `cap` ≥ need = bytes.len() writable bytes
+        // (caller), possibly uninitialized, so written through the pointer. The Vec is
+        // Rust-owned, so it cannot overlap the caller's buffer.
+        unsafe { write_slice(buf, &bytes) };
+        // SAFETY: checked; writable (caller); written after the buffer.
+        unsafe { write(out_len, bytes.len()) };
         Ok(())
     })
 }
