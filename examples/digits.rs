@@ -415,7 +415,8 @@ fn train(job: &Job, data: &Data, o: &Options, bar: &ProgressBar) -> Result<RunRe
         }
         r.val_correct = model.correct(&data.val)?;
         r.val.push(percent(r.val_correct, data.val.n));
-        r.test.push(percent(model.correct(&data.test)?, data.test.n));
+        r.test
+            .push(percent(model.correct(&data.test)?, data.test.n));
         bar.inc(1);
     }
     Ok(r)
