@@ -335,11 +335,17 @@ impl Model {
         }
     }
 
-    fn accuracy(&self, s: &Split) -> candle_core::Result<f64> {
+    /// Number of correct predictions on `s` (an integer, so that runs can be compared exactly).
+    fn correct(&self, s: &Split) -> candle_core::Result<u64> {
         let pred = self.forward(&s.x)?.argmax(D::Minus1)?;
-        let right = pred.eq(&s.y)?.to_dtype(DType::F32)?.sum_all()?;
-        Ok(100.0 * f64::from(right.to_scalar::<f32>()?) / s.n as f64)
+        let right = pred.eq(&s.y)?.to_dtype(DType::U32)?.sum_all()?;
+        Ok(u64::from(right.to_scalar::<u32>()?))
     }
+}
+
+/// Accuracy in percent from a count of correct predictions out of `n`.
+fn percent(correct: u64, n: usize) -> f64 {
+    100.0 * correct as f64 / n as f64
 }
 
 // ------------------------------------------------------------------------------- training
@@ -354,6 +360,9 @@ struct Job {
 struct RunResult {
     /// Validation and test accuracy (%) after each epoch.
     val: Vec<f64>,
+    /// Correct validation predictions after the last epoch: the learning rate is chosen on the
+    /// sum of these over seeds, an integer, so equal counts tie exactly.
+    val_correct: u64,
     test: Vec<f64>,
     steps: u64,
     /// Time inside `Optimizer::step`, and for the whole training step (forward, backward, step).
@@ -373,6 +382,7 @@ fn train(job: &Job, data: &Data, o: &Options, bar: &ProgressBar) -> Result<RunRe
     opt.set_schedule(Schedule::StepDecay { every, factor: 0.5 }.into())?;
     let mut r = RunResult {
         val: Vec::with_capacity(o.epochs),
+        val_correct: 0,
         test: Vec::with_capacity(o.epochs),
         steps: 0,
         opt_time: Duration::ZERO,
@@ -403,8 +413,10 @@ fn train(job: &Job, data: &Data, o: &Options, bar: &ProgressBar) -> Result<RunRe
                 r.diverged = true;
             }
         }
-        r.val.push(model.accuracy(&data.val)?);
-        r.test.push(model.accuracy(&data.test)?);
+        r.val_correct = model.correct(&data.val)?;
+        r.val.push(percent(r.val_correct, data.val.n));
+        r.test
+            .push(percent(model.correct(&data.test)?, data.test.n));
         bar.inc(1);
     }
     Ok(r)
@@ -656,15 +668,19 @@ fn run() -> Result<()> {
                     .collect()
             };
             let mut grid = Vec::new();
-            let mut best: Option<(f64, f64)> = None;
+            let mut best: Option<(f64, u64)> = None;
             for &lr in lr_grid(algorithm, o.full_grid) {
                 let runs = runs_at(lr);
                 let finals: Vec<f64> = runs.iter().map(|r| *r.val.last().unwrap_or(&0.0)).collect();
                 let (m, _) = mean_std(&finals);
                 grid.push((lr, m, runs.iter().filter(|r| r.diverged).count()));
-                // ties go to the smaller learning rate (the grid is ascending)
-                if best.is_none_or(|(_, b)| m > b) {
-                    best = Some((lr, m));
+                // Chosen on the integer count of correct validation answers summed over seeds
+                // (every lr has the same seeds), not on the float mean, whose summation order
+                // can break an exact tie; ties go to the smaller learning rate (the grid is
+                // ascending, and only a strictly larger count replaces the best).
+                let correct: u64 = runs.iter().map(|r| r.val_correct).sum();
+                if best.is_none_or(|(_, b)| correct > b) {
+                    best = Some((lr, correct));
                 }
             }
             let (lr, _) = best.ok_or("empty learning-rate grid")?;

@@ -61,6 +61,8 @@ pub struct CandleOptimizer {
     ids: Vec<TensorId>,
     inner: Optimizer,
     pending: Option<Error>,
+    /// Tensors skipped (non-finite gradient) by the last step, across all its variables.
+    skipped: Vec<TensorId>,
 }
 
 /// A variable's value or gradient copied to the host.
@@ -117,6 +119,7 @@ impl CandleOptimizer {
             ids,
             inner,
             pending: None,
+            skipped: Vec::new(),
         })
     }
 
@@ -145,6 +148,18 @@ impl CandleOptimizer {
     /// The engine's tensor id of `vars()[k]`.
     pub fn tensor_id(&self, k: usize) -> Option<TensorId> {
         self.ids.get(k).copied()
+    }
+
+    /// The engine ids of the variables whose update the last [`step`](candle_nn::Optimizer::step)
+    /// skipped because their gradient held NaN or ±∞ (under [`NonFinitePolicy::Skip`]), in
+    /// registration order: [`tensor_id`](Self::tensor_id) maps a variable to its id.
+    ///
+    /// Use this rather than `inner().last_skipped()`: the adapter steps the engine one tensor at
+    /// a time, so the engine's own report names only the last variable's outcome. A step that
+    /// returns an error before changing anything leaves this list as it was; one that fails
+    /// part-way through the updates lists the variables skipped before the failure.
+    pub fn last_skipped(&self) -> &[TensorId] {
+        &self.skipped
     }
 
     /// The engine: state read-out ([`Optimizer::state`]), groups, policy, ….
@@ -190,9 +205,13 @@ impl CandleOptimizer {
             .inner
             .step_tensor(self.ids[k], &mut param, grad)
             .map_err(wrap)?;
-        if outcome == StepOutcome::Applied {
-            let var = &self.vars[k];
-            var.set(&Tensor::from_vec(param, var.shape(), var.device())?)?;
+        match outcome {
+            StepOutcome::Applied => {
+                let var = &self.vars[k];
+                var.set(&Tensor::from_vec(param, var.shape(), var.device())?)?;
+            }
+            // `step_tensor` resets the engine's skip report on every call: collect it here
+            StepOutcome::Skipped => self.skipped.push(self.ids[k]),
         }
         Ok(())
     }
@@ -209,9 +228,13 @@ impl candle_nn::Optimizer for CandleOptimizer {
 
     /// One update of every variable that has a gradient in `grads` (the others, and their step
     /// counters, are left alone). Every gradient is fetched and checked (type, shape, and
-    /// finiteness under [`NonFinitePolicy::Error`]) before any variable changes, so an error
-    /// leaves the model and the optimizer as they were. Under the default
-    /// [`NonFinitePolicy::Skip`], a variable whose gradient holds NaN or ±∞ is skipped.
+    /// finiteness under [`NonFinitePolicy::Error`]) before any variable changes, so an error of
+    /// that kind, or a pending invalid learning rate, leaves the model and the optimizer as they
+    /// were. An error in the second pass, which updates the variables one by one (from the
+    /// engine's step or from writing a variable back), leaves the variables before the failing
+    /// one updated and the rest untouched. Under the default [`NonFinitePolicy::Skip`], a
+    /// variable whose gradient holds NaN or ±∞ is skipped and named by
+    /// [`CandleOptimizer::last_skipped`].
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         if let Some(e) = self.pending.take() {
             return Err(wrap(e));
@@ -250,6 +273,7 @@ impl candle_nn::Optimizer for CandleOptimizer {
             }
             work.push((k, p, g));
         }
+        self.skipped.clear();
         for (k, p, g) in work {
             match (p, g) {
                 (Host::F32(p), Host::F32(g)) => self.update(k, p, &g)?,
@@ -541,6 +565,7 @@ mod tests {
             .map(|i| opt.inner().step_count(TensorId(i)).unwrap())
             .collect();
         assert_eq!(steps, [0, 1, 0]);
+        assert_eq!(opt.last_skipped(), [TensorId(0)]);
         // under the Error policy, nothing changes, not even the finite tensors
         opt.inner_mut().set_policy(NonFinitePolicy::Error);
         let before = bits_f32(&b);
@@ -552,6 +577,37 @@ mod tests {
         wrong.insert(&b, Tensor::new(&[1.0f32, 1.0], &dev)?);
         assert!(opt.step(&wrong).is_err());
         assert_eq!(bits_f32(&b), before);
+        Ok(())
+    }
+
+    #[test]
+    fn skip_in_an_earlier_variable_is_reported() -> candle_core::Result<()> {
+        // the engine's own report is reset by each per-tensor step; the adapter's is not
+        let dev = Device::Cpu;
+        let a = Var::new(&[1.0f32, 2.0], &dev)?;
+        let b = Var::new(&[3.0f64], &dev)?;
+        let mut opt = CandleOptimizer::new(
+            vec![a.clone(), b.clone()],
+            Config::default_for(Algorithm::Vsgd),
+        )?;
+        let mut grads = GradStore::default();
+        grads.insert(&a, Tensor::new(&[1.0f32, f32::NAN], &dev)?);
+        grads.insert(&b, Tensor::new(&[1.0f64], &dev)?);
+        opt.step(&grads)?;
+        assert_eq!(opt.last_skipped(), [opt.tensor_id(0).unwrap()]);
+        assert!(opt.inner().last_skipped().is_empty());
+        assert_eq!(a.as_tensor().to_vec1::<f32>()?, [1.0, 2.0]);
+        assert!(b.as_tensor().to_vec1::<f64>()?[0] < 3.0);
+        // a rejected step (wrong shape) keeps the report; a clean step clears it
+        let mut wrong = GradStore::default();
+        wrong.insert(&b, Tensor::new(&[1.0f64, 1.0], &dev)?);
+        assert!(opt.step(&wrong).is_err());
+        assert_eq!(opt.last_skipped(), [TensorId(0)]);
+        let mut clean = GradStore::default();
+        clean.insert(&a, Tensor::new(&[1.0f32, 1.0], &dev)?);
+        clean.insert(&b, Tensor::new(&[1.0f64], &dev)?);
+        opt.step(&clean)?;
+        assert!(opt.last_skipped().is_empty());
         Ok(())
     }
 
