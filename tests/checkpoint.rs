@@ -10,21 +10,8 @@ use vsgd::{
     TensorId, TensorSpec,
 };
 
-/// A deterministic pseudo-random stream (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-}
+mod common;
+use common::Rng;
 
 const SHAPES: [&[usize]; 4] = [&[3, 4], &[], &[0], &[17]];
 

@@ -45,16 +45,8 @@ fn child(path: &Path, start: u64) -> ! {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
+mod common;
+use common::Rng;
 
 #[test]
 fn killed_saves_leave_old_or_new_file() {

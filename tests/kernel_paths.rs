@@ -25,22 +25,10 @@ fn lengths() -> Vec<usize> {
     v
 }
 
-/// xorshift64*: reproducible values without a dependency.
-struct Rng(u64);
+mod common;
+use common::Rng;
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-
     /// A gradient-like value: mostly ordinary magnitudes, sometimes ±0, subnormal-small or
     /// huge, so that rounding, signed zeros and overflow paths are all exercised.
     fn value(&mut self) -> f64 {
