@@ -292,12 +292,6 @@ impl Clone for Engine {
     }
 }
 
-impl PartialEq for Engine {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
 impl core::fmt::Debug for Engine {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Engine")
