@@ -76,6 +76,11 @@ static void test_meta(void) {
     snprintf(expect, sizeof expect, "%d.%d.%d", VSGD_VERSION_MAJOR, VSGD_VERSION_MINOR,
              VSGD_VERSION_PATCH);
     CHECK(strcmp(expect, VSGD_VERSION_STRING) == 0);
+    CHECK(VSGD_VERSION_NUMBER ==
+          VSGD_VERSION_MAJOR * 10000 + VSGD_VERSION_MINOR * 100 + VSGD_VERSION_PATCH);
+#if VSGD_VERSION_NUMBER < 200
+#error "VSGD_VERSION_NUMBER must be usable in preprocessor comparisons"
+#endif
     CHECK(strcmp(vsgd_result_name(VSGD_RESULT_OK), "VSGD_RESULT_OK") == 0);
     CHECK(strcmp(vsgd_result_name(VSGD_RESULT_PANIC), "VSGD_RESULT_PANIC") == 0);
     CHECK(strcmp(vsgd_result_name(VSGD_RESULT_HANDLE_BUSY), "VSGD_RESULT_HANDLE_BUSY") == 0);
@@ -99,64 +104,79 @@ static void test_meta(void) {
 }
 
 static void test_config(void) {
-    vsgd_config c, before;
+    vsgd_config *c = (vsgd_config *)&rows, *copy = NULL;
     double v = 0;
     const char *name = NULL;
     vsgd_algorithm a = 99;
-    ROW(NUL, vsgd_config_default(VSGD_ALGORITHM_VSGD, NULL));
-    ROW(ENUM, vsgd_config_default(5, &c));
-    ROW(ENUM, vsgd_config_default(UINT32_MAX, &c));
-    ROW(OK, vsgd_config_default(VSGD_ALGORITHM_VSGD, &c));
-    CHECK(c.algorithm == VSGD_ALGORITHM_VSGD && c.params.vsgd.lr == 0.1 &&
-          c.params.vsgd.ghattg == 30.0 && c.params.vsgd.maximize == 0);
+    ROW(NUL, vsgd_config_new(VSGD_ALGORITHM_VSGD, NULL));
+    ROW(ENUM, vsgd_config_new(5, &c));
+    CHECK(c == NULL); /* cleared on failure */
+    ROW(ENUM, vsgd_config_new(UINT32_MAX, &c));
+    ROW(OK, vsgd_config_new(VSGD_ALGORITHM_VSGD, &c));
+    CHECK(c != NULL);
+    ROW(NUL, vsgd_config_algorithm(NULL, &a));
+    ROW(NUL, vsgd_config_algorithm(c, NULL));
+    ROW(OK, vsgd_config_algorithm(c, &a));
+    CHECK(a == VSGD_ALGORITHM_VSGD);
+    CHECK_OK(vsgd_config_get(c, "lr", &v));
+    CHECK(v == 0.1);
+    CHECK_OK(vsgd_config_get(c, "ghattg", &v));
+    CHECK(v == 30.0);
 
     ROW(NUL, vsgd_config_validate(NULL));
-    ROW(OK, vsgd_config_validate(&c));
-    c.params.vsgd.lr = -1;
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
+    ROW(OK, vsgd_config_validate(c));
+    ROW(OK, vsgd_config_set(c, "lr", -1)); /* ranges are checked on use */
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(c));
     CHECK(strstr(last_error(), "lr") != NULL && strstr(last_error(), "allowed") != NULL);
-    c.params.vsgd.lr = NAN;
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
-    c.params.vsgd.lr = INFINITY;
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
-    c.params.vsgd.lr = 0.1;
-    c.params.vsgd.tau1 = 0;
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
+    CHECK_OK(vsgd_config_set(c, "lr", NAN));
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(c));
+    CHECK_OK(vsgd_config_set(c, "lr", INFINITY));
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(c));
+    CHECK_OK(vsgd_config_set(c, "lr", 0.1));
+    CHECK_OK(vsgd_config_set(c, "tau1", 0));
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(c));
     CHECK(strstr(last_error(), "tau1") != NULL);
-    c.params.vsgd.tau1 = 0.81;
-    c.params.vsgd.maximize = 2; /* booleans are 0 or 1 */
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
-    CHECK(strstr(last_error(), "maximize") != NULL);
-    c.params.vsgd.maximize = 0;
-    c.algorithm = 17;
-    ROW(ENUM, vsgd_config_validate(&c));
-    c.algorithm = VSGD_ALGORITHM_VSGD;
+    CHECK_OK(vsgd_config_set(c, "tau1", 0.81));
 
-    before = c;
     ROW(NUL, vsgd_config_set(NULL, "lr", 0.5));
-    ROW(NUL, vsgd_config_set(&c, NULL, 0.5));
-    ROW(VSGD_RESULT_INVALID_STRING, vsgd_config_set(&c, bad_utf8, 0.5));
-    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_config_set(&c, "beta1", 0.5));
+    ROW(NUL, vsgd_config_set(c, NULL, 0.5));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_config_set(c, bad_utf8, 0.5));
+    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_config_set(c, "beta1", 0.5));
     CHECK(strstr(last_error(), "'beta1'") != NULL && strstr(last_error(), "tau1") != NULL);
-    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_config_set(&c, "", 0.5));
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_set(&c, "maximize", 0.5));
-    CHECK(memcmp(&before, &c, sizeof c) == 0); /* failed sets changed nothing */
-    ROW(OK, vsgd_config_set(&c, "lr", -3.0)); /* ranges are checked on use */
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_validate(&c));
-    ROW(OK, vsgd_config_set(&c, "lr", 0.25));
-    CHECK(c.params.vsgd.lr == 0.25);
-    c.algorithm = 8;
-    ROW(ENUM, vsgd_config_set(&c, "lr", 0.5));
-    c.algorithm = VSGD_ALGORITHM_VSGD;
+    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_config_set(c, "", 0.5));
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_config_set(c, "maximize", 0.5)); /* booleans: 0/1 */
+    CHECK(strstr(last_error(), "maximize") != NULL);
+    CHECK_OK(vsgd_config_get(c, "maximize", &v));
+    CHECK(v == 0); /* failed sets changed nothing */
+    ROW(OK, vsgd_config_set(c, "lr", 0.25));
 
     ROW(NUL, vsgd_config_get(NULL, "lr", &v));
-    ROW(NUL, vsgd_config_get(&c, NULL, &v));
-    ROW(NUL, vsgd_config_get(&c, "lr", NULL));
-    ROW(VSGD_RESULT_INVALID_STRING, vsgd_config_get(&c, bad_utf8, &v));
-    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_config_get(&c, "momentum", &v));
-    ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_config_get(&c, "lr", misaligned(&v)));
-    ROW(OK, vsgd_config_get(&c, "lr", &v));
+    ROW(NUL, vsgd_config_get(c, NULL, &v));
+    ROW(NUL, vsgd_config_get(c, "lr", NULL));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_config_get(c, bad_utf8, &v));
+    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_config_get(c, "momentum", &v));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_config_get(c, "lr", misaligned(&v)));
+    ROW(OK, vsgd_config_get(c, "lr", &v));
     CHECK(v == 0.25);
+
+    copy = (vsgd_config *)&rows;
+    ROW(NUL, vsgd_config_clone(NULL, &copy));
+    CHECK(copy == NULL);
+    ROW(NUL, vsgd_config_clone(c, NULL));
+    ROW(OK, vsgd_config_clone(c, &copy));
+    CHECK_OK(vsgd_config_set(c, "lr", 0.5)); /* the clone is independent */
+    CHECK_OK(vsgd_config_get(copy, "lr", &v));
+    CHECK(v == 0.25);
+    vsgd_config_free(copy);
+    vsgd_config_free(c);
+    vsgd_config_free(NULL); /* NULL is fine */
+
+    ROW(NUL, vsgd_hyper_name(VSGD_ALGORITHM_VSGD, 0, NULL));
+    ROW(ENUM, vsgd_hyper_name(5, 0, &name));
+    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_hyper_name(VSGD_ALGORITHM_SGDM, 7, &name));
+    ROW(VSGD_RESULT_UNKNOWN_HYPERPARAMETER, vsgd_hyper_name(VSGD_ALGORITHM_SGDM, SIZE_MAX, &name));
+    ROW(OK, vsgd_hyper_name(VSGD_ALGORITHM_SGDM, 3, &name));
+    CHECK(strcmp(name, "nesterov") == 0);
 
     ROW(NUL, vsgd_algorithm_name(VSGD_ALGORITHM_ADAM, NULL));
     ROW(ENUM, vsgd_algorithm_name(5, &name));
@@ -164,6 +184,7 @@ static void test_config(void) {
     CHECK(strcmp(name, "constant_vsgd") == 0);
     ROW(NUL, vsgd_algorithm_from_name(NULL, &a));
     ROW(NUL, vsgd_algorithm_from_name("adam", NULL));
+    a = 99;
     ROW(ENUM, vsgd_algorithm_from_name("Adam", &a));
     ROW(ENUM, vsgd_algorithm_from_name("", &a));
     ROW(VSGD_RESULT_INVALID_STRING, vsgd_algorithm_from_name(bad_utf8, &a));
@@ -184,9 +205,72 @@ static void test_config(void) {
     CHECK(strcmp(name, "bhg") == 0);
 }
 
+static void test_schedule(void) {
+    vsgd_schedule *s = (vsgd_schedule *)&rows;
+    vsgd_schedule_kind k = 99;
+    double v = 0;
+    ROW(NUL, vsgd_schedule_new(VSGD_SCHEDULE_COSINE, NULL));
+    ROW(ENUM, vsgd_schedule_new(4, &s));
+    CHECK(s == NULL);
+    ROW(OK, vsgd_schedule_new(VSGD_SCHEDULE_COSINE, &s));
+    ROW(NUL, vsgd_schedule_kind_of(NULL, &k));
+    ROW(NUL, vsgd_schedule_kind_of(s, NULL));
+    ROW(OK, vsgd_schedule_kind_of(s, &k));
+    CHECK(k == VSGD_SCHEDULE_COSINE);
+    ROW(NUL, vsgd_schedule_validate(NULL));
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_schedule_validate(s)); /* total is not set */
+    CHECK(strstr(last_error(), "total") != NULL);
+    ROW(NUL, vsgd_schedule_set(NULL, "total", 10));
+    ROW(NUL, vsgd_schedule_set(s, NULL, 10));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_schedule_set(s, bad_utf8, 10));
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_schedule_set(s, "every", 10)); /* step decay's */
+    CHECK(strstr(last_error(), "cosine") != NULL && strstr(last_error(), "min_factor") != NULL);
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_schedule_set(s, "total", -1));
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_schedule_set(s, "total", 2.5));
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_schedule_set(s, "total", NAN));
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_schedule_set(s, "warmup", 1e300));
+    ROW(OK, vsgd_schedule_set(s, "total", 100));
+    ROW(OK, vsgd_schedule_set(s, "min_factor", 2)); /* ranges are checked on use */
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_schedule_validate(s));
+    ROW(OK, vsgd_schedule_set(s, "min_factor", 0.1));
+    ROW(OK, vsgd_schedule_validate(s));
+    ROW(NUL, vsgd_schedule_get(NULL, "total", &v));
+    ROW(NUL, vsgd_schedule_get(s, NULL, &v));
+    ROW(NUL, vsgd_schedule_get(s, "total", NULL));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_schedule_get(s, bad_utf8, &v));
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_schedule_get(s, "pct_start", &v));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_schedule_get(s, "total", misaligned(&v)));
+    ROW(OK, vsgd_schedule_get(s, "total", &v));
+    CHECK(v == 100);
+    ROW(OK, vsgd_schedule_get(s, "warmup", &v));
+    CHECK(v == 0);
+    vsgd_schedule *dup = (vsgd_schedule *)&rows;
+    ROW(NUL, vsgd_schedule_clone(NULL, &dup));
+    CHECK(dup == NULL);
+    ROW(NUL, vsgd_schedule_clone(s, NULL));
+    ROW(OK, vsgd_schedule_clone(s, &dup));
+    CHECK_OK(vsgd_schedule_set(s, "total", 7)); /* the clone is independent */
+    ROW(OK, vsgd_schedule_get(dup, "total", &v));
+    CHECK(v == 100);
+    vsgd_schedule_free(dup);
+    vsgd_schedule_free(s);
+    vsgd_schedule_free(NULL);
+    /* One-cycle defaults are torch's. */
+    CHECK_OK(vsgd_schedule_new(VSGD_SCHEDULE_ONE_CYCLE, &s));
+    CHECK_OK(vsgd_schedule_get(s, "div_factor", &v));
+    CHECK(v == 25);
+    CHECK_OK(vsgd_schedule_get(s, "final_div_factor", &v));
+    CHECK(v == 1e4);
+    CHECK_OK(vsgd_schedule_set(s, "total", 2));
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_schedule_validate(s)); /* one-cycle needs >= 3 */
+    CHECK(strstr(last_error(), ">= 3") != NULL);
+    vsgd_schedule_free(s);
+}
+
 static void test_stateless(void) {
-    vsgd_config c, bad;
-    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_VSGD, &c));
+    vsgd_config *cfg, *bad;
+    CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_VSGD, &cfg));
+    const vsgd_config *c = cfg;
     float p[4] = {1, 2, 3, 4}, g[4] = {0.5f, -0.5f, 0.25f, 1}, s0[4] = {0}, s1[4] = {0},
           s2[4] = {0}, buf[16] = {0};
     float p0[4];
@@ -197,92 +281,124 @@ static void test_stateless(void) {
     float *st_param[3] = {s0, s1, p};
     vsgd_step_outcome o = 42;
 
-    ROW(NUL, vsgd_step_f32(NULL, 1, 0.1, p, g, 4, st, 3, VSGD_POLICY_SKIP, &o));
-    ROW(NUL, vsgd_step_f32(&c, 1, 0.1, NULL, g, 4, st, 3, VSGD_POLICY_SKIP, &o));
-    ROW(NUL, vsgd_step_f32(&c, 1, 0.1, p, NULL, 4, st, 3, VSGD_POLICY_SKIP, &o));
-    ROW(NUL, vsgd_step_f32(&c, 1, 0.1, p, g, 4, NULL, 3, VSGD_POLICY_SKIP, &o));
-    ROW(NUL, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st_null, 3, VSGD_POLICY_SKIP, &o));
-    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 2, VSGD_POLICY_SKIP, &o));
-    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 0, VSGD_POLICY_SKIP, &o));
-    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 4, VSGD_POLICY_SKIP, &o));
-    ROW(VSGD_RESULT_INVALID_STEP, vsgd_step_f32(&c, 0, 0.1, p, g, 4, st, 3, VSGD_POLICY_SKIP, &o));
-    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_step_f32(&c, 1, -0.1, p, g, 4, st, 3, 0, &o));
-    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_step_f32(&c, 1, NAN, p, g, 4, st, 3, 0, &o));
-    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_step_f32(&c, 1, INFINITY, p, g, 4, st, 3, 0, &o));
-    ROW(ENUM, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 3, 3, &o));
+    ROW(NUL, vsgd_step_f32(NULL, 1, 0.1, p, g, 4, st, 3, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    ROW(NUL, vsgd_step_f32(c, 1, 0.1, NULL, g, 4, st, 3, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    ROW(NUL, vsgd_step_f32(c, 1, 0.1, p, NULL, 4, st, 3, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    ROW(NUL, vsgd_step_f32(c, 1, 0.1, p, g, 4, NULL, 3, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    ROW(NUL, vsgd_step_f32(c, 1, 0.1, p, g, 4, st_null, 3, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(c, 1, 0.1, p, g, 4, st, 2, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(c, 1, 0.1, p, g, 4, st, 0, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(c, 1, 0.1, p, g, 4, st, 4, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_INVALID_STEP, vsgd_step_f32(c, 0, 0.1, p, g, 4, st, 3, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_step_f32(c, 1, -0.1, p, g, 4, st, 3, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_step_f32(c, 1, NAN, p, g, 4, st, 3, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_INVALID_LEARNING_RATE, vsgd_step_f32(c, 1, INFINITY, p, g, 4, st, 3, 0, VSGD_FINITE_CHECK, &o));
+    ROW(ENUM, vsgd_step_f32(c, 1, 0.1, p, g, 4, st, 3, 3, VSGD_FINITE_CHECK, &o));
     ROW(VSGD_RESULT_MISALIGNED_BUFFER,
-        vsgd_step_f32(&c, 1, 0.1, (float *)misaligned(buf), g, 4, st, 3, 0, &o));
+        vsgd_step_f32(c, 1, 0.1, (float *)misaligned(buf), g, 4, st, 3, 0, VSGD_FINITE_CHECK, &o));
     ROW(VSGD_RESULT_MISALIGNED_BUFFER,
-        vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 3, 0, (vsgd_step_outcome *)misaligned(buf)));
-    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(&c, 1, 0.1, p, p, 4, st, 3, 0, &o));
-    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(&c, 1, 0.1, p, p + 3, 4, st, 3, 0, &o));
-    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st_alias, 3, 0, &o));
-    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st_param, 3, 0, &o));
-    ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_step_f32(&c, 1, 0.1, p, g, SIZE_MAX / 2, st, 3, 0, &o));
+        vsgd_step_f32(c, 1, 0.1, p, g, 4, st, 3, 0, VSGD_FINITE_CHECK, (vsgd_step_outcome *)misaligned(buf)));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(c, 1, 0.1, p, p, 4, st, 3, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(c, 1, 0.1, p, p + 3, 4, st, 3, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(c, 1, 0.1, p, g, 4, st_alias, 3, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(c, 1, 0.1, p, g, 4, st_param, 3, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_step_f32(c, 1, 0.1, p, g, SIZE_MAX / 2, st, 3, 0, VSGD_FINITE_CHECK, &o));
     /* Wrong algorithm: an SGDM configuration with VSGD's three state arrays. */
-    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_SGDM, &bad));
-    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(&bad, 1, 0.1, p, g, 4, st, 3, 0, &o));
-    bad = c;
-    bad.params.vsgd.ps = 0;
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_step_f32(&bad, 1, 0.1, p, g, 4, st, 3, 0, &o));
-    bad.algorithm = 77;
-    ROW(ENUM, vsgd_step_f32(&bad, 1, 0.1, p, g, 4, st, 3, 0, &o));
+    CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_SGDM, &bad));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f32(bad, 1, 0.1, p, g, 4, st, 3, 0, VSGD_FINITE_CHECK, &o));
+    vsgd_config_free(bad);
+    CHECK_OK(vsgd_config_clone(c, &bad));
+    CHECK_OK(vsgd_config_set(bad, "ps", 0));
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_step_f32(bad, 1, 0.1, p, g, 4, st, 3, 0, VSGD_FINITE_CHECK, &o));
+    vsgd_config_free(bad);
+    ROW(ENUM, vsgd_step_f32(c, 1, 0.1, p, g, 4, st, 3, 0, 3, &o)); /* an unknown verdict */
     /* Non-finite gradients: ERROR fails, SKIP reports, neither changes anything. */
     float gnan[4] = {0.5f, NAN, 0, 0}, ginf[4] = {0, 0, 0, -INFINITY};
     ROW(VSGD_RESULT_NON_FINITE_GRADIENT,
-        vsgd_step_f32(&c, 1, 0.1, p, gnan, 4, st, 3, VSGD_POLICY_ERROR, &o));
+        vsgd_step_f32(c, 1, 0.1, p, gnan, 4, st, 3, VSGD_POLICY_ERROR, VSGD_FINITE_CHECK, &o));
     CHECK(o == 42); /* failures write no output */
-    ROW(OK, vsgd_step_f32(&c, 1, 0.1, p, ginf, 4, st, 3, VSGD_POLICY_SKIP, &o));
+    ROW(OK, vsgd_step_f32(c, 1, 0.1, p, ginf, 4, st, 3, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
     CHECK(o == VSGD_STEP_SKIPPED);
     CHECK(memcmp(p, p0, sizeof p) == 0);
     for (int i = 0; i < 4; i++) CHECK(s0[i] == 0 && s1[i] == 0 && s2[i] == 0);
     /* Zero length: NULL buffers are fine and nothing happens. */
     float *nulls[3] = {NULL, NULL, NULL};
-    ROW(OK, vsgd_step_f32(&c, 1, 0.1, NULL, NULL, 0, nulls, 3, 0, NULL));
-    ROW(OK, vsgd_step_f32(&c, 1, 0.1, p, g, 0, st, 3, 0, &o));
+    ROW(OK, vsgd_step_f32(c, 1, 0.1, NULL, NULL, 0, nulls, 3, 0, VSGD_FINITE_CHECK, NULL));
+    ROW(OK, vsgd_step_f32(c, 1, 0.1, p, g, 0, st, 3, 0, VSGD_FINITE_CHECK, &o));
     CHECK(memcmp(p, p0, sizeof p) == 0);
     /* Finally a good step does change the parameter. */
-    ROW(OK, vsgd_step_f32(&c, 1, 0.1, p, g, 4, st, 3, VSGD_POLICY_SKIP, &o));
+    ROW(OK, vsgd_step_f32(c, 1, 0.1, p, g, 4, st, 3, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
     CHECK(o == VSGD_STEP_APPLIED && p[0] < p0[0] && p[1] > p0[1]);
+
+    /* The caller's verdict: NO skips a finite shard, YES applies without a scan. */
+    float q[4] = {1, 2, 3, 4}, qs[3][4] = {{0}};
+    float *qst[3] = {qs[0], qs[1], qs[2]};
+    ROW(OK, vsgd_step_f32(c, 1, 0.1, q, g, 4, qst, 3, VSGD_POLICY_SKIP, VSGD_FINITE_NO, &o));
+    CHECK(o == VSGD_STEP_SKIPPED && q[0] == 1 && qs[0][0] == 0);
+    ROW(VSGD_RESULT_NON_FINITE_GRADIENT,
+        vsgd_step_f32(c, 1, 0.1, q, g, 4, qst, 3, VSGD_POLICY_ERROR, VSGD_FINITE_NO, &o));
+    ROW(OK, vsgd_step_f32(c, 1, 0.1, q, g, 4, qst, 3, VSGD_POLICY_SKIP, VSGD_FINITE_YES, &o));
+    CHECK(o == VSGD_STEP_APPLIED && q[0] < 1);
+
+    /* vsgd_all_finite_*: the local verdict of a shard. */
+    uint32_t fin = 7;
+    ROW(NUL, vsgd_all_finite_f32(NULL, 4, &fin));
+    ROW(NUL, vsgd_all_finite_f32(g, 4, NULL));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_all_finite_f32((const float *)misaligned(buf), 2, &fin));
+    ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_all_finite_f32(g, SIZE_MAX / 2, &fin));
+    CHECK(fin == 7);
+    ROW(OK, vsgd_all_finite_f32(g, 4, &fin));
+    CHECK(fin == 1);
+    ROW(OK, vsgd_all_finite_f32(gnan, 4, &fin));
+    CHECK(fin == 0);
+    ROW(OK, vsgd_all_finite_f32(NULL, 0, &fin));
+    CHECK(fin == 1);
+    double dinf[3] = {1, -INFINITY, 0};
+    ROW(NUL, vsgd_all_finite_f64(NULL, 1, &fin));
+    ROW(OK, vsgd_all_finite_f64(dinf, 3, &fin));
+    CHECK(fin == 0);
+    ROW(OK, vsgd_all_finite_f64(dinf, 1, &fin));
+    CHECK(fin == 1);
 
     double dp[2] = {1, 2}, dg[2] = {1, 1}, dm[2] = {0, 0};
     double *dst[1] = {dm};
-    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_SGDM, &bad));
-    ROW(NUL, vsgd_step_f64(&bad, 1, 0.1, dp, NULL, 2, dst, 1, 0, NULL));
-    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f64(&bad, 1, 0.1, dp, dg, 2, dst, 2, 0, NULL));
-    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f64(&bad, 1, 0.1, dp, dp + 1, 2, dst, 1, 0, NULL));
+    CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_SGDM, &bad));
+    ROW(NUL, vsgd_step_f64(bad, 1, 0.1, dp, NULL, 2, dst, 1, 0, VSGD_FINITE_CHECK, NULL));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_f64(bad, 1, 0.1, dp, dg, 2, dst, 2, 0, VSGD_FINITE_CHECK, NULL));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f64(bad, 1, 0.1, dp, dp + 1, 2, dst, 1, 0, VSGD_FINITE_CHECK, NULL));
     ROW(VSGD_RESULT_MISALIGNED_BUFFER,
-        vsgd_step_f64(&bad, 1, 0.1, dp, (double *)misaligned(dg), 1, dst, 1, 0, NULL));
-    ROW(VSGD_RESULT_INVALID_STEP, vsgd_step_f64(&bad, 0, 0.1, dp, dg, 2, dst, 1, 0, NULL));
-    ROW(OK, vsgd_step_f64(&bad, 1, 0.1, dp, dg, 2, dst, 1, 0, NULL));
+        vsgd_step_f64(bad, 1, 0.1, dp, (double *)misaligned(dg), 1, dst, 1, 0, VSGD_FINITE_CHECK, NULL));
+    ROW(VSGD_RESULT_INVALID_STEP, vsgd_step_f64(bad, 0, 0.1, dp, dg, 2, dst, 1, 0, VSGD_FINITE_CHECK, NULL));
+    ROW(OK, vsgd_step_f64(bad, 1, 0.1, dp, dg, 2, dst, 1, 0, VSGD_FINITE_CHECK, NULL));
     CHECK(dm[0] == 1 && dp[0] < 1);
+    vsgd_config_free(bad);
+    vsgd_config_free(cfg);
 }
 
 static vsgd_optimizer *make(vsgd_algorithm a) {
-    vsgd_config c;
+    vsgd_config *c;
     vsgd_optimizer *h = NULL;
-    CHECK_OK(vsgd_config_default(a, &c));
-    CHECK_OK(vsgd_optimizer_new(&c, &h));
+    CHECK_OK(vsgd_config_new(a, &c));
+    CHECK_OK(vsgd_optimizer_new(c, &h));
+    vsgd_config_free(c);
     return h;
 }
 
 static void test_handle(void) {
-    vsgd_config c, adam, bad;
-    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_VSGD, &c));
-    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_ADAM, &adam));
-    vsgd_optimizer *h = (vsgd_optimizer *)&c; /* must be overwritten with NULL on failure */
+    vsgd_config *c, *adam, *bad;
+    CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_VSGD, &c));
+    CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_ADAM, &adam));
+    CHECK_OK(vsgd_config_clone(c, &bad));
+    CHECK_OK(vsgd_config_set(bad, "ghattg", -1));
+    vsgd_optimizer *h = (vsgd_optimizer *)c; /* must be overwritten with NULL on failure */
     ROW(NUL, vsgd_optimizer_new(NULL, &h));
     CHECK(h == NULL);
-    ROW(NUL, vsgd_optimizer_new(&c, NULL));
-    bad = c;
-    bad.params.vsgd.ghattg = -1;
-    h = (vsgd_optimizer *)&c;
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_optimizer_new(&bad, &h));
+    ROW(NUL, vsgd_optimizer_new(c, NULL));
+    h = (vsgd_optimizer *)c;
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_optimizer_new(bad, &h));
     CHECK(h == NULL);
     vsgd_optimizer_free(h); /* NULL is fine */
-    bad.algorithm = 12;
-    ROW(ENUM, vsgd_optimizer_new(&bad, &h));
-    ROW(OK, vsgd_optimizer_new(&c, &h));
+    ROW(OK, vsgd_optimizer_new(c, &h));
     CHECK(h != NULL);
 
     vsgd_algorithm a = 99;
@@ -291,32 +407,98 @@ static void test_handle(void) {
     ROW(OK, vsgd_optimizer_algorithm(h, &a));
     CHECK(a == VSGD_ALGORITHM_VSGD);
 
-    /* Groups: a handle of one algorithm refuses another's configuration. */
-    size_t grp = 99;
-    ROW(NUL, vsgd_optimizer_add_group(NULL, &c, &grp));
-    ROW(NUL, vsgd_optimizer_add_group(h, NULL, &grp));
-    ROW(NUL, vsgd_optimizer_add_group(h, &c, NULL));
-    ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_add_group(h, &adam, &grp));
-    CHECK(strstr(last_error(), "vsgd") && strstr(last_error(), "adam"));
-    bad = c;
-    bad.params.vsgd.tau2 = 2;
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_optimizer_add_group(h, &bad, &grp));
-    CHECK(grp == 99);
-    ROW(OK, vsgd_optimizer_add_group(h, &c, &grp));
-    CHECK(grp == 1);
+    /* Threads: 1 runs on the caller's thread, 0 means every core. */
+    size_t threads = 0;
+    ROW(NUL, vsgd_optimizer_set_threads(NULL, 1));
+    ROW(NUL, vsgd_optimizer_threads(NULL, &threads));
+    ROW(NUL, vsgd_optimizer_threads(h, NULL));
+    ROW(OK, vsgd_optimizer_set_threads(h, 1));
+    ROW(OK, vsgd_optimizer_threads(h, &threads));
+    CHECK(threads == 1);
+    ROW(OK, vsgd_optimizer_set_threads(h, 3));
+    ROW(OK, vsgd_optimizer_threads(h, &threads));
+    CHECK(threads == 3);
+    ROW(OK, vsgd_optimizer_set_threads(h, 0));
+    ROW(OK, vsgd_optimizer_threads(h, &threads));
+    CHECK(threads >= 1);
 
-    vsgd_config got;
+    /* The schedule clock: per tensor by default; the global step under the global clock. */
+    vsgd_schedule_clock clock = 99;
+    uint64_t gstep = 99;
+    ROW(NUL, vsgd_optimizer_set_schedule_clock(NULL, VSGD_CLOCK_GLOBAL));
+    ROW(ENUM, vsgd_optimizer_set_schedule_clock(h, 2));
+    ROW(NUL, vsgd_optimizer_schedule_clock(NULL, &clock));
+    ROW(NUL, vsgd_optimizer_schedule_clock(h, NULL));
+    ROW(OK, vsgd_optimizer_schedule_clock(h, &clock));
+    CHECK(clock == VSGD_CLOCK_PER_TENSOR);
+    ROW(NUL, vsgd_optimizer_global_step(NULL, &gstep));
+    ROW(NUL, vsgd_optimizer_global_step(h, NULL));
+    ROW(NUL, vsgd_optimizer_set_global_step(NULL, 3));
+    ROW(OK, vsgd_optimizer_set_schedule_clock(h, VSGD_CLOCK_GLOBAL));
+    ROW(OK, vsgd_optimizer_set_global_step(h, 3));
+    ROW(OK, vsgd_optimizer_global_step(h, &gstep));
+    ROW(OK, vsgd_optimizer_schedule_clock(h, &clock));
+    CHECK(gstep == 3 && clock == VSGD_CLOCK_GLOBAL);
+    CHECK_OK(vsgd_optimizer_set_schedule_clock(h, VSGD_CLOCK_PER_TENSOR));
+    CHECK_OK(vsgd_optimizer_set_global_step(h, 0));
+
+    /* Gradient clipping: 0 turns it off; the norm of the last step is NaN until computed. */
+    double clip = -1, gnorm = 0;
+    ROW(NUL, vsgd_optimizer_set_clip_norm(NULL, 1.0));
+    ROW(VSGD_RESULT_INVALID_CLIP_NORM, vsgd_optimizer_set_clip_norm(h, -1.0));
+    ROW(VSGD_RESULT_INVALID_CLIP_NORM, vsgd_optimizer_set_clip_norm(h, NAN));
+    ROW(VSGD_RESULT_INVALID_CLIP_NORM, vsgd_optimizer_set_clip_norm(h, INFINITY));
+    ROW(NUL, vsgd_optimizer_clip_norm(NULL, &clip));
+    ROW(NUL, vsgd_optimizer_clip_norm(h, NULL));
+    ROW(OK, vsgd_optimizer_clip_norm(h, &clip));
+    CHECK(clip == 0);
+    ROW(OK, vsgd_optimizer_set_clip_norm(h, 0.5));
+    ROW(OK, vsgd_optimizer_clip_norm(h, &clip));
+    CHECK(clip == 0.5);
+    ROW(NUL, vsgd_optimizer_last_grad_norm(NULL, &gnorm));
+    ROW(NUL, vsgd_optimizer_last_grad_norm(h, NULL));
+    ROW(OK, vsgd_optimizer_last_grad_norm(h, &gnorm));
+    CHECK(isnan(gnorm));
+    CHECK_OK(vsgd_optimizer_set_clip_norm(h, 0));
+
+    /* Groups: a handle of one algorithm refuses another's configuration. */
+    size_t grp = 99, ngroups = 0;
+    ROW(NUL, vsgd_optimizer_num_groups(NULL, &ngroups));
+    ROW(NUL, vsgd_optimizer_num_groups(h, NULL));
+    ROW(OK, vsgd_optimizer_num_groups(h, &ngroups));
+    CHECK(ngroups == 1);
+    ROW(NUL, vsgd_optimizer_add_group(NULL, c, &grp));
+    ROW(NUL, vsgd_optimizer_add_group(h, NULL, &grp));
+    ROW(NUL, vsgd_optimizer_add_group(h, c, NULL));
+    ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_add_group(h, adam, &grp));
+    CHECK(strstr(last_error(), "vsgd") && strstr(last_error(), "adam"));
+    CHECK_OK(vsgd_config_set(bad, "ghattg", 30));
+    CHECK_OK(vsgd_config_set(bad, "tau2", 2));
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_optimizer_add_group(h, bad, &grp));
+    CHECK(grp == 99);
+    CHECK_OK(vsgd_config_set(c, "lr", 0.125));
+    ROW(OK, vsgd_optimizer_add_group(h, c, &grp));
+    CHECK(grp == 1);
+    ROW(OK, vsgd_optimizer_num_groups(h, &ngroups));
+    CHECK(ngroups == 2);
+
+    vsgd_config *got = c;
+    double v = 0;
     ROW(NUL, vsgd_optimizer_config(NULL, 0, &got));
+    CHECK(got == NULL);
     ROW(NUL, vsgd_optimizer_config(h, 0, NULL));
     ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_config(h, 2, &got));
     ROW(OK, vsgd_optimizer_config(h, 1, &got));
-    CHECK(got.algorithm == VSGD_ALGORITHM_VSGD && got.params.vsgd.lr == c.params.vsgd.lr);
-    ROW(NUL, vsgd_optimizer_set_config(NULL, 0, &c));
+    CHECK_OK(vsgd_config_algorithm(got, &a));
+    CHECK_OK(vsgd_config_get(got, "lr", &v));
+    CHECK(a == VSGD_ALGORITHM_VSGD && v == 0.125);
+    vsgd_config_free(got);
+    ROW(NUL, vsgd_optimizer_set_config(NULL, 0, c));
     ROW(NUL, vsgd_optimizer_set_config(h, 0, NULL));
-    ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_set_config(h, 0, &adam));
-    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_optimizer_set_config(h, 0, &bad));
-    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_set_config(h, 9, &c));
-    ROW(OK, vsgd_optimizer_set_config(h, 1, &c));
+    ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_set_config(h, 0, adam));
+    ROW(VSGD_RESULT_INVALID_CONFIG, vsgd_optimizer_set_config(h, 0, bad));
+    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_set_config(h, 9, c));
+    ROW(OK, vsgd_optimizer_set_config(h, 1, c));
 
     double lr = -1;
     ROW(NUL, vsgd_optimizer_set_lr(NULL, 0, 0.1));
@@ -326,29 +508,44 @@ static void test_handle(void) {
     ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_set_lr(h, 2, 0.1));
     ROW(OK, vsgd_optimizer_set_lr(h, 0, 0.05));
 
-    vsgd_schedule s = {0};
-    s.kind = VSGD_SCHEDULE_STEP_DECAY;
-    s.every = 0;
-    s.factor = 0.5;
-    ROW(NUL, vsgd_optimizer_set_schedule(NULL, 0, &s));
+    vsgd_schedule *s, *back = (vsgd_schedule *)c;
+    CHECK_OK(vsgd_schedule_new(VSGD_SCHEDULE_STEP_DECAY, &s));
+    CHECK_OK(vsgd_schedule_set(s, "factor", 0.5));
+    ROW(NUL, vsgd_optimizer_set_schedule(NULL, 0, s));
     ROW(NUL, vsgd_optimizer_set_schedule(h, 0, NULL));
-    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_optimizer_set_schedule(h, 0, &s));
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_optimizer_set_schedule(h, 0, s)); /* every = 0 */
     CHECK(strstr(last_error(), "every") != NULL);
-    s.every = 10;
-    s.factor = 1.5;
-    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_optimizer_set_schedule(h, 0, &s));
-    s.factor = 0.5;
-    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_set_schedule(h, 5, &s));
-    s.kind = 4;
-    ROW(ENUM, vsgd_optimizer_set_schedule(h, 0, &s));
-    s.kind = VSGD_SCHEDULE_ONE_CYCLE;
-    s.total = 1;
-    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_optimizer_set_schedule(h, 0, &s));
-    s.kind = VSGD_SCHEDULE_STEP_DECAY;
-    ROW(OK, vsgd_optimizer_set_schedule(h, 0, &s));
+    CHECK_OK(vsgd_schedule_set(s, "every", 10));
+    CHECK_OK(vsgd_schedule_set(s, "factor", 1.5));
+    ROW(VSGD_RESULT_INVALID_SCHEDULE, vsgd_optimizer_set_schedule(h, 0, s));
+    CHECK_OK(vsgd_schedule_set(s, "factor", 0.5));
+    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_set_schedule(h, 5, s));
+    ROW(OK, vsgd_optimizer_set_schedule(h, 0, s));
+    vsgd_schedule_free(s);
+    ROW(NUL, vsgd_optimizer_schedule(NULL, 0, &back));
+    CHECK(back == NULL);
+    ROW(NUL, vsgd_optimizer_schedule(h, 0, NULL));
+    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_schedule(h, 2, &back));
+    ROW(OK, vsgd_optimizer_schedule(h, 0, &back));
+    {
+        vsgd_schedule_kind kind = 99;
+        double every = 0;
+        CHECK_OK(vsgd_schedule_kind_of(back, &kind));
+        CHECK_OK(vsgd_schedule_get(back, "every", &every));
+        CHECK(kind == VSGD_SCHEDULE_STEP_DECAY && every == 10);
+    }
+    vsgd_schedule_free(back);
+    ROW(OK, vsgd_optimizer_schedule(h, 1, &back)); /* a new group's: constant */
+    {
+        vsgd_schedule_kind kind = 99;
+        CHECK_OK(vsgd_schedule_kind_of(back, &kind));
+        CHECK(kind == VSGD_SCHEDULE_CONSTANT);
+    }
+    vsgd_schedule_free(back);
     ROW(NUL, vsgd_optimizer_lr_at(NULL, 0, 1, &lr));
     ROW(NUL, vsgd_optimizer_lr_at(h, 0, 1, NULL));
     ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_lr_at(h, 3, 1, &lr));
+    ROW(VSGD_RESULT_INVALID_STEP, vsgd_optimizer_lr_at(h, 0, 0, &lr));
     ROW(OK, vsgd_optimizer_lr_at(h, 0, 11, &lr));
     CHECK(lr == 0.05 * 0.5);
 
@@ -362,16 +559,16 @@ static void test_handle(void) {
 
     /* Tensors: 0 is "w" (f32, 4), 1 is "b" (f64, 2) in group 1, 2 is empty (f32, 0). */
     size_t id = 99;
-    ROW(NUL, vsgd_optimizer_add_tensor(NULL, 4, VSGD_DTYPE_F32, "w", 0, &id));
-    ROW(NUL, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, "w", 0, NULL));
-    ROW(ENUM, vsgd_optimizer_add_tensor(h, 4, 2, "w", 0, &id));
-    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, "w", 2, &id));
-    ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, bad_utf8, 0, &id));
-    ROW(VSGD_RESULT_SHAPE_OVERFLOW, vsgd_optimizer_add_tensor(h, SIZE_MAX, VSGD_DTYPE_F32, NULL, 0, &id));
+    ROW(NUL, vsgd_optimizer_add_tensor(NULL, (size_t[]){4}, 1, VSGD_DTYPE_F32, "w", 0, &id));
+    ROW(NUL, vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, VSGD_DTYPE_F32, "w", 0, NULL));
+    ROW(ENUM, vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, 2, "w", 0, &id));
+    ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, VSGD_DTYPE_F32, "w", 2, &id));
+    ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, VSGD_DTYPE_F32, bad_utf8, 0, &id));
+    ROW(VSGD_RESULT_SHAPE_OVERFLOW, vsgd_optimizer_add_tensor(h, (size_t[]){SIZE_MAX}, 1, VSGD_DTYPE_F32, NULL, 0, &id));
     /* State bytes over PTRDIFF_MAX: refused before any allocation (so no huge malloc under
      * ASan or valgrind), a typed error, and the handle is not poisoned. */
-    ROW(VSGD_RESULT_ALLOCATION_FAILED, vsgd_optimizer_add_tensor(h, SIZE_MAX / 4, VSGD_DTYPE_F32, NULL, 0, &id));
-    ROW(VSGD_RESULT_ALLOCATION_FAILED, vsgd_optimizer_add_tensor(h, SIZE_MAX / 4, VSGD_DTYPE_F64, "w", 1, &id));
+    ROW(VSGD_RESULT_ALLOCATION_FAILED, vsgd_optimizer_add_tensor(h, (size_t[]){SIZE_MAX / 4}, 1, VSGD_DTYPE_F32, NULL, 0, &id));
+    ROW(VSGD_RESULT_ALLOCATION_FAILED, vsgd_optimizer_add_tensor(h, (size_t[]){SIZE_MAX / 4}, 1, VSGD_DTYPE_F64, "w", 1, &id));
     CHECK(strstr(last_error(), "could not allocate") != NULL);
     CHECK(id == 99);
     {
@@ -379,11 +576,11 @@ static void test_handle(void) {
         CHECK_OK(vsgd_optimizer_num_tensors(h, &count));
         CHECK(count == 0); /* nothing was added */
     }
-    ROW(OK, vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, "w", 0, &id));
+    ROW(OK, vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, VSGD_DTYPE_F32, "w", 0, &id));
     CHECK(id == 0);
-    ROW(OK, vsgd_optimizer_add_tensor(h, 2, VSGD_DTYPE_F64, "b", 1, &id));
+    ROW(OK, vsgd_optimizer_add_tensor(h, (size_t[]){2}, 1, VSGD_DTYPE_F64, "b", 1, &id));
     CHECK(id == 1);
-    ROW(OK, vsgd_optimizer_add_tensor(h, 0, VSGD_DTYPE_F32, NULL, 0, &id));
+    ROW(OK, vsgd_optimizer_add_tensor(h, (size_t[]){0}, 1, VSGD_DTYPE_F32, NULL, 0, &id));
     CHECK(id == 2);
 
     size_t n = 0;
@@ -391,12 +588,72 @@ static void test_handle(void) {
     ROW(NUL, vsgd_optimizer_num_tensors(h, NULL));
     ROW(OK, vsgd_optimizer_num_tensors(h, &n));
     CHECK(n == 3);
-    vsgd_tensor_info info;
+    vsgd_tensor_info info = {sizeof info, 9, 9, 9, 9, 9};
     ROW(NUL, vsgd_optimizer_tensor_info(NULL, 0, &info));
     ROW(NUL, vsgd_optimizer_tensor_info(h, 0, NULL));
     ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_tensor_info(h, 3, &info));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER,
+        vsgd_optimizer_tensor_info(h, 0, (vsgd_tensor_info *)misaligned(&info)));
+    info.struct_size = sizeof info - 1; /* older than the first version: refused */
+    ROW(VSGD_RESULT_INVALID_STRUCT_SIZE, vsgd_optimizer_tensor_info(h, 1, &info));
+    CHECK(info.len == 9);
+    info.struct_size = 0;
+    ROW(VSGD_RESULT_INVALID_STRUCT_SIZE, vsgd_optimizer_tensor_info(h, 1, &info));
+    info.struct_size = sizeof info;
     ROW(OK, vsgd_optimizer_tensor_info(h, 1, &info));
+    CHECK(info.struct_size == sizeof info);
     CHECK(info.len == 2 && info.dtype == VSGD_DTYPE_F64 && info.group == 1 && info.step == 0);
+    CHECK(info.rank == 1);
+    {
+        /* A caller built against a newer, larger struct: only this version's bytes are
+         * written, and struct_size says how many. */
+        struct {
+            vsgd_tensor_info v1;
+            uint64_t later_field;
+        } newer = {{sizeof newer, 0, 0, 0, 0, 0}, 0x5555};
+        ROW(OK, vsgd_optimizer_tensor_info(h, 0, &newer.v1));
+        CHECK(newer.v1.struct_size == sizeof(vsgd_tensor_info) && newer.later_field == 0x5555);
+        CHECK(newer.v1.len == 4);
+    }
+
+    /* Shapes: rank and sizes as registered; a scalar has rank 0. */
+    size_t dims[4] = {9, 9, 9, 9}, rank = 9, sid = 99;
+    const size_t mat[3] = {2, 3, 4};
+    ROW(NUL, vsgd_optimizer_add_tensor(h, NULL, 3, VSGD_DTYPE_F32, "m", 0, &sid));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER,
+        vsgd_optimizer_add_tensor(h, (const size_t *)misaligned(dims), 2, VSGD_DTYPE_F32, "m", 0, &sid));
+    ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_optimizer_add_tensor(h, mat, SIZE_MAX, VSGD_DTYPE_F32, "m", 0, &sid));
+    const size_t huge[2] = {SIZE_MAX / 2, 3};
+    ROW(VSGD_RESULT_SHAPE_OVERFLOW, vsgd_optimizer_add_tensor(h, huge, 2, VSGD_DTYPE_F32, "m", 0, &sid));
+    CHECK(sid == 99);
+    ROW(OK, vsgd_optimizer_add_tensor(h, mat, 3, VSGD_DTYPE_F32, "m", 0, &sid));
+    CHECK(sid == 3);
+    ROW(OK, vsgd_optimizer_add_tensor(h, NULL, 0, VSGD_DTYPE_F64, "s", 1, &sid));
+    CHECK(sid == 4);
+    ROW(NUL, vsgd_optimizer_tensor_shape(NULL, 3, dims, 4, &rank));
+    ROW(NUL, vsgd_optimizer_tensor_shape(h, 3, dims, 4, NULL));
+    ROW(NUL, vsgd_optimizer_tensor_shape(h, 3, NULL, 4, &rank));
+    ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_tensor_shape(h, 5, dims, 4, &rank));
+    ROW(VSGD_RESULT_BUFFER_TOO_SMALL, vsgd_optimizer_tensor_shape(h, 3, dims, 2, &rank));
+    CHECK(rank == 3 && dims[0] == 9); /* nothing written but the rank */
+    ROW(VSGD_RESULT_BUFFER_TOO_SMALL, vsgd_optimizer_tensor_shape(h, 3, NULL, 0, &rank));
+    ROW(OK, vsgd_optimizer_tensor_shape(h, 3, dims, 4, &rank));
+    CHECK(rank == 3 && dims[0] == 2 && dims[1] == 3 && dims[2] == 4 && dims[3] == 9);
+    ROW(OK, vsgd_optimizer_tensor_shape(h, 4, NULL, 0, &rank));
+    CHECK(rank == 0);
+    ROW(OK, vsgd_optimizer_tensor_info(h, 4, &info));
+    CHECK(info.len == 1 && info.rank == 0 && info.group == 1);
+    ROW(OK, vsgd_optimizer_tensor_info(h, 3, &info));
+    CHECK(info.len == 24 && info.rank == 3);
+    /* Tensors 3 and 4 go again so that the rows below see three tensors. */
+    vsgd_optimizer *h3 = make(VSGD_ALGORITHM_VSGD);
+    CHECK_OK(vsgd_optimizer_add_group(h3, c, &grp));
+    CHECK_OK(vsgd_optimizer_add_tensor(h3, (size_t[]){4}, 1, VSGD_DTYPE_F32, "w", 0, &id));
+    CHECK_OK(vsgd_optimizer_add_tensor(h3, (size_t[]){2}, 1, VSGD_DTYPE_F64, "b", 1, &id));
+    CHECK_OK(vsgd_optimizer_add_tensor(h3, (size_t[]){0}, 1, VSGD_DTYPE_F32, NULL, 0, &id));
+    CHECK_OK(vsgd_optimizer_set_lr(h3, 0, 0.05));
+    vsgd_optimizer_free(h);
+    h = h3;
 
     char name[8];
     ROW(NUL, vsgd_optimizer_tensor_name(NULL, 0, name, sizeof name, &n));
@@ -469,7 +726,7 @@ static void test_handle(void) {
     float *ps[3] = {w, NULL, NULL};
     const float *gs[3] = {gw, NULL, NULL};
     size_t lens[3] = {4, 2, 0};
-    vsgd_step_report rep = {77, 77};
+    vsgd_step_report rep = {sizeof rep, 77, 77};
     ROW(NUL, vsgd_optimizer_step_f32(NULL, ps, gs, lens, 3, &rep));
     ROW(NUL, vsgd_optimizer_step_f32(h, NULL, gs, lens, 3, &rep));
     ROW(NUL, vsgd_optimizer_step_f32(h, ps, NULL, lens, 3, &rep));
@@ -483,6 +740,9 @@ static void test_handle(void) {
     ps[1] = w + 2; /* overlaps tensor 0's parameter */
     ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step_f32(h, ps, gs, lens, 3, &rep));
     CHECK(rep.applied == 77);
+    rep.struct_size = 8;
+    ROW(VSGD_RESULT_INVALID_STRUCT_SIZE, vsgd_optimizer_step_f32(h, ps, gs, lens, 3, &rep));
+    rep.struct_size = sizeof rep;
     double *dps[3] = {b, b, NULL};
     const double *dgs[3] = {gb, gb, NULL};
     size_t dlens[3] = {4, 2, 0};
@@ -527,10 +787,10 @@ static void test_handle(void) {
 
     /* Wrong algorithm: effective momentum exists for VSGD only. */
     vsgd_optimizer *ha = make(VSGD_ALGORITHM_ADAM);
-    CHECK_OK(vsgd_optimizer_add_tensor(ha, 4, VSGD_DTYPE_F32, NULL, 0, &id));
+    CHECK_OK(vsgd_optimizer_add_tensor(ha, (size_t[]){4}, 1, VSGD_DTYPE_F32, NULL, 0, &id));
     ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_effective_momentum_f32(ha, 0, m, 4));
     ROW(VSGD_RESULT_UNKNOWN_STATE_ARRAY, vsgd_optimizer_state_f32(ha, 0, "mug", m, 4));
-    ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_add_group(ha, &c, &grp));
+    ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_add_group(ha, c, &grp));
     ROW(OK, vsgd_optimizer_state_f32(ha, 0, "v", m, 4));
     vsgd_optimizer_free(ha);
 
@@ -541,14 +801,17 @@ static void test_handle(void) {
     ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_step_f32(h, ps2, gs2, lens2, 3, &rep));
     vsgd_optimizer_free(h);
     h = make(VSGD_ALGORITHM_SGDM);
-    CHECK_OK(vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, NULL, 0, &id));
-    CHECK_OK(vsgd_optimizer_add_tensor(h, 0, VSGD_DTYPE_F32, NULL, 0, &id));
+    CHECK_OK(vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, VSGD_DTYPE_F32, NULL, 0, &id));
+    CHECK_OK(vsgd_optimizer_add_tensor(h, (size_t[]){0}, 1, VSGD_DTYPE_F32, NULL, 0, &id));
     ROW(OK, vsgd_optimizer_step_f32(h, ps2, gs2, lens2, 2, &rep));
     CHECK(rep.applied == 2 && rep.skipped == 0);
     ROW(OK, vsgd_optimizer_step_f32(h, ps2, gs2, lens2, 2, NULL));
     ROW(OK, vsgd_optimizer_step_count(h, 0, &steps));
     CHECK(steps == 2);
     vsgd_optimizer_free(h);
+    vsgd_config_free(c);
+    vsgd_config_free(adam);
+    vsgd_config_free(bad);
 }
 
 /* Writes `n` bytes to `path` (a damaged checkpoint file for the load rows). */
@@ -564,8 +827,8 @@ static vsgd_optimizer *two_tensors(vsgd_algorithm a, size_t nw, const char *b, v
                                    size_t nb) {
     size_t id;
     vsgd_optimizer *h = make(a);
-    CHECK_OK(vsgd_optimizer_add_tensor(h, nw, VSGD_DTYPE_F32, "w", 0, &id));
-    if (b) CHECK_OK(vsgd_optimizer_add_tensor(h, nb, bt, b, 0, &id));
+    CHECK_OK(vsgd_optimizer_add_tensor(h, &nw, 1, VSGD_DTYPE_F32, "w", 0, &id));
+    if (b) CHECK_OK(vsgd_optimizer_add_tensor(h, &nb, 1, bt, b, 0, &id));
     return h;
 }
 
@@ -657,9 +920,9 @@ static void test_checkpoint(const char *dir) {
     copy[1] ^= 0x20; /* fixstr "vsgd-checkpoint" → "Vsgd-checkpoint" */
     ROW(CK(BAD_MAGIC), vsgd_optimizer_load(copy, need, &out));
     copy[1] ^= 0x20;
-    copy[17] = 2; /* format version 2 */
+    copy[17] = 3; /* format version 3 */
     ROW(CK(UNSUPPORTED_VERSION), vsgd_optimizer_load(copy, need, &out));
-    CHECK(strstr(last_error(), "version 2") != NULL);
+    CHECK(strstr(last_error(), "version 3") != NULL);
     copy[17] = buf[17];
     copy[need - 1] ^= 1; /* the stored checksum itself */
     ROW(CK(CHECKSUM_MISMATCH), vsgd_optimizer_load(copy, need, &out));
@@ -769,13 +1032,44 @@ static void test_checkpoint(const char *dir) {
     (void)id;
 }
 
+/* The CUDA entry points: argument errors come first, on any machine; then, without a GPU
+ * (CI, development machines), NO_DEVICE. scripts/test.d/40-cuda.sh checks stub drivers. */
+static void test_cuda(void) {
+    vsgd_config *c;
+    CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_ADAM, &c));
+    vsgd_cuda_tensor t = {0x1000, 0x2000, {0x3000, 0x4000, 0}, 16, 1, 1e-3, VSGD_DTYPE_F32, 0};
+    ROW(NUL, vsgd_cuda_step(NULL, VSGD_POLICY_SKIP, &t, 1, sizeof t, 64, NULL));
+    ROW(NUL, vsgd_cuda_step(c, VSGD_POLICY_SKIP, NULL, 1, sizeof t, 64, NULL));
+    ROW(VSGD_RESULT_INVALID_STRUCT_SIZE, vsgd_cuda_step(c, VSGD_POLICY_SKIP, &t, 1, 8, 64, NULL));
+    ROW(ENUM, vsgd_cuda_step(c, 7, &t, 1, sizeof t, 64, NULL));
+    ROW(NUL, vsgd_cuda_step(c, VSGD_POLICY_SKIP, &t, 1, sizeof t, 0, NULL)); /* verdict */
+    vsgd_cuda_tensor bad = t;
+    bad.t = 0;
+    ROW(VSGD_RESULT_INVALID_STEP, vsgd_cuda_step(c, VSGD_POLICY_SKIP, &bad, 1, sizeof t, 64, NULL));
+    bad = t;
+    bad.grad = 0x2002; /* not aligned for float */
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_cuda_step(c, VSGD_POLICY_SKIP, &bad, 1, sizeof t, 64, NULL));
+    bad = t;
+    bad.reserved = 1;
+    ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_cuda_step(c, VSGD_POLICY_SKIP, &bad, 1, sizeof t, 64, NULL));
+    if (vsgd_cuda_available() == VSGD_RESULT_OK) {
+        printf("bad_input: a GPU is present: the device rows are scripts/gpu-check.sh's\n");
+    } else {
+        ROW(VSGD_RESULT_NO_DEVICE, vsgd_cuda_available());
+        ROW(VSGD_RESULT_NO_DEVICE, vsgd_cuda_step(c, VSGD_POLICY_SKIP, &t, 1, sizeof t, 64, NULL));
+    }
+    vsgd_config_free(c);
+}
+
 int main(int argc, char **argv) {
     CHECK(argc == 2); /* a scratch directory for the checkpoint file rows */
     test_meta();
     test_config();
+    test_schedule();
     test_stateless();
     test_handle();
     test_checkpoint(argv[1]);
+    test_cuda();
     if (failures) {
         fprintf(stderr, "bad_input: %d of %d rows failed\n", failures, rows);
         return 1;

@@ -30,6 +30,8 @@ static double noise(uint64_t s, uint64_t k, uint64_t i) {
     return (double)(z >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0;
 }
 
+enum { MAX_STATE = 8 }; /* room for more state arrays than any algorithm keeps today */
+
 typedef struct {
     float w[NW];
     double b[NB];
@@ -38,7 +40,7 @@ typedef struct {
 /* What a run ends with: parameters, state (as bytes), step counts, the final checkpoint. */
 typedef struct {
     params_t p;
-    uint8_t state[VSGD_MAX_STATE_COUNT][NW * sizeof(float) + NB * sizeof(double)];
+    uint8_t state[MAX_STATE][NW * sizeof(float) + NB * sizeof(double)];
     uint64_t steps[3];
     uint8_t *ckpt;
     size_t ckpt_len;
@@ -61,29 +63,32 @@ static uint8_t *save_bytes(const vsgd_optimizer *h, size_t *n) {
  * `plain`: the same registration with other settings (policy ERROR, no schedule, default
  * rates), which a restore must replace. */
 static vsgd_optimizer *build(vsgd_algorithm a, int plain) {
-    vsgd_config c;
+    vsgd_config *c;
     vsgd_optimizer *h = NULL;
     size_t g, id;
     double lr;
-    CHECK_OK(vsgd_config_default(a, &c));
-    CHECK_OK(vsgd_optimizer_new(&c, &h));
-    CHECK_OK(vsgd_config_get(&c, "lr", &lr));
-    if (!plain) CHECK_OK(vsgd_config_set(&c, "lr", lr * 0.5));
-    CHECK_OK(vsgd_optimizer_add_group(h, &c, &g));
+    CHECK_OK(vsgd_config_new(a, &c));
+    CHECK_OK(vsgd_optimizer_new(c, &h));
+    CHECK_OK(vsgd_config_get(c, "lr", &lr));
+    if (!plain) CHECK_OK(vsgd_config_set(c, "lr", lr * 0.5));
+    CHECK_OK(vsgd_optimizer_add_group(h, c, &g));
     CHECK(g == 1);
+    vsgd_config_free(c);
     if (!plain) {
-        vsgd_schedule s;
-        memset(&s, 0, sizeof s);
-        s.kind = VSGD_SCHEDULE_STEP_DECAY;
-        s.every = 3;
-        s.factor = 0.5;
-        CHECK_OK(vsgd_optimizer_set_schedule(h, 0, &s));
+        vsgd_schedule *s;
+        CHECK_OK(vsgd_schedule_new(VSGD_SCHEDULE_STEP_DECAY, &s));
+        CHECK_OK(vsgd_schedule_set(s, "every", 3));
+        CHECK_OK(vsgd_schedule_set(s, "factor", 0.5));
+        CHECK_OK(vsgd_optimizer_set_schedule(h, 0, s));
+        vsgd_schedule_free(s);
     } else {
         CHECK_OK(vsgd_optimizer_set_policy(h, VSGD_POLICY_ERROR));
     }
-    CHECK_OK(vsgd_optimizer_add_tensor(h, NW, VSGD_DTYPE_F32, "w", 0, &id));
-    CHECK_OK(vsgd_optimizer_add_tensor(h, NB, VSGD_DTYPE_F64, "b", 1, &id));
-    CHECK_OK(vsgd_optimizer_add_tensor(h, 0, VSGD_DTYPE_F32, NULL, 0, &id));
+    /* "w" is a 1 x NW matrix: checkpoints record shapes. */
+    const size_t w_shape[2] = {1, NW}, b_shape[1] = {NB}, empty[1] = {0};
+    CHECK_OK(vsgd_optimizer_add_tensor(h, w_shape, 2, VSGD_DTYPE_F32, "w", 0, &id));
+    CHECK_OK(vsgd_optimizer_add_tensor(h, b_shape, 1, VSGD_DTYPE_F64, "b", 1, &id));
+    CHECK_OK(vsgd_optimizer_add_tensor(h, empty, 1, VSGD_DTYPE_F32, NULL, 0, &id));
     CHECK(id == 2);
     return h;
 }
@@ -108,6 +113,7 @@ static void collect(vsgd_optimizer *h, vsgd_algorithm a, const params_t *p, resu
     memset(r, 0, sizeof *r);
     r->p = *p;
     CHECK_OK(vsgd_state_count(a, &nstate));
+    CHECK(nstate <= MAX_STATE);
     for (size_t j = 0; j < nstate; j++) {
         const char *name;
         float sw[NW];
@@ -171,10 +177,11 @@ static void run(vsgd_algorithm a, int mode, const char *path, result_t *r) {
             CHECK_OK(vsgd_optimizer_policy(h, &pol));
             CHECK(pol == VSGD_POLICY_SKIP);
             CHECK_OK(vsgd_optimizer_lr_at(h, 0, 4, &lr));
-            vsgd_config c;
+            vsgd_config *c;
             CHECK_OK(vsgd_optimizer_config(h, 0, &c));
             double base;
-            CHECK_OK(vsgd_config_get(&c, "lr", &base));
+            CHECK_OK(vsgd_config_get(c, "lr", &base));
+            vsgd_config_free(c);
             CHECK(lr == base * 0.5); /* the schedule came back */
             free(bytes);
         }
@@ -229,20 +236,24 @@ static void write_for_rust(const char *dir) {
     size_t n, total = 0;
     CHECK_OK(vsgd_optimizer_num_tensors(h, &n));
     for (size_t k = 0; k < n; k++) {
-        vsgd_tensor_info info;
+        vsgd_tensor_info info = {sizeof info, 0, 0, 0, 0, 0};
         CHECK_OK(vsgd_optimizer_tensor_info(h, k, &info));
         total += info.len;
     }
     fprintf(f, "tensors: %zu (%zu elements stored)\n", n, total);
     for (size_t k = 0; k < n; k++) {
-        vsgd_tensor_info info;
-        size_t len;
+        vsgd_tensor_info info = {sizeof info, 0, 0, 0, 0, 0};
+        size_t len, dims[8], rank;
         CHECK_OK(vsgd_optimizer_tensor_info(h, k, &info));
         CHECK_OK(vsgd_optimizer_tensor_name(h, k, tname, sizeof tname, &len));
-        char quoted[80] = "";
+        CHECK_OK(vsgd_optimizer_tensor_shape(h, k, dims, 8, &rank));
+        CHECK(rank == info.rank);
+        char quoted[80] = "", shape[128] = "";
         if (len > 0) snprintf(quoted, sizeof quoted, " \"%s\"", tname);
-        fprintf(f, "tensor %zu%s: shape [%zu], %s, group %zu, step %llu\n", k, quoted,
-                info.len, info.dtype == VSGD_DTYPE_F32 ? "f32" : "f64", info.group,
+        for (size_t d = 0, at = 0; d < rank; d++)
+            at += (size_t)snprintf(shape + at, sizeof shape - at, "%s%zu", d ? ", " : "", dims[d]);
+        fprintf(f, "tensor %zu%s: shape [%s], %s, group %zu, step %llu\n", k, quoted, shape,
+                info.dtype == VSGD_DTYPE_F32 ? "f32" : "f64", info.group,
                 (unsigned long long)info.step);
     }
     CHECK(fclose(f) == 0);
@@ -268,8 +279,39 @@ static void reread_rust(const char *path) {
     CHECK(n1 == (size_t)size && memcmp(a, want, n1) == 0);
     CHECK(n2 == (size_t)size && memcmp(b, want, n2) == 0);
     CHECK_OK(vsgd_optimizer_num_tensors(from_file, &tensors));
-    printf("checkpoint: %s (%ld bytes, %zu tensors) loaded and saved again byte-identical\n",
-           path, size, tensors);
+
+    /* Restored into a handle built from scratch with the same groups and shaped tensors
+     * (as a C program that owns its model would): the same bytes again. */
+    vsgd_algorithm alg;
+    vsgd_config *c;
+    size_t groups, id, multi = 0;
+    vsgd_optimizer *fresh = NULL;
+    CHECK_OK(vsgd_optimizer_algorithm(from_file, &alg));
+    CHECK_OK(vsgd_config_new(alg, &c));
+    CHECK_OK(vsgd_optimizer_new(c, &fresh));
+    CHECK_OK(vsgd_optimizer_num_groups(from_file, &groups));
+    for (size_t g = 1; g < groups; g++) CHECK_OK(vsgd_optimizer_add_group(fresh, c, &id));
+    vsgd_config_free(c);
+    for (size_t k = 0; k < tensors; k++) {
+        vsgd_tensor_info info = {sizeof info, 0, 0, 0, 0, 0};
+        size_t dims[16], rank, len;
+        char tname[128];
+        CHECK_OK(vsgd_optimizer_tensor_info(from_file, k, &info));
+        CHECK_OK(vsgd_optimizer_tensor_shape(from_file, k, dims, 16, &rank));
+        CHECK_OK(vsgd_optimizer_tensor_name(from_file, k, tname, sizeof tname, &len));
+        multi += rank > 1;
+        CHECK_OK(vsgd_optimizer_add_tensor(fresh, dims, rank, info.dtype, len ? tname : NULL,
+                                           info.group, &id));
+    }
+    CHECK_OK(vsgd_optimizer_restore(fresh, want, (size_t)size));
+    size_t n3;
+    uint8_t *c3 = save_bytes(fresh, &n3);
+    CHECK(n3 == (size_t)size && memcmp(c3, want, n3) == 0);
+    free(c3);
+    vsgd_optimizer_free(fresh);
+    printf("checkpoint: %s (%ld bytes, %zu tensors, %zu of rank > 1) loaded, and restored "
+           "into a handle registered from C, saved again byte-identical\n",
+           path, size, tensors, multi);
     free(a);
     free(b);
     free(want);

@@ -10,7 +10,7 @@
 
 #include "common.h"
 
-enum { MAX_HYPER = 16, MAX_STATE = VSGD_MAX_STATE_COUNT };
+enum { MAX_HYPER = 16, MAX_STATE = 8 };
 
 typedef struct {
     size_t len;
@@ -155,14 +155,14 @@ static void free_case(case_t *c) {
     }
 }
 
-static vsgd_config case_config(const case_t *c) {
-    vsgd_algorithm a;
-    vsgd_config config;
-    CHECK_OK(vsgd_algorithm_from_name(c->algorithm, &a));
-    CHECK_OK(vsgd_config_default(a, &config));
+/* A new configuration (the caller frees it). */
+static vsgd_config *case_config(const case_t *c, vsgd_algorithm *algorithm) {
+    vsgd_config *config;
+    CHECK_OK(vsgd_algorithm_from_name(c->algorithm, algorithm));
+    CHECK_OK(vsgd_config_new(*algorithm, &config));
     for (size_t i = 0; i < c->nhyper; i++)
-        CHECK_OK(vsgd_config_set(&config, c->hyper_names[i], c->hyper_values[i]));
-    CHECK_OK(vsgd_config_validate(&config));
+        CHECK_OK(vsgd_config_set(config, c->hyper_names[i], c->hyper_values[i]));
+    CHECK_OK(vsgd_config_validate(config));
     return config;
 }
 
@@ -202,9 +202,11 @@ DEFINE_COMPARE(double, uint64_t, f64)
     static void run_##SUFFIX(const case_t *c, int mode) {                                     \
         static const char *const runs[] = {"handle, all tensors", "handle, per tensor",      \
                                            "stateless"};                                      \
-        vsgd_config config = case_config(c);                                                  \
+        vsgd_algorithm algorithm;                                                             \
+        vsgd_config *config = case_config(c, &algorithm);                                     \
         size_t nstate;                                                                        \
-        CHECK_OK(vsgd_state_count(config.algorithm, &nstate));                               \
+        CHECK_OK(vsgd_state_count(algorithm, &nstate));                                       \
+        CHECK(nstate <= MAX_STATE);                                                           \
         CHECK(nstate == c->nstate[D]);                                                        \
         T *param = malloc(c->total * sizeof(T));                                              \
         T *grad = malloc(c->total * sizeof(T));                                               \
@@ -214,7 +216,7 @@ DEFINE_COMPARE(double, uint64_t, f64)
         size_t *lens = malloc(c->ntensors * sizeof(size_t));                                  \
         CHECK(param && grad && state && pp && gp && lens);                                    \
         vsgd_optimizer *h = NULL;                                                             \
-        if (mode < 2) CHECK_OK(vsgd_optimizer_new(&config, &h));                              \
+        if (mode < 2) CHECK_OK(vsgd_optimizer_new(config, &h));                               \
         for (size_t k = 0, off = 0; k < c->ntensors; off += c->tensors[k].len, k++) {        \
             const tensor_t *t = &c->tensors[k];                                               \
             for (size_t i = 0; i < t->len; i++) param[off + i] = (T)t->param0[i];           \
@@ -223,12 +225,12 @@ DEFINE_COMPARE(double, uint64_t, f64)
             lens[k] = t->len;                                                                 \
             size_t id = 99;                                                                   \
             if (h) {                                                                          \
-                CHECK_OK(vsgd_optimizer_add_tensor(h, t->len, DTYPE, NULL, 0, &id));         \
+                CHECK_OK(vsgd_optimizer_add_tensor(h, &t->len, 1, DTYPE, NULL, 0, &id));     \
                 CHECK(id == k);                                                               \
             }                                                                                 \
         }                                                                                     \
         double base_lr;                                                                       \
-        CHECK_OK(vsgd_config_get(&config, "lr", &base_lr));                                   \
+        CHECK_OK(vsgd_config_get(config, "lr", &base_lr));                                    \
         for (size_t s = 0; s < c->steps; s++) {                                               \
             for (size_t k = 0, off = 0; k < c->ntensors; off += c->tensors[k].len, k++)      \
                 for (size_t i = 0; i < c->tensors[k].len; i++)                               \
@@ -236,8 +238,9 @@ DEFINE_COMPARE(double, uint64_t, f64)
             double lr = c->lr ? c->lr[s] : base_lr;                                           \
             if (h && c->lr) CHECK_OK(vsgd_optimizer_set_lr(h, 0, lr));                        \
             if (mode == 0) {                                                                  \
-                vsgd_step_report rep = {99, 99};                                              \
+                vsgd_step_report rep = {sizeof rep, 99, 99};                                  \
                 CHECK_OK(vsgd_optimizer_step_##SUFFIX(h, pp, gp, lens, c->ntensors, &rep)); \
+                CHECK(rep.struct_size == sizeof rep);                                         \
                 CHECK(rep.applied == c->ntensors && rep.skipped == 0);                        \
             }                                                                                 \
             for (size_t k = 0, off = 0; mode > 0 && k < c->ntensors;                         \
@@ -249,8 +252,9 @@ DEFINE_COMPARE(double, uint64_t, f64)
                 } else {                                                                      \
                     T *arrays[MAX_STATE];                                                     \
                     for (size_t j = 0; j < nstate; j++) arrays[j] = state + j * c->total + off; \
-                    CHECK_OK(vsgd_step_##SUFFIX(&config, s + 1, lr, pp[k], gp[k], n, arrays,   \
-                                                nstate, VSGD_POLICY_SKIP, &o));               \
+                    CHECK_OK(vsgd_step_##SUFFIX(config, s + 1, lr, pp[k], gp[k], n, arrays,    \
+                                                nstate, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK,  \
+                                                &o));                                         \
                 }                                                                             \
                 CHECK(o == VSGD_STEP_APPLIED);                                                \
             }                                                                                 \
@@ -261,7 +265,7 @@ DEFINE_COMPARE(double, uint64_t, f64)
         }                                                                                     \
         for (size_t j = 0; j < nstate; j++) {                                                 \
             const char *name;                                                                 \
-            CHECK_OK(vsgd_state_name(config.algorithm, j, &name));                           \
+            CHECK_OK(vsgd_state_name(algorithm, j, &name));                                   \
             size_t e = 0;                                                                     \
             while (e < nstate && strcmp(c->state_names[D][e], name) != 0) e++;                \
             CHECK(e < nstate);                                                                \
@@ -276,6 +280,7 @@ DEFINE_COMPARE(double, uint64_t, f64)
             compare_##SUFFIX(c, name, runs[mode], got, c->exp_state[D][e], c->total);         \
         }                                                                                     \
         vsgd_optimizer_free(h);                                                               \
+        vsgd_config_free(config);                                                             \
         free(param);                                                                          \
         free(grad);                                                                           \
         free(state);                                                                          \

@@ -5,7 +5,11 @@
 #   3. every declared function is exercised by bad_input.c;
 #   4. the tests under AddressSanitizer + UBSan, after proving on canaries that both are live;
 #   5. the tests under valgrind memcheck (zero errors, zero leaks), canaries first;
-#   6. the conformance test linked statically (pkg-config vsgd-static).
+#   6. the conformance test linked statically (pkg-config vsgd-static);
+#   7. robustness.c: saves racing steps and add_tensor on one handle (ASan), a fork after the
+#      worker threads started (ASan and a plain build; not valgrind, which counts the parent
+#      threads' allocations as lost in the child), and allocations the caller sizes under an
+#      address-space limit (`ulimit -v`; a plain build, since ASan needs the address space).
 # checkpoint.c leaves BUILD_DIR/from_c.vsgdckpt and from_c.expect for the caller to check with
 # `vsgd inspect`, and re-saves each RUST_CHECKPOINT (written by `vsgd replay --save`) expecting
 # identical bytes.
@@ -66,6 +70,7 @@ build() { # build OUTPUT_SUFFIX FLAGS... : builds every test program
     gcc "${STRICT_C[@]}" "$@" "${CFLAGS_PKG[@]}" checkpoint.c -o "$out/checkpoint$suffix" "${LIBS_SHARED[@]}"
     gcc "${STRICT_C[@]}" "$@" -pthread "${CFLAGS_PKG[@]}" threads.c -o "$out/threads$suffix" "${LIBS_SHARED[@]}" -lm
     g++ "${STRICT_CXX[@]}" "$@" "${CFLAGS_PKG[@]}" cpp_wrapper.cpp -o "$out/cpp_wrapper$suffix" "${LIBS_SHARED[@]}"
+    gcc "${STRICT_C[@]}" "$@" -pthread "${CFLAGS_PKG[@]}" robustness.c -o "$out/robustness$suffix" "${LIBS_SHARED[@]}"
 }
 run_all() { # run_all SUFFIX WRAPPER... : runs every test program
     local suffix="$1"
@@ -99,12 +104,14 @@ expect_caught lsan "LeakSanitizer: detected memory leaks" "$out/canary_lsan"
 
 say "AddressSanitizer + UBSan: tests"
 build _san "${SAN[@]}"
-for t in conformance bad_input checkpoint threads cpp_wrapper; do
+for t in conformance bad_input checkpoint threads cpp_wrapper robustness; do
     ldd "$out/${t}_san" >"$out/ldd.txt" # (no pipe into grep -q: pipefail + SIGPIPE)
     grep -q libasan "$out/ldd.txt" || fail "$t is not linked with libasan"
     grep -q libubsan "$out/ldd.txt" || fail "$t is not linked with libubsan"
 done
 run_all _san
+"$out/robustness_san" race
+"$out/robustness_san" fork
 
 say "valgrind memcheck: canaries"
 VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect,possible
@@ -117,6 +124,11 @@ expect_caught valgrind_uaf "Invalid read" "${VALGRIND[@]}" "$out/canary_uaf"
 say "valgrind memcheck: tests"
 build _vg -g -O1
 run_all _vg "${VALGRIND[@]}"
+
+say "allocation failures under an address-space limit (robustness oom, plain build)"
+gcc "${STRICT_C[@]}" -O1 -g -pthread "${CFLAGS_PKG[@]}" robustness.c -o "$out/robustness" "${LIBS_SHARED[@]}"
+"$out/robustness" oom "$out"
+"$out/robustness" fork
 
 say "static library (pkg-config vsgd-static)"
 gcc "${STRICT_C[@]}" -O1 $(pkg-config --cflags vsgd-static) conformance.c -o "$out/conformance_static" \

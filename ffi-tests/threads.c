@@ -28,13 +28,14 @@ typedef struct {
 
 /* Trains a VSGD handle with two tensors (f32 and f64) on fixed gradients. */
 static void train(train_t *t) {
-    vsgd_config c;
+    vsgd_config *c;
     vsgd_optimizer *h;
     size_t a, b;
-    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_VSGD, &c));
-    CHECK_OK(vsgd_optimizer_new(&c, &h));
-    CHECK_OK(vsgd_optimizer_add_tensor(h, N32, VSGD_DTYPE_F32, "w", 0, &a));
-    CHECK_OK(vsgd_optimizer_add_tensor(h, N64, VSGD_DTYPE_F64, "b", 0, &b));
+    CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_VSGD, &c));
+    CHECK_OK(vsgd_optimizer_new(c, &h));
+    vsgd_config_free(c);
+    CHECK_OK(vsgd_optimizer_add_tensor(h, (size_t[]){N32}, 1, VSGD_DTYPE_F32, "w", 0, &a));
+    CHECK_OK(vsgd_optimizer_add_tensor(h, (size_t[]){N64}, 1, VSGD_DTYPE_F64, "b", 0, &b));
     static _Thread_local float g32[N32];
     static _Thread_local double g64[N64];
     for (size_t i = 0; i < N32; i++) t->p32[i] = (float)i / N32 - 0.5f;
@@ -88,7 +89,7 @@ static void test_distinct_handles(void) {
 
 /* Stateless shards: tensor of SHARD_N floats, thread k owns [k*SHARD_N/THREADS, ...). */
 static float sp[SHARD_N], sm[SHARD_N], sv[SHARD_N];
-static vsgd_config adam;
+static vsgd_config *adam;
 
 typedef struct {
     size_t begin, end;
@@ -100,8 +101,8 @@ static void step_range(size_t begin, size_t end) {
         for (size_t i = begin; i < end; i++) g[i - begin] = grad32(s, i);
         float *state[2] = {sm + begin, sv + begin};
         vsgd_step_outcome o;
-        CHECK_OK(vsgd_step_f32(&adam, s + 1, 0.01, sp + begin, g, end - begin, state, 2,
-                               VSGD_POLICY_SKIP, &o));
+        CHECK_OK(vsgd_step_f32(adam, s + 1, 0.01, sp + begin, g, end - begin, state, 2,
+                               VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
         CHECK(o == VSGD_STEP_APPLIED);
     }
 }
@@ -122,7 +123,7 @@ static void reset_shards(void) {
 
 static void test_shards(void) {
     static float whole_p[SHARD_N], whole_m[SHARD_N], whole_v[SHARD_N];
-    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_ADAM, &adam));
+    CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_ADAM, &adam));
     reset_shards();
     step_range(0, SHARD_N);
     memcpy(whole_p, sp, sizeof sp);
@@ -141,6 +142,7 @@ static void test_shards(void) {
     CHECK(memcmp(whole_p, sp, sizeof sp) == 0);
     CHECK(memcmp(whole_m, sm, sizeof sm) == 0);
     CHECK(memcmp(whole_v, sv, sizeof sv) == 0);
+    vsgd_config_free(adam);
     printf("threads: %d shards stepped concurrently, bit-identical to the whole tensor\n",
            THREADS);
 }
@@ -172,12 +174,13 @@ static void *hammer_thread(void *arg) {
 }
 
 static void test_shared_handle(void) {
-    vsgd_config c;
+    vsgd_config *c;
     size_t id;
-    CHECK_OK(vsgd_config_default(VSGD_ALGORITHM_SGDM, &c));
-    CHECK_OK(vsgd_optimizer_new(&c, &shared));
+    CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_SGDM, &c));
+    CHECK_OK(vsgd_optimizer_new(c, &shared));
+    vsgd_config_free(c);
     for (int k = 0; k < THREADS; k++)
-        CHECK_OK(vsgd_optimizer_add_tensor(shared, HAMMER_N, VSGD_DTYPE_F32, NULL, 0, &id));
+        CHECK_OK(vsgd_optimizer_add_tensor(shared, (size_t[]){HAMMER_N}, 1, VSGD_DTYPE_F32, NULL, 0, &id));
     pthread_t th[THREADS];
     int ids[THREADS];
     for (int k = 0; k < THREADS; k++) {

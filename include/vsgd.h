@@ -7,17 +7,23 @@
  * Conventions (every function follows them unless its comment says otherwise):
  *  - Every fallible function returns a vsgd_result: VSGD_RESULT_OK (0) or the reason it
  *    failed. On failure nothing the caller passed is changed (exceptions, documented where
- *    they apply: VSGD_RESULT_BUFFER_TOO_SMALL writes what fits, or nothing for checkpoints,
- *    and reports the size needed; vsgd_optimizer_new and vsgd_optimizer_load* set *out to
- *    NULL) and a message is recorded for this thread (vsgd_last_error). Nothing ever
- *    aborts the process or unwinds into C.
+ *    they apply: VSGD_RESULT_BUFFER_TOO_SMALL writes what fits, or nothing for checkpoints
+ *    and shapes, and reports the size needed; a function returning a new object through
+ *    *out sets it to NULL) and a message is recorded for this thread (vsgd_last_error).
+ *    Nothing ever aborts the process or unwinds into C: allocations sized by the caller
+ *    fail with VSGD_RESULT_ALLOCATION_FAILED.
+ *  - Objects (vsgd_optimizer, vsgd_config, vsgd_schedule) are opaque, created by *_new
+ *    (and friends), released once by *_free (NULL is fine). Output structs start with
+ *    struct_size, set by the caller to sizeof the struct. What may change within this ABI
+ *    and what never does: docs/abi.md.
  *  - Pointer arguments may be NULL only where documented (NULL_PARAMETER otherwise);
  *    buffers may be NULL when their length is 0. Buffers are borrowed for the call only.
  *  - Enum-like types are uint32_t typedefs with VSGD_* constants; other values are
  *    rejected (VSGD_RESULT_INVALID_ENUM).
  *  - Thread safety: functions without a handle are reentrant. A vsgd_optimizer is used by
  *    one thread at a time (a concurrent call gets VSGD_RESULT_HANDLE_BUSY); distinct
- *    handles are independent.
+ *    handles are independent. A vsgd_config or vsgd_schedule may be read by many threads
+ *    at once, and must not be changed while read.
  */
 
 #ifndef VSGD_H
@@ -28,21 +34,37 @@
 
 /** Version of the library this header belongs to (the crate version). */
 #define VSGD_VERSION_MAJOR 0
-#define VSGD_VERSION_MINOR 1
+#define VSGD_VERSION_MINOR 2
 #define VSGD_VERSION_PATCH 0
-#define VSGD_VERSION_STRING "0.1.0"
+#define VSGD_VERSION_STRING "0.2.0"
+/** The version as one number, MAJOR * 10000 + MINOR * 100 + PATCH (as zstd's
+ * ZSTD_VERSION_NUMBER), for preprocessor comparisons. */
+#define VSGD_VERSION_NUMBER 200
 
 /**
  * Version of the C ABI (function signatures, struct layouts, result numbers). It changes only
  * when a change could break a program compiled against an older header; the shared library's
  * SONAME is `libvsgd.so.<VSGD_ABI_VERSION>`. Compare with `vsgd_abi_version()` at run time.
+ *
+ * ABI 2 is the first stable ABI (the C ABI "1.0"): configurations and schedules are opaque
+ * and set by name, output structs carry `struct_size`, so it grows by additions only (new
+ * functions, result codes, enum values, hyperparameter names, appended struct fields; see
+ * docs/abi.md). ABI 1 was the preview shape it replaces.
  */
-#define VSGD_ABI_VERSION 1
+#define VSGD_ABI_VERSION 2
 
 /**
- * The most state arrays any algorithm keeps (VSGD: 3).
+ * The configuration of one algorithm: its hyperparameters, set and read by name.
+ *
+ * Ownership: created by `vsgd_config_new` (defaults), `vsgd_config_clone` or
+ * `vsgd_optimizer_config`; owned by the caller; released exactly once by `vsgd_config_free`.
+ * Functions that take a `const vsgd_config *` copy what they need during the call and keep
+ * no pointer, so a configuration may be freed or changed right after.
+ *
+ * Thread safety: any number of threads may read one configuration at once (stateless steps
+ * on many threads sharing it); it must not be changed (`vsgd_config_set`) while read.
  */
-#define VSGD_MAX_STATE_COUNT 3
+typedef struct vsgd_config vsgd_config;
 
 /**
  * An optimizer owning the state (and step counters) of registered tensors, grouped into
@@ -61,10 +83,20 @@
 typedef struct vsgd_optimizer vsgd_optimizer;
 
 /**
+ * A learning-rate schedule: the factor applied to a group's base learning rate at a tensor's
+ * update number t (1, 2, …), with its fields set and read by name.
+ *
+ * Ownership and thread safety as `vsgd_config`: created by `vsgd_schedule_new` or
+ * `vsgd_optimizer_schedule`, released by `vsgd_schedule_free`, copied by the functions that
+ * take it.
+ */
+typedef struct vsgd_schedule vsgd_schedule;
+
+/**
  * What a call did: `VSGD_RESULT_OK` (0) or the reason it failed. Every fallible function
  * returns one. Numbers are never reused or renumbered: a code that is retired stays
  * reserved, new codes are appended (call-site errors from 1, core errors from 100,
- * checkpoint errors from 200). A failing call changes nothing it was given (no output is
+ * checkpoint errors from 200, GPU errors from 300). A failing call changes nothing it was given (no output is
  * written, no state advances) unless its documentation says otherwise, and records a message
  * for `vsgd_last_error`.
  */
@@ -77,270 +109,9 @@ typedef uint32_t vsgd_result;
 typedef uint32_t vsgd_algorithm;
 
 /**
- * VSGD hyperparameters (`VSGD_ALGORITHM_VSGD`); defaults are the authors'. With
- * pa2 = 2γ + 1 + 1e-4, pbg2 = 2γ, pbhg2 = 2Kγ, one step of one element is
- * ```text
- * sg, shg = (pbg2, pbhg2) / (pa2 − 1)   if t = 1,   else (bg, bhg) / pa2
- * μ' = wg·ĝ + wm·μ,  wg = sg/(sg+shg),  wm = shg/(sg+shg),  σ² = sg·wm
- * bg  ← (1−ρ1)·bg  + ρ1·(pbg2  + σ² + (μ'−μ)²),   ρ1 = t^(−κ1)
- * bhg ← (1−ρ2)·bhg + ρ2·(pbhg2 + σ² + (μ'−ĝ)²),   ρ2 = t^(−κ2)
- * θ  ← θ·(1 − ηλ) − η·μ' / (sqrt(σ² + μ'²) + eps)
- * ```
- */
-typedef struct vsgd_params_vsgd {
-  /**
-   * Learning rate η (default 0.1), > 0.
-   */
-  double lr;
-  /**
-   * K = Var(ĝ − g) / Var(g − g_prev), the prior noise ratio (default 30), in [1e-6, 1e6].
-   */
-  double ghattg;
-  /**
-   * γ, the prior strength (default 1e-8), in [1e-30, 1e6].
-   */
-  double ps;
-  /**
-   * κ1, forgetting exponent of `bg` (default 0.81), in (0, 1].
-   */
-  double tau1;
-  /**
-   * κ2, forgetting exponent of `bhg` (default 0.9), in (0, 1].
-   */
-  double tau2;
-  /**
-   * Added to the denominator (default 1e-8), ≥ 1e-30.
-   */
-  double eps;
-  /**
-   * Decoupled weight decay λ (default 0), ≥ 0.
-   */
-  double weight_decay;
-  /**
-   * Coupled L2 penalty: ĝ ← ĝ + l2·θ (default 0), ≥ 0.
-   */
-  double l2;
-  /**
-   * 1: ascend instead of descend (uses −ĝ); 0: descend (default). Other values are invalid.
-   */
-  uint32_t maximize;
-} vsgd_params_vsgd;
-
-/**
- * Constant VSGD hyperparameters (`VSGD_ALGORITHM_CONSTANT_VSGD`). With pa2 = 2γ + 2,
- * pb2 = 2γ:
- * ```text
- * v  = pb2 / (2γ + 1e-4)   if t = 1,   else b / pa2
- * μ' = (K·μ + ĝ) / (K + 1),   σ² = v / (K + 1)
- * b  ← (1−ρ)·b + ρ·(pb2 + K·(σ² + (μ'−μ)²) + σ² + (μ'−ĝ)²),   ρ = t^(−κ)
- * θ  ← θ·(1 − ηλ) − η·μ' / (sqrt(σ² + μ'²) + eps)
- * ```
- */
-typedef struct vsgd_params_constant_vsgd {
-  /**
-   * Learning rate η (default 0.1), > 0.
-   */
-  double lr;
-  /**
-   * K (default 30), in [1e-6, 1e6]. The mean update is Adam's with β1 = K/(K+1).
-   */
-  double ghattg;
-  /**
-   * γ (default 1e-8), in [1e-30, 1e6].
-   */
-  double ps;
-  /**
-   * κ, forgetting exponent of `b` (default 0.9), in (0, 1].
-   */
-  double tau;
-  /**
-   * Added to the denominator (default 1e-8), ≥ 1e-30.
-   */
-  double eps;
-  /**
-   * Decoupled weight decay λ (default 0), ≥ 0.
-   */
-  double weight_decay;
-  /**
-   * Coupled L2 penalty (default 0), ≥ 0.
-   */
-  double l2;
-  /**
-   * 1: ascend; 0: descend (default).
-   */
-  uint32_t maximize;
-} vsgd_params_constant_vsgd;
-
-/**
- * Adam and AdamW hyperparameters (`VSGD_ALGORITHM_ADAM`, `VSGD_ALGORITHM_ADAMW`; torch
- * semantics, `eps` outside the square root):
- * ```text
- * m ← β1·m + (1−β1)·ĝ,   v ← β2·v + (1−β2)·ĝ²
- * θ ← θ·(1 − ηλ) − (η / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
- * ```
- */
-typedef struct vsgd_params_adam {
-  /**
-   * Learning rate η (default 1e-3), > 0.
-   */
-  double lr;
-  /**
-   * β1 (default 0.9), in [0, 1).
-   */
-  double beta1;
-  /**
-   * β2 (default 0.999), in [0, 1).
-   */
-  double beta2;
-  /**
-   * Added to the denominator (default 1e-8), ≥ 1e-30.
-   */
-  double eps;
-  /**
-   * Decoupled weight decay λ (Adam: 0, AdamW: 0.01), ≥ 0.
-   */
-  double weight_decay;
-  /**
-   * Coupled L2 penalty (torch's `Adam(weight_decay=…)`), ≥ 0.
-   */
-  double l2;
-  /**
-   * 1: ascend; 0: descend (default).
-   */
-  uint32_t maximize;
-} vsgd_params_adam;
-
-/**
- * SGD with momentum (`VSGD_ALGORITHM_SGDM`; torch semantics, the buffer starts as the first
- * gradient):
- * ```text
- * buf ← ĝ  if t = 1,   else momentum·buf + (1 − dampening)·ĝ
- * d   ← ĝ + momentum·buf  if nesterov,   else buf
- * θ   ← θ·(1 − ηλ) − η·d
- * ```
- */
-typedef struct vsgd_params_sgdm {
-  /**
-   * Learning rate η (default 0.01), > 0.
-   */
-  double lr;
-  /**
-   * Momentum (default 0.9), in [0, 1].
-   */
-  double momentum;
-  /**
-   * Dampening (default 0), in [0, 1].
-   */
-  double dampening;
-  /**
-   * 1: Nesterov momentum (needs momentum > 0 and dampening = 0); 0: off (default).
-   */
-  uint32_t nesterov;
-  /**
-   * Decoupled weight decay λ (default 0), ≥ 0.
-   */
-  double weight_decay;
-  /**
-   * Coupled L2 penalty (torch's `SGD(weight_decay=…)`), ≥ 0.
-   */
-  double l2;
-  /**
-   * 1: ascend; 0: descend (default).
-   */
-  uint32_t maximize;
-} vsgd_params_sgdm;
-
-/**
- * The hyperparameters of one algorithm; `vsgd_config.algorithm` says which member is used.
- */
-typedef union vsgd_params {
-  /**
-   * For `VSGD_ALGORITHM_VSGD`.
-   */
-  struct vsgd_params_vsgd vsgd;
-  /**
-   * For `VSGD_ALGORITHM_CONSTANT_VSGD`.
-   */
-  struct vsgd_params_constant_vsgd constant_vsgd;
-  /**
-   * For `VSGD_ALGORITHM_ADAM` and `VSGD_ALGORITHM_ADAMW`.
-   */
-  struct vsgd_params_adam adam;
-  /**
-   * For `VSGD_ALGORITHM_SGDM`.
-   */
-  struct vsgd_params_sgdm sgdm;
-} vsgd_params;
-
-/**
- * The configuration of one algorithm: a plain value the caller owns, copied by every
- * function that takes it (no function keeps the pointer).
- *
- * Start from `vsgd_config_default`, then change members of `params` directly or by name with
- * `vsgd_config_set`; functions that use a configuration validate it
- * (`VSGD_RESULT_INVALID_CONFIG` names the field and its allowed range).
- */
-typedef struct vsgd_config {
-  /**
-   * Which algorithm, and so which member of `params` is read.
-   */
-  vsgd_algorithm algorithm;
-  /**
-   * Its hyperparameters.
-   */
-  union vsgd_params params;
-} vsgd_config;
-
-/**
  * Shape of a learning-rate schedule: one of `VSGD_SCHEDULE_*`.
  */
 typedef uint32_t vsgd_schedule_kind;
-
-/**
- * A learning-rate schedule: the factor applied to a group's base learning rate at a
- * tensor's update number t (1, 2, …). Zero-initialize it, set `kind` and the fields that
- * kind uses; the other fields are ignored.
- */
-typedef struct vsgd_schedule {
-  /**
-   * Which schedule (`VSGD_SCHEDULE_*`).
-   */
-  vsgd_schedule_kind kind;
-  /**
-   * Linear warm-up length in steps (every kind; 0: none): the factor is further
-   * multiplied by min(1, t / warmup).
-   */
-  uint64_t warmup;
-  /**
-   * `VSGD_SCHEDULE_STEP_DECAY`: steps between two decays, ≥ 1.
-   */
-  uint64_t every;
-  /**
-   * `VSGD_SCHEDULE_STEP_DECAY`: multiplier at each decay, in (0, 1].
-   */
-  double factor;
-  /**
-   * `VSGD_SCHEDULE_COSINE` (≥ 1) and `VSGD_SCHEDULE_ONE_CYCLE` (≥ 2): length in steps.
-   */
-  uint64_t total;
-  /**
-   * `VSGD_SCHEDULE_COSINE`: final fraction of η, in [0, 1].
-   */
-  double min_factor;
-  /**
-   * `VSGD_SCHEDULE_ONE_CYCLE`: fraction of the cycle spent rising, in (0, 1).
-   */
-  double pct_start;
-  /**
-   * `VSGD_SCHEDULE_ONE_CYCLE`: initial learning rate is η / div_factor (torch: 25), ≥ 1.
-   */
-  double div_factor;
-  /**
-   * `VSGD_SCHEDULE_ONE_CYCLE`: final rate is the initial one / final_div_factor (torch:
-   * 1e4), ≥ 1.
-   */
-  double final_div_factor;
-} vsgd_schedule;
 
 /**
  * What a step does with a gradient holding NaN or infinity: one of `VSGD_POLICY_*`.
@@ -353,11 +124,102 @@ typedef uint32_t vsgd_policy;
 typedef uint32_t vsgd_dtype;
 
 /**
- * What is registered for a tensor (`vsgd_optimizer_tensor_info`).
+ * One tensor of `vsgd_cuda_step`: device addresses (`CUdeviceptr` values) of its buffers in
+ * the current context, its length, element type, update number and learning rate.
+ */
+typedef struct vsgd_cuda_tensor {
+  /**
+   * Parameters (`len` elements of `dtype`).
+   */
+  uint64_t param;
+  /**
+   * Gradient (same).
+   */
+  uint64_t grad;
+  /**
+   * The algorithm's state arrays in `vsgd_state_name` order (zero before the first step);
+   * entries past `vsgd_state_count` are ignored.
+   */
+  uint64_t state[3];
+  /**
+   * Elements.
+   */
+  uint64_t len;
+  /**
+   * Number of this update (≥ 1). The caller keeps the counter and advances it only when
+   * the verdict says the tensor was updated.
+   */
+  uint64_t t;
+  /**
+   * Learning rate of this update.
+   */
+  double lr;
+  /**
+   * Element type: `VSGD_DTYPE_F32` or `VSGD_DTYPE_F64`.
+   */
+  vsgd_dtype dtype;
+  /**
+   * Must be 0.
+   */
+  uint32_t reserved;
+} vsgd_cuda_tensor;
+
+/**
+ * What a schedule's step number is: one of `VSGD_CLOCK_*` (see
+ * `vsgd_optimizer_set_schedule_clock`).
+ */
+typedef uint32_t vsgd_schedule_clock;
+
+/**
+ * Who decides whether a stateless step's gradient is finite: one of `VSGD_FINITE_*`.
+ *
+ * A tensor sharded across devices or processes (ZeRO-style) must skip on all shards or on
+ * none: compute each shard's verdict with `vsgd_all_finite_f32` / `_f64`, combine them with a
+ * logical AND across shards (an all-reduce, as torch's GradScaler does with `found_inf`), and
+ * pass `VSGD_FINITE_YES` or `VSGD_FINITE_NO` to every shard's step.
+ */
+typedef uint32_t vsgd_finite;
+
+/**
+ * What a step did to one tensor: one of `VSGD_STEP_*`.
+ */
+typedef uint32_t vsgd_step_outcome;
+
+/**
+ * What `vsgd_optimizer_step_f32` / `_f64` did. A growable struct: set `struct_size` to
+ * `sizeof(vsgd_step_report)` before the call (`vsgd_step_report r = { sizeof r };`); see
+ * `vsgd_tensor_info`.
+ */
+typedef struct vsgd_step_report {
+  /**
+   * Set by the caller to `sizeof(vsgd_step_report)`; on return, the bytes filled.
+   */
+  size_t struct_size;
+  /**
+   * Tensors updated.
+   */
+  size_t applied;
+  /**
+   * Tensors left untouched because their gradient was not finite (`VSGD_POLICY_SKIP`);
+   * `vsgd_optimizer_last_skipped` lists them.
+   */
+  size_t skipped;
+} vsgd_step_report;
+
+/**
+ * What is registered for a tensor (`vsgd_optimizer_tensor_info`). A growable struct: set
+ * `struct_size` to `sizeof(vsgd_tensor_info)` before the call (`vsgd_tensor_info info =
+ * { sizeof info };`); the library fills the fields that fit in that size and sets
+ * `struct_size` to the bytes it wrote. Later 1.x versions may append fields, never move
+ * one.
  */
 typedef struct vsgd_tensor_info {
   /**
-   * Element count.
+   * Set by the caller to `sizeof(vsgd_tensor_info)`; on return, the bytes filled.
+   */
+  size_t struct_size;
+  /**
+   * Element count (the product of the shape; 1 for a scalar).
    */
   size_t len;
   /**
@@ -372,27 +234,12 @@ typedef struct vsgd_tensor_info {
    * Updates applied so far (skipped steps do not count).
    */
   uint64_t step;
+  /**
+   * Number of dimensions (0 for a scalar); the sizes come from
+   * `vsgd_optimizer_tensor_shape`.
+   */
+  size_t rank;
 } vsgd_tensor_info;
-
-/**
- * What a step did to one tensor: one of `VSGD_STEP_*`.
- */
-typedef uint32_t vsgd_step_outcome;
-
-/**
- * What `vsgd_optimizer_step_f32` / `_f64` did.
- */
-typedef struct vsgd_step_report {
-  /**
-   * Tensors updated.
-   */
-  size_t applied;
-  /**
-   * Tensors left untouched because their gradient was not finite (`VSGD_POLICY_SKIP`);
-   * `vsgd_optimizer_last_skipped` lists them.
-   */
-  size_t skipped;
-} vsgd_step_report;
 
 /**
  * Variational SGD (the paper's Algorithm 1). State arrays: `mug`, `bg`, `bhg`.
@@ -446,6 +293,36 @@ typedef struct vsgd_step_report {
 #define VSGD_POLICY_PROPAGATE 2
 
 /**
+ * The step scans its own `grad` (right for a whole tensor; a shard then decides alone).
+ */
+#define VSGD_FINITE_CHECK 0
+
+/**
+ * The caller found the whole tensor (every shard's gradient) finite: the update is applied
+ * without a scan.
+ */
+#define VSGD_FINITE_YES 1
+
+/**
+ * The caller found a NaN or infinity somewhere in the tensor (perhaps in another shard): the
+ * policy applies as if this shard held it (`SKIP`: nothing changes; `ERROR`: fails;
+ * `PROPAGATE`: applied anyway).
+ */
+#define VSGD_FINITE_NO 2
+
+/**
+ * Each tensor's own update count (the default): a tensor whose step was skipped or that had
+ * no gradient does not move along its schedule.
+ */
+#define VSGD_CLOCK_PER_TENSOR 0
+
+/**
+ * One counter for the whole handle, advanced by every successful `vsgd_optimizer_step_f32` /
+ * `_f64` call (as torch's `lr_scheduler.step()` once per iteration).
+ */
+#define VSGD_CLOCK_GLOBAL 1
+
+/**
  * The update was applied.
  */
 #define VSGD_STEP_APPLIED 0
@@ -494,8 +371,8 @@ typedef struct vsgd_step_report {
 #define VSGD_RESULT_NULL_PARAMETER 2
 
 /**
- * An enum-typed argument (`vsgd_algorithm`, `vsgd_dtype`, `vsgd_policy`, `vsgd_schedule_kind`)
- * held a value that is not one of its constants.
+ * An enum-typed argument (`vsgd_algorithm`, `vsgd_dtype`, `vsgd_policy`, `vsgd_finite`,
+ * `vsgd_schedule_kind`, `vsgd_schedule_clock`) held a value that is not one of its constants.
  */
 #define VSGD_RESULT_INVALID_ENUM 3
 
@@ -536,6 +413,12 @@ typedef struct vsgd_step_report {
  * later call on it fails with this code; only `vsgd_optimizer_free` is allowed.
  */
 #define VSGD_RESULT_HANDLE_POISONED 10
+
+/**
+ * A `struct_size` field smaller than the first version of its struct (set it to
+ * `sizeof` the struct, e.g. `vsgd_tensor_info info = { sizeof info };`).
+ */
+#define VSGD_RESULT_INVALID_STRUCT_SIZE 11
 
 /**
  * A hyperparameter outside its range (the message names it and the allowed range), or a
@@ -610,11 +493,17 @@ typedef struct vsgd_step_report {
 #define VSGD_RESULT_INVALID_STEP 113
 
 /**
- * A tensor whose optimizer state could not be allocated: its size in bytes exceeds
- * `PTRDIFF_MAX` (rejected before allocating) or the allocator refused it. Nothing was
- * added and the handle stays usable.
+ * Memory the call needed could not be had: its size in bytes exceeds `PTRDIFF_MAX`
+ * (rejected before allocating) or the allocator refused it (a tensor's state, a
+ * checkpoint file read whole, the lists of a step over many tensors). Nothing changed and
+ * the handle stays usable. No allocation ever aborts the process.
  */
 #define VSGD_RESULT_ALLOCATION_FAILED 114
+
+/**
+ * A maximum gradient norm for clipping that is not finite and ≥ 0.
+ */
+#define VSGD_RESULT_INVALID_CLIP_NORM 115
 
 /**
  * An error of the core library this version of the C ABI has no specific code for; the
@@ -691,7 +580,8 @@ typedef struct vsgd_step_report {
 
 /**
  * A file operation failed (the message names the operation, the path and the OS error). A
- * failed save leaves the previous file in place.
+ * failed save leaves the previous file in place (see `VSGD_RESULT_CHECKPOINT_NOT_DURABLE`
+ * for the one failure after which it does not).
  */
 #define VSGD_RESULT_IO_ERROR 212
 
@@ -699,6 +589,31 @@ typedef struct vsgd_step_report {
  * The checkpoint file (or its directory) does not exist.
  */
 #define VSGD_RESULT_FILE_NOT_FOUND 213
+
+/**
+ * The checkpoint was saved and renamed over the target, so the new file is in place and
+ * complete, but flushing its directory failed: whether the rename survives a power cut is
+ * unknown, and the previous file is gone. Saving again once the cause is fixed makes it
+ * durable.
+ */
+#define VSGD_RESULT_CHECKPOINT_NOT_DURABLE 214
+
+/**
+ * No usable GPU: no CUDA driver library, a driver lacking a needed function, or `cuInit`
+ * failed (no device, driver too old). `vsgd_last_error` says which.
+ */
+#define VSGD_RESULT_NO_DEVICE 300
+
+/**
+ * A CUDA driver call failed, or no kernel image loads on this GPU; `vsgd_last_error` names
+ * the call and the `CUDA_ERROR_*` code.
+ */
+#define VSGD_RESULT_CUDA_ERROR 301
+
+/**
+ * No CUDA context is current on the calling thread.
+ */
+#define VSGD_RESULT_NO_CUDA_CONTEXT 302
 
 #ifdef __cplusplus
 extern "C" {
@@ -733,6 +648,10 @@ uint32_t vsgd_abi_version(void);
  * `*out_len`. A handle that is not changed between a size query and the save gives the same
  * bytes, so `cap = *out_len` then succeeds.
  *
+ * The size is measured and the bytes written under one use of the handle, straight into
+ * `buf`: no other call on the handle can change the size in between, nothing is written past
+ * `cap`, and no copy of the state is allocated (a save needs no memory of its own).
+ *
  * Errors: `NULL_PARAMETER`, `MISALIGNED_BUFFER` (`out_len`), `BUFFER_TOO_LARGE`,
  * `BUFFER_TOO_SMALL`, `CHECKPOINT_TOO_LARGE`, `HANDLE_BUSY`, `HANDLE_POISONED`.
  *
@@ -758,7 +677,7 @@ vsgd_result vsgd_optimizer_save(const struct vsgd_optimizer *optimizer,
  * `CHECKPOINT_UNSUPPORTED_VERSION`, `CHECKPOINT_TRUNCATED`,
  * `CHECKPOINT_LENGTH_OUT_OF_RANGE`, `CHECKPOINT_MALFORMED`, `CHECKPOINT_CHECKSUM_MISMATCH`,
  * `CHECKPOINT_INVALID`, `CHECKPOINT_INCONSISTENT`, `CHECKPOINT_SHARDS`,
- * `CHECKPOINT_REJECTED`.
+ * `CHECKPOINT_REJECTED`, `ALLOCATION_FAILED` (the state it describes cannot be allocated).
  *
  * # Safety
  * `bytes` must be NULL or valid for reading `len` bytes; `out` NULL or valid for one write.
@@ -791,11 +710,16 @@ vsgd_result vsgd_optimizer_restore(struct vsgd_optimizer *optimizer,
  * atomically: the bytes go to a temporary file in the same directory, which is flushed to
  * disk and renamed over `path`, and then the directory is flushed. A crash or error at any
  * moment leaves either the previous file or the new one, never a mix (a stale
- * `.NAME.tmp-*` file may remain after a crash; it is never read).
+ * `.NAME.tmp-*` file may remain after a crash; it is never read). The state is streamed to
+ * the file: no copy of it is made in memory.
+ *
+ * Errors before the rename (`IO_ERROR`, `FILE_NOT_FOUND`, ...) leave the previous file in
+ * place. `CHECKPOINT_NOT_DURABLE` is the one failure after the rename: the new file is in
+ * place and complete, only the directory flush failed (durability unknown).
  *
  * Errors: `NULL_PARAMETER`, `INVALID_STRING`, `IO_ERROR` (message: operation, path, OS
- * error), `FILE_NOT_FOUND` (the directory does not exist), `CHECKPOINT_TOO_LARGE`,
- * `HANDLE_BUSY`, `HANDLE_POISONED`.
+ * error), `FILE_NOT_FOUND` (the directory does not exist), `CHECKPOINT_NOT_DURABLE`,
+ * `CHECKPOINT_TOO_LARGE`, `HANDLE_BUSY`, `HANDLE_POISONED`.
  *
  * # Safety
  * `optimizer` must be NULL or a live handle; `path` NULL or a NUL-terminated string.
@@ -805,9 +729,12 @@ vsgd_result vsgd_optimizer_save_file(const struct vsgd_optimizer *optimizer,
 
 /**
  * Creates a handle from the checkpoint file `path` (UTF-8); see `vsgd_optimizer_load`.
- * On failure `*out` is set to NULL (when `out` is not NULL).
+ * On failure `*out` is set to NULL (when `out` is not NULL). The file is read whole: its
+ * size is checked first, and a file that cannot be held in memory is `ALLOCATION_FAILED`
+ * before anything is read.
  *
- * Errors: as `vsgd_optimizer_load`, plus `INVALID_STRING`, `FILE_NOT_FOUND`, `IO_ERROR`.
+ * Errors: as `vsgd_optimizer_load`, plus `INVALID_STRING`, `FILE_NOT_FOUND`, `IO_ERROR`,
+ * `ALLOCATION_FAILED`.
  *
  * # Safety
  * `path` must be NULL or a NUL-terminated string; `out` NULL or valid for one write.
@@ -820,7 +747,7 @@ vsgd_result vsgd_optimizer_load_file(const char *path,
  * `vsgd_optimizer_restore`. On any error the handle is unchanged.
  *
  * Errors: as `vsgd_optimizer_restore`, plus `INVALID_STRING`, `FILE_NOT_FOUND`,
- * `IO_ERROR`.
+ * `IO_ERROR`, `ALLOCATION_FAILED` (as `vsgd_optimizer_load_file`).
  *
  * # Safety
  * `optimizer` must be NULL or a live handle; `path` NULL or a NUL-terminated string.
@@ -829,58 +756,154 @@ vsgd_result vsgd_optimizer_restore_file(struct vsgd_optimizer *optimizer,
                                         const char *path);
 
 /**
- * Fills `*out` with the defaults of `algorithm` (the authors' for VSGD, torch's for the
- * others), every byte written.
+ * Creates a configuration of `algorithm` holding its defaults (the authors' for VSGD,
+ * torch's for the others); `*out` owns it (release with `vsgd_config_free`). On failure
+ * `*out` is set to NULL (when `out` is not NULL).
  *
- * Errors: `VSGD_RESULT_NULL_PARAMETER` (`out`), `VSGD_RESULT_INVALID_ENUM` (`algorithm`).
+ * Errors: `NULL_PARAMETER`, `INVALID_ENUM`, `ALLOCATION_FAILED`.
  *
  * # Safety
- * `out` must be NULL or valid for writing one `vsgd_config`.
+ * `out` must be NULL or valid for one write.
  */
-vsgd_result vsgd_config_default(vsgd_algorithm algorithm,
-                                struct vsgd_config *out);
+vsgd_result vsgd_config_new(vsgd_algorithm algorithm,
+                            struct vsgd_config **out);
+
+/**
+ * A new configuration equal to `*config`, into `*out` (release with `vsgd_config_free`).
+ *
+ * Errors: `NULL_PARAMETER`, `ALLOCATION_FAILED`.
+ *
+ * # Safety
+ * `config` must be NULL or a live configuration; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_config_clone(const struct vsgd_config *config,
+                              struct vsgd_config **out);
+
+/**
+ * Releases a configuration. NULL is accepted and does nothing. The pointer must not be
+ * used afterwards; freeing it twice is undefined behaviour.
+ *
+ * # Safety
+ * `config` must be NULL or a live configuration not in use by another thread.
+ */
+void vsgd_config_free(struct vsgd_config *config);
+
+/**
+ * The algorithm of `*config`, into `*out`.
+ *
+ * # Safety
+ * `config` must be NULL or a live configuration; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_config_algorithm(const struct vsgd_config *config,
+                                  vsgd_algorithm *out);
 
 /**
  * Checks every hyperparameter of `*config` against its range. `VSGD_RESULT_INVALID_CONFIG`
  * names the first bad field, its value and the allowed range.
  *
  * # Safety
- * `config` must be NULL or point at a `vsgd_config`.
+ * `config` must be NULL or a live configuration.
  */
 vsgd_result vsgd_config_validate(const struct vsgd_config *config);
 
 /**
- * Sets a hyperparameter by name (`"lr"`, `"ghattg"`, `"tau1"`, `"beta1"`, `"momentum"`, …:
- * the member names of the algorithm's `vsgd_params_*`). Booleans take 0 or 1. The range is
- * not checked here (call `vsgd_config_validate` once all fields are set, or let the function
- * that uses the configuration do it), so fields can be changed in any order.
+ * Sets a hyperparameter by name. Booleans take 0 or 1. The range is not checked here (call
+ * `vsgd_config_validate` once all fields are set, or let the function that uses the
+ * configuration do it), so fields can be changed in any order.
  *
- * Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_STRING`,
- * `VSGD_RESULT_INVALID_ENUM` (`config->algorithm`), `VSGD_RESULT_UNKNOWN_HYPERPARAMETER`,
- * `VSGD_RESULT_INVALID_CONFIG` (a boolean other than 0 or 1). On error `*config` is unchanged.
+ * The names, each with its allowed range (`vsgd_hyper_name` lists them per algorithm):
+ * - `lr`: (0, 1e30]
+ * - `ghattg`: [1e-6, 1e6]
+ * - `ps`: [1e-30, 1e6]
+ * - `tau1`: (0, 1]
+ * - `tau2`: (0, 1]
+ * - `tau`: (0, 1]
+ * - `eps`: finite and >= 1e-30
+ * - `beta1`: [0, 1)
+ * - `beta2`: [0, 1)
+ * - `momentum`: [0, 1]
+ * - `dampening`: [0, 1]
+ * - `nesterov`: 0 (false) or 1 (true)
+ * - `weight_decay`: [0, 1e30]
+ * - `l2`: [0, 1e30]
+ * - `maximize`: 0 (false) or 1 (true)
+ *
+ * What they mean, per algorithm (defaults in parentheses):
+ * - VSGD: `lr` η (0.1), `ghattg` K, the prior ratio of observation to systematic noise
+ *   (30), `ps` γ, the prior strength (1e-8), `tau1` κ1 and `tau2` κ2, forgetting exponents
+ *   of `bg` and `bhg` (0.81, 0.9), `eps` (1e-8), `weight_decay` λ, decoupled (0), `l2`,
+ *   coupled ĝ ← ĝ + l2·θ (0), `maximize` (0). With pa2 = 2γ + 1 + 1e-4, pbg2 = 2γ,
+ *   pbhg2 = 2Kγ, one step of one element is
+ *   ```text
+ *   sg, shg = (pbg2, pbhg2) / (pa2 − 1)   if t = 1,   else (bg, bhg) / pa2
+ *   μ' = wg·ĝ + wm·μ,  wg = sg/(sg+shg),  wm = shg/(sg+shg),  σ² = sg·wm
+ *   bg  ← (1−ρ1)·bg  + ρ1·(pbg2  + σ² + (μ'−μ)²),   ρ1 = t^(−κ1)
+ *   bhg ← (1−ρ2)·bhg + ρ2·(pbhg2 + σ² + (μ'−ĝ)²),   ρ2 = t^(−κ2)
+ *   θ  ← θ·(1 − ηλ) − η·μ' / (sqrt(σ² + μ'²) + eps)
+ *   ```
+ * - Constant VSGD: `lr` (0.1), `ghattg` K (30), `ps` γ (1e-8), `tau` κ (0.9), `eps`
+ *   (1e-8), `weight_decay`, `l2`, `maximize`. With pa2 = 2γ + 2, pb2 = 2γ:
+ *   ```text
+ *   v  = pb2 / (2γ + 1e-4)   if t = 1,   else b / pa2
+ *   μ' = (K·μ + ĝ) / (K + 1),   σ² = v / (K + 1)
+ *   b  ← (1−ρ)·b + ρ·(pb2 + K·(σ² + (μ'−μ)²) + σ² + (μ'−ĝ)²),   ρ = t^(−κ)
+ *   θ  ← θ·(1 − ηλ) − η·μ' / (sqrt(σ² + μ'²) + eps)
+ *   ```
+ * - Adam and AdamW (torch semantics, `eps` outside the square root): `lr` (1e-3), `beta1`
+ *   (0.9), `beta2` (0.999), `eps` (1e-8), `weight_decay` (Adam 0, AdamW 0.01), `l2`
+ *   (torch's `Adam(weight_decay=…)`), `maximize`:
+ *   ```text
+ *   m ← β1·m + (1−β1)·ĝ,   v ← β2·v + (1−β2)·ĝ²
+ *   θ ← θ·(1 − ηλ) − (η / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
+ *   ```
+ * - SGD with momentum (torch semantics): `lr` (0.01), `momentum` (0.9), `dampening` (0),
+ *   `nesterov` (0; needs momentum > 0 and dampening = 0), `weight_decay`, `l2`, `maximize`:
+ *   ```text
+ *   buf ← ĝ  if t = 1,   else momentum·buf + (1 − dampening)·ĝ
+ *   d   ← ĝ + momentum·buf  if nesterov,   else buf
+ *   θ   ← θ·(1 − ηλ) − η·d
+ *   ```
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_STRING`, `UNKNOWN_HYPERPARAMETER` (a name the
+ * algorithm does not have), `INVALID_CONFIG` (a boolean other than 0 or 1). On error
+ * `*config` is unchanged.
  *
  * # Safety
- * `config` must be NULL or valid for reading and writing one `vsgd_config`; `name` NULL or a
- * NUL-terminated string.
+ * `config` must be NULL or a live configuration not used by another thread during the call;
+ * `name` NULL or a NUL-terminated string.
  */
 vsgd_result vsgd_config_set(struct vsgd_config *config,
                             const char *name,
                             double value);
 
 /**
- * Reads a hyperparameter by name into `*out` (booleans read as 0 or 1).
+ * Reads a hyperparameter by name (see `vsgd_config_set`) into `*out`; booleans read as 0 or
+ * 1.
  *
- * Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_STRING`,
- * `VSGD_RESULT_INVALID_ENUM`, `VSGD_RESULT_UNKNOWN_HYPERPARAMETER`,
- * `VSGD_RESULT_INVALID_CONFIG` (a boolean field holding neither 0 nor 1).
+ * Errors: `NULL_PARAMETER`, `INVALID_STRING`, `UNKNOWN_HYPERPARAMETER`.
  *
  * # Safety
- * `config` must be NULL or point at a `vsgd_config`; `name` NULL or a NUL-terminated string;
+ * `config` must be NULL or a live configuration; `name` NULL or a NUL-terminated string;
  * `out` NULL or valid for writing one `double`.
  */
 vsgd_result vsgd_config_get(const struct vsgd_config *config,
                             const char *name,
                             double *out);
+
+/**
+ * The name of hyperparameter `index` (0, 1, …) of `algorithm`, as a static NUL-terminated
+ * string into `*out` (never free it): iterate until `VSGD_RESULT_UNKNOWN_HYPERPARAMETER` to
+ * list them all (VSGD: `lr`, `ghattg`, `ps`, `tau1`, `tau2`, `eps`, `weight_decay`, `l2`,
+ * `maximize`). A later 1.x version may append names, never reorder them.
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_ENUM`, `UNKNOWN_HYPERPARAMETER` (`index` too large).
+ *
+ * # Safety
+ * `out` must be NULL or valid for writing one pointer.
+ */
+vsgd_result vsgd_hyper_name(vsgd_algorithm algorithm,
+                            size_t index,
+                            const char **out);
 
 /**
  * The name of an algorithm (`"vsgd"`, `"constant_vsgd"`, `"adam"`, `"adamw"`, `"sgdm"`) as a
@@ -905,6 +928,171 @@ vsgd_result vsgd_algorithm_name(vsgd_algorithm algorithm,
  */
 vsgd_result vsgd_algorithm_from_name(const char *name,
                                      vsgd_algorithm *out);
+
+/**
+ * How many state arrays `algorithm` keeps per tensor (VSGD 3, Constant VSGD 2, Adam and
+ * AdamW 2, SGDM 1), into `*out`. Each array is as long as the parameter.
+ *
+ * Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_ENUM`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for writing one `size_t`.
+ */
+vsgd_result vsgd_state_count(vsgd_algorithm algorithm,
+                             size_t *out);
+
+/**
+ * The name of state array `index` of `algorithm` (VSGD: `"mug"`, `"bg"`, `"bhg"`; Constant
+ * VSGD: `"mug"`, `"b"`; Adam/AdamW: `"m"`, `"v"`; SGDM: `"momentum"`), in the order the
+ * kernels take them, as a static NUL-terminated string into `*out` (never free it).
+ *
+ * Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_ENUM`,
+ * `VSGD_RESULT_STATE_COUNT` (`index` ≥ the algorithm's state count).
+ *
+ * # Safety
+ * `out` must be NULL or valid for writing one pointer.
+ */
+vsgd_result vsgd_state_name(vsgd_algorithm algorithm,
+                            size_t index,
+                            const char **out);
+
+/**
+ * Creates a schedule of `kind` into `*out` (release with `vsgd_schedule_free`), with no
+ * warm-up and these defaults (torch's where it has one); set the rest with
+ * `vsgd_schedule_set`. On failure `*out` is set to NULL (when `out` is not NULL).
+ *
+ * The fields, by kind, each with its allowed range (checked where the schedule is used, or
+ * by `vsgd_schedule_validate`); step counts are whole numbers given as doubles:
+ * - `warmup` (every kind): step count, default 0 (none); the factor is further multiplied
+ *   by min(1, t / warmup)
+ * - `every` (step_decay): >= 1; steps between two decays; default 0 (must be set)
+ * - `factor` (step_decay): (0, 1]; multiplier at each decay; default 0.1
+ * - `total` (cosine): >= 1; length in steps; default 0 (must be set)
+ * - `min_factor` (cosine): [0, 1]; final fraction of η; default 0
+ * - `total` (one_cycle): >= 3; length in steps; default 0 (must be set)
+ * - `pct_start` (one_cycle): (0, 1); fraction of the cycle spent rising; default 0.3
+ * - `div_factor` (one_cycle): finite and >= 1; the first rate is η / div_factor; default 25
+ * - `final_div_factor` (one_cycle): finite and >= 1; the last rate is the first one /
+ *   final_div_factor; default 1e4
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_ENUM`, `ALLOCATION_FAILED`.
+ *
+ * # Safety
+ * `out` must be NULL or valid for one write.
+ */
+vsgd_result vsgd_schedule_new(vsgd_schedule_kind kind,
+                              struct vsgd_schedule **out);
+
+/**
+ * A new schedule equal to `*schedule`, into `*out` (release with `vsgd_schedule_free`). On
+ * failure `*out` is set to NULL (when `out` is not NULL).
+ *
+ * Errors: `NULL_PARAMETER`, `ALLOCATION_FAILED`.
+ *
+ * # Safety
+ * `schedule` must be NULL or a live schedule; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_schedule_clone(const struct vsgd_schedule *schedule,
+                                struct vsgd_schedule **out);
+
+/**
+ * Releases a schedule. NULL is accepted and does nothing; freeing twice is undefined.
+ *
+ * # Safety
+ * `schedule` must be NULL or a live schedule not in use by another thread.
+ */
+void vsgd_schedule_free(struct vsgd_schedule *schedule);
+
+/**
+ * The kind of `*schedule` (`VSGD_SCHEDULE_*`), into `*out`.
+ *
+ * # Safety
+ * `schedule` must be NULL or a live schedule; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_schedule_kind_of(const struct vsgd_schedule *schedule,
+                                  vsgd_schedule_kind *out);
+
+/**
+ * Sets field `name` of `*schedule` (see `vsgd_schedule_new` for the fields of each kind).
+ * Ranges are checked where the schedule is used (or by `vsgd_schedule_validate`); a step
+ * count that is not a whole number in [0, 2^53] is refused here.
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_STRING`, `INVALID_SCHEDULE` (a field this kind does not
+ * have, or a bad step count). On error `*schedule` is unchanged.
+ *
+ * # Safety
+ * `schedule` must be NULL or a live schedule not used by another thread during the call;
+ * `name` NULL or a NUL-terminated string.
+ */
+vsgd_result vsgd_schedule_set(struct vsgd_schedule *schedule,
+                              const char *name,
+                              double value);
+
+/**
+ * Reads field `name` of `*schedule` into `*out` (step counts as whole doubles).
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_STRING`, `INVALID_SCHEDULE` (no such field).
+ *
+ * # Safety
+ * `schedule` must be NULL or a live schedule; `name` NULL or a NUL-terminated string; `out`
+ * NULL or valid for one write.
+ */
+vsgd_result vsgd_schedule_get(const struct vsgd_schedule *schedule,
+                              const char *name,
+                              double *out);
+
+/**
+ * Checks every field of `*schedule` against its range (`VSGD_RESULT_INVALID_SCHEDULE`
+ * names the first bad one and the allowed range).
+ *
+ * # Safety
+ * `schedule` must be NULL or a live schedule.
+ */
+vsgd_result vsgd_schedule_validate(const struct vsgd_schedule *schedule);
+
+/**
+ * `VSGD_RESULT_OK` when a GPU can be used (the CUDA driver loads and initializes), else
+ * `VSGD_RESULT_NO_DEVICE` with the reason in `vsgd_last_error`. Never crashes, also without
+ * any CUDA library installed.
+ */
+vsgd_result vsgd_cuda_available(void);
+
+/**
+ * Enqueues one step of `count` tensors on `stream` (a `CUstream`; NULL is the legacy default
+ * stream) in the CUDA context current on the calling thread: one scan launch and one update
+ * launch per element type for all tensors, bit-identical to `vsgd_step_f32`/`_f64` on the CPU.
+ * Does not wait for the device.
+ *
+ * `verdict` is the device address of `count + 1` `uint32_t`s the step overwrites: entry `i`
+ * becomes 1 when tensor `i`'s gradient holds NaN or infinity, the last entry when any does.
+ * Under `VSGD_POLICY_SKIP` a flagged tensor is left untouched; under `VSGD_POLICY_ERROR` every
+ * tensor is left untouched when any is flagged (read the verdict to know); under
+ * `VSGD_POLICY_PROPAGATE` nothing is scanned and `verdict` may be 0.
+ *
+ * `tensor_size` must be `sizeof(vsgd_cuda_tensor)` (so that a later, larger struct is never
+ * misread).
+ *
+ * Errors (nothing enqueued): `VSGD_RESULT_NULL_PARAMETER` (config, tensors with count > 0,
+ * a device address of a non-empty tensor, verdict), `VSGD_RESULT_MISALIGNED_BUFFER` (a device
+ * address not aligned for its type), `VSGD_RESULT_INVALID_ENUM`, `VSGD_RESULT_INVALID_CONFIG`,
+ * `VSGD_RESULT_INVALID_STEP` (t = 0), `VSGD_RESULT_INVALID_LEARNING_RATE`,
+ * `VSGD_RESULT_INVALID_STRUCT_SIZE` (`tensor_size`), `VSGD_RESULT_LENGTH_MISMATCH`
+ * (`reserved` ≠ 0), `VSGD_RESULT_ALLOCATION_FAILED`, `VSGD_RESULT_NO_DEVICE`,
+ * `VSGD_RESULT_NO_CUDA_CONTEXT`, `VSGD_RESULT_CUDA_ERROR`.
+ *
+ * # Safety
+ * `config` is NULL or a live configuration; `tensors` is NULL or holds `count` readable
+ * structs; every device address points to memory of the current context holding what the
+ * struct says, not used by anything else until the step has run on `stream`; `stream` is NULL
+ * or a live stream of the current context.
+ */
+vsgd_result vsgd_cuda_step(const struct vsgd_config *config,
+                           vsgd_policy policy,
+                           const struct vsgd_cuda_tensor *tensors,
+                           size_t count,
+                           size_t tensor_size,
+                           uint64_t verdict,
+                           void *stream);
 
 /**
  * The name of a result code, e.g. `"VSGD_RESULT_NULL_PARAMETER"`, as a static NUL-terminated
@@ -937,17 +1125,18 @@ vsgd_result vsgd_last_error(char *buf,
                             size_t *out_len);
 
 /**
- * Creates a handle with one parameter group (group 0) configured by `*config` (validated),
- * no tensors, policy `VSGD_POLICY_SKIP`, and a constant schedule.
+ * Creates a handle with one parameter group (group 0) configured by `*config` (validated;
+ * copied, so the configuration may be freed right after), no tensors, policy
+ * `VSGD_POLICY_SKIP`, a constant schedule, and as many threads as the machine has cores
+ * (`vsgd_optimizer_set_threads`).
  *
  * On success `*out` owns the new handle (release it with `vsgd_optimizer_free`). On failure
  * `*out` is set to NULL (when `out` is not NULL), so freeing it is always safe.
  *
- * Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_ENUM`,
- * `VSGD_RESULT_INVALID_CONFIG`.
+ * Errors: `NULL_PARAMETER`, `INVALID_CONFIG`, `ALLOCATION_FAILED`.
  *
  * # Safety
- * `config` must be NULL or point at a `vsgd_config`; `out` NULL or valid for one write.
+ * `config` must be NULL or a live configuration; `out` NULL or valid for one write.
  */
 vsgd_result vsgd_optimizer_new(const struct vsgd_config *config,
                                struct vsgd_optimizer **out);
@@ -973,31 +1162,48 @@ vsgd_result vsgd_optimizer_algorithm(const struct vsgd_optimizer *optimizer,
 
 /**
  * Adds a parameter group configured by `*config` (same algorithm as the handle:
- * `VSGD_RESULT_ALGORITHM_MISMATCH` otherwise; validated); its index goes to `*out_group`.
+ * `VSGD_RESULT_ALGORITHM_MISMATCH` otherwise; validated; copied) with a constant schedule;
+ * its index (1, 2, … in order) goes to `*out_group`.
  *
  * # Safety
- * `optimizer` must be NULL or a live handle; `config` NULL or a `vsgd_config`; `out_group`
- * NULL or valid for one write.
+ * `optimizer` must be NULL or a live handle; `config` NULL or a live configuration;
+ * `out_group` NULL or valid for one write.
  */
 vsgd_result vsgd_optimizer_add_group(struct vsgd_optimizer *optimizer,
                                      const struct vsgd_config *config,
                                      size_t *out_group);
 
 /**
- * Copies group `group`'s configuration into `*out` (learning rate included).
+ * A new configuration equal to group `group`'s (learning rate included) into `*out`, owned
+ * by the caller (release with `vsgd_config_free`). On failure `*out` is set to NULL (when
+ * `out` is not NULL).
+ *
+ * Errors: `NULL_PARAMETER`, `UNKNOWN_GROUP`, `ALLOCATION_FAILED`, `HANDLE_BUSY`,
+ * `HANDLE_POISONED`.
  *
  * # Safety
  * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
  */
 vsgd_result vsgd_optimizer_config(const struct vsgd_optimizer *optimizer,
                                   size_t group,
-                                  struct vsgd_config *out);
+                                  struct vsgd_config **out);
 
 /**
- * Replaces group `group`'s configuration (same algorithm, validated); state is kept.
+ * The number of parameter groups (1 + those added by `vsgd_optimizer_add_group`), into
+ * `*out`.
  *
  * # Safety
- * `optimizer` must be NULL or a live handle; `config` NULL or a `vsgd_config`.
+ * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_num_groups(const struct vsgd_optimizer *optimizer,
+                                      size_t *out);
+
+/**
+ * Replaces group `group`'s configuration (same algorithm, validated, copied); state is
+ * kept.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `config` NULL or a live configuration.
  */
 vsgd_result vsgd_optimizer_set_config(struct vsgd_optimizer *optimizer,
                                       size_t group,
@@ -1014,18 +1220,36 @@ vsgd_result vsgd_optimizer_set_lr(struct vsgd_optimizer *optimizer,
                                   double lr);
 
 /**
- * Sets group `group`'s learning-rate schedule (copied; validated).
+ * Sets group `group`'s learning-rate schedule (validated; copied, so the schedule may be
+ * freed right after). It is evaluated at each tensor's own update number.
  *
  * # Safety
- * `optimizer` must be NULL or a live handle; `schedule` NULL or a `vsgd_schedule`.
+ * `optimizer` must be NULL or a live handle; `schedule` NULL or a live schedule.
  */
 vsgd_result vsgd_optimizer_set_schedule(struct vsgd_optimizer *optimizer,
                                         size_t group,
                                         const struct vsgd_schedule *schedule);
 
 /**
+ * A new schedule equal to group `group`'s into `*out`, owned by the caller (release with
+ * `vsgd_schedule_free`). On failure `*out` is set to NULL (when `out` is not NULL).
+ *
+ * Errors: `NULL_PARAMETER`, `UNKNOWN_GROUP`, `ALLOCATION_FAILED`, `HANDLE_BUSY`,
+ * `HANDLE_POISONED`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_schedule(const struct vsgd_optimizer *optimizer,
+                                    size_t group,
+                                    struct vsgd_schedule **out);
+
+/**
  * The learning rate group `group`'s tensors get at their update number `t` (≥ 1): base
  * rate × schedule factor, into `*out`.
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_STEP` (t = 0), `UNKNOWN_GROUP`, `HANDLE_BUSY`,
+ * `HANDLE_POISONED`.
  *
  * # Safety
  * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
@@ -1054,80 +1278,196 @@ vsgd_result vsgd_optimizer_policy(const struct vsgd_optimizer *optimizer,
                                   vsgd_policy *out);
 
 /**
- * Registers a tensor of `len` elements of type `dtype` in group `group`, with an optional
- * `name` (copied; NULL for none). Its state starts at zero and its step counter at 0; its
- * index (0, 1, … in registration order) goes to `*out_tensor`.
- *
- * Errors: `NULL_PARAMETER`, `INVALID_ENUM` (dtype), `INVALID_STRING`, `UNKNOWN_GROUP`,
- * `SHAPE_OVERFLOW`, `ALLOCATION_FAILED` (the state would exceed `PTRDIFF_MAX` bytes, or the
- * allocator refused it; nothing was added and the handle stays usable).
+ * Sets what the schedules' step number is (`VSGD_CLOCK_*`): each tensor's own update count
+ * (`VSGD_CLOCK_PER_TENSOR`, the default) or one global step of the handle
+ * (`VSGD_CLOCK_GLOBAL`: the next `vsgd_optimizer_step_*` call evaluates every group's schedule
+ * at `vsgd_optimizer_global_step` + 1, and each successful call advances it). The update
+ * rules' own step number (bias corrections) is always the tensor's. Checkpoints keep the clock
+ * and the global step.
  *
  * # Safety
- * `optimizer` must be NULL or a live handle; `name` NULL or a NUL-terminated string;
- * `out_tensor` NULL or valid for one write.
+ * `optimizer` must be NULL or a live handle.
  */
-vsgd_result vsgd_optimizer_add_tensor(struct vsgd_optimizer *optimizer,
-                                      size_t len,
-                                      vsgd_dtype dtype,
-                                      const char *name,
-                                      size_t group,
-                                      size_t *out_tensor);
+vsgd_result vsgd_optimizer_set_schedule_clock(struct vsgd_optimizer *optimizer,
+                                              vsgd_schedule_clock clock);
 
 /**
- * The number of registered tensors, into `*out`.
+ * The schedule clock (`VSGD_CLOCK_*`), into `*out`.
  *
  * # Safety
  * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
  */
-vsgd_result vsgd_optimizer_num_tensors(const struct vsgd_optimizer *optimizer,
-                                       size_t *out);
+vsgd_result vsgd_optimizer_schedule_clock(const struct vsgd_optimizer *optimizer,
+                                          vsgd_schedule_clock *out);
 
 /**
- * What is registered for tensor `tensor`, into `*out`.
+ * The global step: successful `vsgd_optimizer_step_f32`/`_f64` calls made while the clock was
+ * `VSGD_CLOCK_GLOBAL` (0 under the default clock), into `*out`. A loop of
+ * `vsgd_optimizer_step_tensor_*` calls, which do not advance it, advances it with
+ * `vsgd_optimizer_set_global_step`.
  *
  * # Safety
  * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
  */
-vsgd_result vsgd_optimizer_tensor_info(const struct vsgd_optimizer *optimizer,
-                                       size_t tensor,
-                                       struct vsgd_tensor_info *out);
+vsgd_result vsgd_optimizer_global_step(const struct vsgd_optimizer *optimizer,
+                                       uint64_t *out);
 
 /**
- * Copies tensor `tensor`'s name (empty if it has none) into `buf` (`len` bytes,
- * NUL-terminated), its length in bytes to `*out_len` if not NULL. Text buffer rules as
- * `vsgd_last_error` (`VSGD_RESULT_BUFFER_TOO_SMALL` when cut).
+ * Sets the global step (resuming a count kept elsewhere, or advancing it by hand).
  *
  * # Safety
- * `optimizer` must be NULL or a live handle; `buf` NULL or valid for `len` bytes; `out_len`
- * NULL or valid for one write.
+ * `optimizer` must be NULL or a live handle.
  */
-vsgd_result vsgd_optimizer_tensor_name(const struct vsgd_optimizer *optimizer,
-                                       size_t tensor,
-                                       char *buf,
-                                       size_t len,
-                                       size_t *out_len);
+vsgd_result vsgd_optimizer_set_global_step(struct vsgd_optimizer *optimizer,
+                                           uint64_t step);
 
 /**
- * The index of the tensor registered under `name`, into `*out`
- * (`VSGD_RESULT_UNKNOWN_TENSOR` if none).
+ * Turns on gradient clipping by global norm (torch's `clip_grad_norm_`, optax's
+ * `clip_by_global_norm`) with maximum `max_norm` (finite, > 0), or off with 0. Each
+ * `vsgd_optimizer_step_*` then computes the L2 norm of all the gradients it applies (in
+ * double, in a fixed order: the same bits for every thread count) and, when it exceeds
+ * `max_norm`, multiplies every gradient by `max_norm / (norm + 1e-6)` first. Skipped and
+ * frozen tensors are not counted; `vsgd_optimizer_step_tensor_*` clips by its one tensor's
+ * norm. Checkpoints keep the setting.
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_CLIP_NORM` (negative, NaN or infinite),
+ * `HANDLE_BUSY`, `HANDLE_POISONED`.
  *
  * # Safety
- * `optimizer` must be NULL or a live handle; `name` NULL or a NUL-terminated string; `out`
- * NULL or valid for one write.
+ * `optimizer` must be NULL or a live handle.
  */
-vsgd_result vsgd_optimizer_find(const struct vsgd_optimizer *optimizer,
-                                const char *name,
-                                size_t *out);
+vsgd_result vsgd_optimizer_set_clip_norm(struct vsgd_optimizer *optimizer,
+                                         double max_norm);
 
 /**
- * Updates applied to tensor `tensor` so far (skipped steps do not count), into `*out`.
+ * The maximum gradient norm of `vsgd_optimizer_set_clip_norm` (0 when clipping is off),
+ * into `*out`.
  *
  * # Safety
  * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
  */
-vsgd_result vsgd_optimizer_step_count(const struct vsgd_optimizer *optimizer,
-                                      size_t tensor,
-                                      uint64_t *out);
+vsgd_result vsgd_optimizer_clip_norm(const struct vsgd_optimizer *optimizer,
+                                     double *out);
+
+/**
+ * The global gradient norm the last step computed (with clipping on, before scaling), into
+ * `*out`; NaN when the last step computed none (clipping off, or no step yet).
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_last_grad_norm(const struct vsgd_optimizer *optimizer,
+                                          double *out);
+
+/**
+ * Sets how many threads the handle's steps use: 1 runs every step on the calling thread
+ * (for a host that has its own thread pool), 0 means as many as the machine has cores (the
+ * default). The worker threads are started here, not during a step. The results are the
+ * same bits for every thread count. A process forked after the workers started gets its own
+ * workers at its next step.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle.
+ */
+vsgd_result vsgd_optimizer_set_threads(struct vsgd_optimizer *optimizer,
+                                       size_t threads);
+
+/**
+ * The number of threads the handle's steps may use (the cores of the machine when set to
+ * 0, clamped to the implementation's limit), into `*out`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_threads(const struct vsgd_optimizer *optimizer,
+                                   size_t *out);
+
+/**
+ * Whether every element of `x` (`len` floats) is finite, no NaN and no infinity: 1 or 0
+ * into `*out`. The local verdict of one shard, to be combined across shards (logical AND)
+ * and passed to `vsgd_step_f32` as `VSGD_FINITE_YES` / `VSGD_FINITE_NO` (see
+ * `vsgd_finite`). The same scan the steps use (vectorized; NaN payloads and signs do not
+ * matter).
+ *
+ * Errors: `NULL_PARAMETER`, `MISALIGNED_BUFFER`, `BUFFER_TOO_LARGE`.
+ *
+ * # Safety
+ * `x` must be NULL or valid for reading `len` floats; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_all_finite_f32(const float *x,
+                                size_t len,
+                                uint32_t *out);
+
+/**
+ * `vsgd_all_finite_f32` for `double` buffers.
+ *
+ * # Safety
+ * As `vsgd_all_finite_f32`.
+ */
+vsgd_result vsgd_all_finite_f64(const double *x,
+                                size_t len,
+                                uint32_t *out);
+
+/**
+ * One step of one `float` tensor (or of any contiguous shard of it, with the matching shards
+ * of its state) over caller-owned buffers. The same bits as the Rust API
+ * (`vsgd::kernels::step`) and as a handle's step.
+ *
+ * - `config`: the algorithm and hyperparameters (validated on every call; `lr` in it is not
+ *   used, the `lr` argument is).
+ * - `t`: the number of this update, 1 for the first. The caller keeps the counter and
+ *   advances it only when `*outcome` is `VSGD_STEP_APPLIED`.
+ * - `lr`: this step's learning rate (apply any schedule yourself), finite and ≥ 0.
+ * - `param` (written), `grad` (read): `len` elements each.
+ * - `state`: an array of `state_count` pointers (`vsgd_state_count`), each to `len`
+ *   elements, in the order of `vsgd_state_name`, all zero before the first step (written).
+ * - `policy`: what to do with a non-finite gradient (`VSGD_POLICY_*`).
+ * - `finite`: who decides whether the gradient is finite (`VSGD_FINITE_*`): `CHECK` scans
+ *   `grad`; a sharded tensor passes the verdict all its shards agreed on (`YES`/`NO`, see
+ *   `vsgd_finite`), so every shard skips together.
+ * - `outcome`: if not NULL, receives `VSGD_STEP_APPLIED` or `VSGD_STEP_SKIPPED`.
+ *
+ * Buffers may be NULL only when `len` is 0. No written buffer may overlap another.
+ * Nothing is modified when an error is returned. Reentrant: calls on disjoint buffers may run
+ * on any number of threads at once.
+ *
+ * Errors: `NULL_PARAMETER`, `MISALIGNED_BUFFER`, `OVERLAPPING_BUFFERS`, `BUFFER_TOO_LARGE`,
+ * `INVALID_ENUM`, `INVALID_CONFIG`, `INVALID_LEARNING_RATE`, `INVALID_STEP` (t = 0),
+ * `STATE_COUNT`, `NON_FINITE_GRADIENT` (with `VSGD_POLICY_ERROR`).
+ *
+ * # Safety
+ * Each non-NULL pointer must point at as many live elements as stated, not used by another
+ * thread during the call.
+ */
+vsgd_result vsgd_step_f32(const struct vsgd_config *config,
+                          uint64_t t,
+                          double lr,
+                          float *param,
+                          const float *grad,
+                          size_t len,
+                          float *const *state,
+                          size_t state_count,
+                          vsgd_policy policy,
+                          vsgd_finite finite,
+                          vsgd_step_outcome *outcome);
+
+/**
+ * `vsgd_step_f32` for `double` buffers.
+ *
+ * # Safety
+ * As `vsgd_step_f32`.
+ */
+vsgd_result vsgd_step_f64(const struct vsgd_config *config,
+                          uint64_t t,
+                          double lr,
+                          double *param,
+                          const double *grad,
+                          size_t len,
+                          double *const *state,
+                          size_t state_count,
+                          vsgd_policy policy,
+                          vsgd_finite finite,
+                          vsgd_step_outcome *outcome);
 
 /**
  * The tensors skipped by the last step call (non-finite gradients under
@@ -1187,14 +1527,16 @@ vsgd_result vsgd_optimizer_step_tensor_f64(struct vsgd_optimizer *optimizer,
  * `count` must equal the number of tensors. Every tensor is checked before any is touched,
  * so on error nothing changes. Tensors with a non-finite gradient under `VSGD_POLICY_SKIP`
  * are left untouched and counted in `report->skipped`
- * (see `vsgd_optimizer_last_skipped`); `report` may be NULL.
+ * (see `vsgd_optimizer_last_skipped`); `report` may be NULL (set `report->struct_size`
+ * otherwise). The lists of a step over many tensors are allocated fallibly
+ * (`ALLOCATION_FAILED`, nothing changed).
  *
  * Errors: as `vsgd_optimizer_step_tensor_f32`.
  *
  * # Safety
  * `optimizer` must be NULL or a live handle; `params`, `grads`, `lens` NULL or `count`
  * readable elements; each `params[i]`/`grads[i]` NULL or `lens[i]` live elements; `report`
- * NULL or valid for one write.
+ * NULL or valid for reading its `struct_size` and writing that many bytes.
  */
 vsgd_result vsgd_optimizer_step_f32(struct vsgd_optimizer *optimizer,
                                     float *const *params,
@@ -1215,6 +1557,107 @@ vsgd_result vsgd_optimizer_step_f64(struct vsgd_optimizer *optimizer,
                                     const size_t *lens,
                                     size_t count,
                                     struct vsgd_step_report *report);
+
+/**
+ * Registers a tensor of shape `shape[0] × … × shape[rank − 1]` (`rank` 0: a scalar, and
+ * `shape` may be NULL) and element type `dtype` in group `group`, with an optional `name`
+ * (copied; NULL for none). Its state starts at zero and its step counter at 0; its index
+ * (0, 1, … in registration order) goes to `*out_tensor`. The shape is what a checkpoint
+ * records, so a handle restores checkpoints saved with the same shapes from any platform
+ * (`vsgd_optimizer_restore`); steps see the tensor as its flat element count.
+ *
+ * Errors: `NULL_PARAMETER`, `INVALID_ENUM` (dtype), `INVALID_STRING`, `UNKNOWN_GROUP`,
+ * `SHAPE_OVERFLOW` (the element count overflows), `ALLOCATION_FAILED` (the state would
+ * exceed `PTRDIFF_MAX` bytes, or the allocator refused it; nothing was added and the handle
+ * stays usable), `HANDLE_BUSY`, `HANDLE_POISONED`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `shape` NULL or `rank` readable `size_t`s;
+ * `name` NULL or a NUL-terminated string; `out_tensor` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_add_tensor(struct vsgd_optimizer *optimizer,
+                                      const size_t *shape,
+                                      size_t rank,
+                                      vsgd_dtype dtype,
+                                      const char *name,
+                                      size_t group,
+                                      size_t *out_tensor);
+
+/**
+ * The number of registered tensors, into `*out`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_num_tensors(const struct vsgd_optimizer *optimizer,
+                                       size_t *out);
+
+/**
+ * What is registered for tensor `tensor`, into `*out` (set `out->struct_size` first; see
+ * `vsgd_tensor_info`).
+ *
+ * Errors: `NULL_PARAMETER`, `MISALIGNED_BUFFER`, `INVALID_STRUCT_SIZE`, `UNKNOWN_TENSOR`,
+ * `HANDLE_BUSY`, `HANDLE_POISONED`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `out` NULL or valid for reading its
+ * `struct_size` and writing that many bytes.
+ */
+vsgd_result vsgd_optimizer_tensor_info(const struct vsgd_optimizer *optimizer,
+                                       size_t tensor,
+                                       struct vsgd_tensor_info *out);
+
+/**
+ * Tensor `tensor`'s shape: its rank into `*out_rank` and, when `cap` ≥ rank, its sizes into
+ * `dims[0..rank]`. Returns `VSGD_RESULT_BUFFER_TOO_SMALL` (writing only `*out_rank`) when
+ * `cap` < rank; `dims` may be NULL when `cap` is 0 (a rank query). A scalar has rank 0.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `dims` NULL or valid for `cap` writes;
+ * `out_rank` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_tensor_shape(const struct vsgd_optimizer *optimizer,
+                                        size_t tensor,
+                                        size_t *dims,
+                                        size_t cap,
+                                        size_t *out_rank);
+
+/**
+ * Copies tensor `tensor`'s name (empty if it has none) into `buf` (`len` bytes,
+ * NUL-terminated), its length in bytes to `*out_len` if not NULL. Text buffer rules as
+ * `vsgd_last_error` (`VSGD_RESULT_BUFFER_TOO_SMALL` when cut).
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `buf` NULL or valid for `len` bytes; `out_len`
+ * NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_tensor_name(const struct vsgd_optimizer *optimizer,
+                                       size_t tensor,
+                                       char *buf,
+                                       size_t len,
+                                       size_t *out_len);
+
+/**
+ * The index of the tensor registered under `name`, into `*out`
+ * (`VSGD_RESULT_UNKNOWN_TENSOR` if none).
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `name` NULL or a NUL-terminated string; `out`
+ * NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_find(const struct vsgd_optimizer *optimizer,
+                                const char *name,
+                                size_t *out);
+
+/**
+ * Updates applied to tensor `tensor` so far (skipped steps do not count), into `*out`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_step_count(const struct vsgd_optimizer *optimizer,
+                                      size_t tensor,
+                                      uint64_t *out);
 
 /**
  * Copies state array `name` (see `vsgd_state_name`) of tensor `tensor` (a
@@ -1269,89 +1712,6 @@ vsgd_result vsgd_optimizer_effective_momentum_f64(const struct vsgd_optimizer *o
                                                   size_t tensor,
                                                   double *out,
                                                   size_t len);
-
-/**
- * How many state arrays `algorithm` keeps per tensor (VSGD 3, Constant VSGD 2, Adam and
- * AdamW 2, SGDM 1), into `*out`. Each array is as long as the parameter.
- *
- * Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_ENUM`.
- *
- * # Safety
- * `out` must be NULL or valid for writing one `size_t`.
- */
-vsgd_result vsgd_state_count(vsgd_algorithm algorithm,
-                             size_t *out);
-
-/**
- * The name of state array `index` of `algorithm` (VSGD: `"mug"`, `"bg"`, `"bhg"`; Constant
- * VSGD: `"mug"`, `"b"`; Adam/AdamW: `"m"`, `"v"`; SGDM: `"momentum"`), in the order the
- * kernels take them, as a static NUL-terminated string into `*out` (never free it).
- *
- * Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_ENUM`,
- * `VSGD_RESULT_STATE_COUNT` (`index` ≥ the algorithm's state count).
- *
- * # Safety
- * `out` must be NULL or valid for writing one pointer.
- */
-vsgd_result vsgd_state_name(vsgd_algorithm algorithm,
-                            size_t index,
-                            const char **out);
-
-/**
- * One step of one `float` tensor (or of any contiguous shard of it, with the matching shards
- * of its state) over caller-owned buffers. The same bits as the Rust API
- * (`vsgd::kernels::step`) and as a handle's step.
- *
- * - `config`: the algorithm and hyperparameters (validated on every call; `lr` in it is not
- *   used, the `lr` argument is).
- * - `t`: the number of this update, 1 for the first. The caller keeps the counter and
- *   advances it only when `*outcome` is `VSGD_STEP_APPLIED`.
- * - `lr`: this step's learning rate (apply any schedule yourself), finite and ≥ 0.
- * - `param` (written), `grad` (read): `len` elements each.
- * - `state`: an array of `state_count` pointers (`vsgd_state_count`), each to `len`
- *   elements, in the order of `vsgd_state_name`, all zero before the first step (written).
- * - `policy`: what to do with a non-finite gradient (`VSGD_POLICY_*`).
- * - `outcome`: if not NULL, receives `VSGD_STEP_APPLIED` or `VSGD_STEP_SKIPPED`.
- *
- * Buffers may be NULL only when `len` is 0. No written buffer may overlap another.
- * Nothing is modified when an error is returned. Reentrant: calls on disjoint buffers may run
- * on any number of threads at once.
- *
- * Errors: `NULL_PARAMETER`, `MISALIGNED_BUFFER`, `OVERLAPPING_BUFFERS`, `BUFFER_TOO_LARGE`,
- * `INVALID_ENUM`, `INVALID_CONFIG`, `INVALID_LEARNING_RATE`, `INVALID_STEP` (t = 0),
- * `STATE_COUNT`, `NON_FINITE_GRADIENT` (with `VSGD_POLICY_ERROR`).
- *
- * # Safety
- * Each non-NULL pointer must point at as many live elements as stated, not used by another
- * thread during the call.
- */
-vsgd_result vsgd_step_f32(const struct vsgd_config *config,
-                          uint64_t t,
-                          double lr,
-                          float *param,
-                          const float *grad,
-                          size_t len,
-                          float *const *state,
-                          size_t state_count,
-                          vsgd_policy policy,
-                          vsgd_step_outcome *outcome);
-
-/**
- * `vsgd_step_f32` for `double` buffers.
- *
- * # Safety
- * As `vsgd_step_f32`.
- */
-vsgd_result vsgd_step_f64(const struct vsgd_config *config,
-                          uint64_t t,
-                          double lr,
-                          double *param,
-                          const double *grad,
-                          size_t len,
-                          double *const *state,
-                          size_t state_count,
-                          vsgd_policy policy,
-                          vsgd_step_outcome *outcome);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -13,6 +13,10 @@ step() { printf '\n==> %s\n' "$*"; }
 step "toolchain components"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+# Miri (nightly + miri + rust-src) before anything needs it: the C ABI and SIMD scripts run
+# it; under CI=true a missing tool fails the run instead of being skipped.
+source scripts/lib/miri.sh
+ensure_miri || true
 if ! command -v python3 >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3
 fi
@@ -25,6 +29,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+
+step "cargo package: every crate packages and builds from its package"
+# cargo unpacks the workspace's own packages from a temporary local registry into
+# ~/.cargo/registry/src/-<hash>/ and reuses an earlier unpacking of the same name and version
+# (stale sources on a machine that packaged before); remove those first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/vsgd*-[0-9]* \
+    "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/-*/vsgd*-[0-9]*
+cargo package --workspace --allow-dirty --quiet
 
 step "conformance through the CLI (vsgd replay + check.py)"
 bash scripts/check-conformance.sh

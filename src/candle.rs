@@ -39,7 +39,7 @@ use candle_nn::VarMap;
 use crate::config::Config;
 use crate::element::{DType, Element};
 use crate::error::Error;
-use crate::kernels::{self, NonFinitePolicy, StepOutcome};
+use crate::kernels::{self, NonFinitePolicy};
 use crate::optimizer::{GroupId, Optimizer, TensorId, TensorSpec};
 use crate::schedule::LrSchedule;
 
@@ -154,10 +154,10 @@ impl CandleOptimizer {
     /// skipped because their gradient held NaN or ±∞ (under [`NonFinitePolicy::Skip`]), in
     /// registration order: [`tensor_id`](Self::tensor_id) maps a variable to its id.
     ///
-    /// Use this rather than `inner().last_skipped()`: the adapter steps the engine one tensor at
-    /// a time, so the engine's own report names only the last variable's outcome. A step that
-    /// returns an error before changing anything leaves this list as it was; one that fails
-    /// part-way through the updates lists the variables skipped before the failure.
+    /// Use this rather than `inner().last_skipped()`: the adapter steps the engine once per
+    /// element type (one batched step for all `f32` variables, one for all `f64` ones), so the
+    /// engine's own report names only the last of those. A step that returns an error before
+    /// changing anything leaves this list as it was.
     pub fn last_skipped(&self) -> &[TensorId] {
         &self.skipped
     }
@@ -195,23 +195,25 @@ impl CandleOptimizer {
             .unwrap_or(0.0)
     }
 
-    fn update<T: Element + WithDType>(
+    /// One engine step over the tensors that have a gradient in `grads` (indexed by engine
+    /// tensor id), then the updated variables written back.
+    fn batch<T: Element + WithDType>(
         &mut self,
-        k: usize,
-        mut param: Vec<T>,
-        grad: &[T],
+        params: &mut [Vec<T>],
+        grads: &[Option<Vec<T>>],
     ) -> candle_core::Result<()> {
-        let outcome = self
-            .inner
-            .step_tensor(self.ids[k], &mut param, grad)
-            .map_err(wrap)?;
-        match outcome {
-            StepOutcome::Applied => {
-                let var = &self.vars[k];
-                var.set(&Tensor::from_vec(param, var.shape(), var.device())?)?;
+        let mut ps: Vec<&mut [T]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
+        let gs: Vec<Option<&[T]>> = grads.iter().map(|g| g.as_deref()).collect();
+        self.inner.step_some(&mut ps, &gs).map_err(wrap)?;
+        let skipped = self.inner.last_skipped();
+        self.skipped.extend_from_slice(skipped);
+        for (k, id) in self.ids.iter().enumerate() {
+            if grads[id.0].is_none() || skipped.contains(id) {
+                continue;
             }
-            // `step_tensor` resets the engine's skip report on every call: collect it here
-            StepOutcome::Skipped => self.skipped.push(self.ids[k]),
+            let var = &self.vars[k];
+            let value = core::mem::take(&mut params[id.0]);
+            var.set(&Tensor::from_vec(value, var.shape(), var.device())?)?;
         }
         Ok(())
     }
@@ -230,9 +232,10 @@ impl candle_nn::Optimizer for CandleOptimizer {
     /// counters, are left alone). Every gradient is fetched and checked (type, shape, and
     /// finiteness under [`NonFinitePolicy::Error`]) before any variable changes, so an error of
     /// that kind, or a pending invalid learning rate, leaves the model and the optimizer as they
-    /// were. An error in the second pass, which updates the variables one by one (from the
-    /// engine's step or from writing a variable back), leaves the variables before the failing
-    /// one updated and the rest untouched. Under the default [`NonFinitePolicy::Skip`], a
+    /// were. The variables of one element type are then stepped together, in one batched
+    /// engine step split across threads ([`Optimizer::step_some`]; variables without a
+    /// gradient are frozen), and written back; an error writing a variable back leaves the
+    /// ones before it updated. Under the default [`NonFinitePolicy::Skip`], a
     /// variable whose gradient holds NaN or ±∞ is skipped and named by
     /// [`CandleOptimizer::last_skipped`].
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
@@ -274,12 +277,29 @@ impl candle_nn::Optimizer for CandleOptimizer {
             work.push((k, p, g));
         }
         self.skipped.clear();
+        // One batched engine step per element type (all tensors of a model are usually one
+        // type): the variables of that type with a gradient, the others as `None`.
+        let n = self.inner.num_tensors();
+        let (mut p32, mut g32) = (vec![Vec::new(); n], vec![None; n]);
+        let (mut p64, mut g64) = (vec![Vec::new(); n], vec![None; n]);
+        let mut any = [false; 2];
         for (k, p, g) in work {
+            let id = self.ids[k].0;
             match (p, g) {
-                (Host::F32(p), Host::F32(g)) => self.update(k, p, &g)?,
-                (Host::F64(p), Host::F64(g)) => self.update(k, p, &g)?,
-                _ => unreachable!("both copied in the variable's registered type"),
+                (Host::F32(p), Host::F32(g)) => (p32[id], g32[id], any[0]) = (p, Some(g), true),
+                (Host::F64(p), Host::F64(g)) => (p64[id], g64[id], any[1]) = (p, Some(g), true),
+                _ => {
+                    return Err(candle_core::Error::msg(format!(
+                        "vsgd: variable {k} and its gradient were copied as different types"
+                    )))
+                }
             }
+        }
+        if any[0] {
+            self.batch(&mut p32, &g32)?;
+        }
+        if any[1] {
+            self.batch(&mut p64, &g64)?;
         }
         Ok(())
     }
@@ -582,7 +602,7 @@ mod tests {
 
     #[test]
     fn skip_in_an_earlier_variable_is_reported() -> candle_core::Result<()> {
-        // the engine's own report is reset by each per-tensor step; the adapter's is not
+        // the engine's own report is reset by each per-dtype step; the adapter's is not
         let dev = Device::Cpu;
         let a = Var::new(&[1.0f32, 2.0], &dev)?;
         let b = Var::new(&[3.0f64], &dev)?;

@@ -1,6 +1,6 @@
 //! Hyperparameters of every algorithm, their defaults and their validation.
 //!
-//! Names follow `shared/spec/algorithms.md` (the authors' names for VSGD). Weight decay is named
+//! Names follow `docs/spec.md` (the authors' names for VSGD). Weight decay is named
 //! the same way for every algorithm: `weight_decay` is *decoupled* (θ ← θ·(1 − η·λ) before the
 //! update, AdamW-style) and `l2` is *coupled* (ĝ ← ĝ + l2·θ). So torch's `Adam(weight_decay=x)`
 //! is our `adam` with `l2 = x`.
@@ -110,6 +110,28 @@ impl Algorithm {
                 "maximize",
             ],
         }
+    }
+
+    /// The range hyperparameter `name` of this algorithm must lie in, in words, as
+    /// [`Config::validate`] checks it (the single source of these bounds: error messages and
+    /// the C documentation use it); `None` for a name the algorithm does not have. Booleans:
+    /// `0 or 1`. A learning rate of 0 is also accepted at run time (`set_lr`, schedules).
+    pub fn hyper_allowed(self, name: &str) -> Option<&'static str> {
+        if !self.hyper_names().contains(&name) {
+            return None;
+        }
+        Some(match name {
+            "lr" => LR,
+            "ghattg" => GHATTG,
+            "ps" => PS,
+            "tau" | "tau1" | "tau2" => TAU,
+            "eps" => EPS,
+            "weight_decay" | "l2" => NON_NEGATIVE,
+            "beta1" | "beta2" => UNIT_OPEN,
+            "momentum" | "dampening" => UNIT,
+            "maximize" | "nesterov" => BOOL,
+            _ => return None,
+        })
     }
 
     /// Bytes one `f32` step moves per element: the parameter and state read and written,
@@ -376,7 +398,7 @@ fn bool_value(algorithm: Algorithm, field: &'static str, value: f64) -> Result<b
             algorithm,
             field,
             value,
-            allowed: "0 (false) or 1 (true)",
+            allowed: BOOL,
         }))
     }
 }
@@ -391,6 +413,7 @@ const UNIT: &str = "[0, 1]";
 const GHATTG: &str = "[1e-6, 1e6]";
 const PS: &str = "[1e-30, 1e6]";
 const EPS: &str = "finite and >= 1e-30";
+const BOOL: &str = "0 (false) or 1 (true)";
 
 impl Config {
     /// The defaults of `algorithm` (the authors' for VSGD, torch's for the baselines).

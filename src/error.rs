@@ -77,6 +77,11 @@ pub enum Error {
         /// The bytes asked for.
         bytes: usize,
     },
+    /// A maximum gradient norm for clipping that is not finite and > 0.
+    InvalidClipNorm {
+        /// The rejected value.
+        max_norm: f64,
+    },
     /// A gradient holding NaN or ±∞ under [`crate::NonFinitePolicy::Error`]. Nothing was
     /// changed.
     NonFiniteGradient {
@@ -157,6 +162,10 @@ impl fmt::Display for Error {
             Error::AllocationFailed { bytes } => {
                 write!(f, "could not allocate {bytes} bytes of optimizer state")
             }
+            Error::InvalidClipNorm { max_norm } => write!(
+                f,
+                "invalid maximum gradient norm {max_norm} (allowed: finite and > 0)"
+            ),
             Error::NonFiniteGradient { tensor } => write!(
                 f,
                 "gradient of tensor {tensor} holds NaN or infinity; nothing was updated"

@@ -44,6 +44,8 @@ pub mod candle;
 #[cfg(feature = "checkpoint")]
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod element;
 pub mod error;
 pub mod kernels;
@@ -59,7 +61,7 @@ pub use error::Error;
 pub use kernels::{NonFinitePolicy, StepOutcome};
 #[cfg(feature = "alloc")]
 pub use optimizer::{GroupId, Optimizer, StepReport, TensorId, TensorInfo, TensorSpec};
-pub use schedule::{LrSchedule, Schedule};
+pub use schedule::{LrSchedule, Schedule, ScheduleClock};
 
 /// README.md's Rust examples, compiled and run as doctests.
 #[cfg(all(doctest, feature = "std"))]

@@ -11,7 +11,7 @@ use crate::element::{DType, Element};
 use crate::error::Error;
 use crate::kernels::batch::{Engine, Item};
 use crate::kernels::{self, NonFinitePolicy, Scalars, StepOutcome};
-use crate::schedule::LrSchedule;
+use crate::schedule::{LrSchedule, ScheduleClock};
 
 /// Index of a registered tensor (in registration order, from 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,6 +64,17 @@ impl<'a> TensorSpec<'a> {
     }
 }
 
+/// A copy of `items` in a new vector, or [`Error::AllocationFailed`] (never an abort).
+fn try_copy<T: Copy>(items: &[T]) -> Result<Vec<T>, Error> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(items.len())
+        .map_err(|_| Error::AllocationFailed {
+            bytes: core::mem::size_of_val(items),
+        })?;
+    v.extend_from_slice(items);
+    Ok(v)
+}
+
 /// A tensor's state arrays, contiguous: array `j` (in [`Algorithm::state_names`] order) is
 /// `[j·len, (j+1)·len)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,31 +125,6 @@ impl StateBuf {
     }
 }
 
-/// Splits a contiguous state buffer into its `k` arrays of `n` elements and calls `f`.
-// The step no longer uses it (it goes through `kernels::batch`); kept for code elsewhere in
-// the crate that reads or restores state arrays.
-#[allow(dead_code)]
-pub(crate) fn with_arrays<T, R>(
-    buf: &mut [T],
-    n: usize,
-    k: usize,
-    f: impl FnOnce(&mut [&mut [T]]) -> R,
-) -> R {
-    match k {
-        1 => f(&mut [&mut buf[..n]]),
-        2 => {
-            let (a, b) = buf.split_at_mut(n);
-            f(&mut [a, &mut b[..n]])
-        }
-        3 => {
-            let (a, rest) = buf.split_at_mut(n);
-            let (b, c) = rest.split_at_mut(n);
-            f(&mut [a, b, &mut c[..n]])
-        }
-        _ => unreachable!("every algorithm has 1 to 3 state arrays"),
-    }
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Group {
     pub(crate) config: Config,
@@ -180,6 +166,9 @@ pub struct StepReport {
     /// Tensors left untouched because their gradient was not finite
     /// ([`NonFinitePolicy::Skip`]); [`Optimizer::last_skipped`] names them.
     pub skipped: usize,
+    /// Tensors without a gradient in [`Optimizer::step_some`] (frozen or unused parameters),
+    /// left untouched; always 0 for [`Optimizer::step`].
+    pub frozen: usize,
 }
 
 /// An optimizer owning the state of registered tensors.
@@ -203,17 +192,31 @@ pub struct Optimizer {
     pub(crate) groups: Vec<Group>,
     pub(crate) tensors: Vec<Tensor>,
     pub(crate) policy: NonFinitePolicy,
+    /// What the schedules' step number is.
+    pub(crate) clock: ScheduleClock,
+    /// Successful [`Optimizer::step`] / [`Optimizer::step_some`] calls (the global clock).
+    pub(crate) global_step: u64,
+    /// Gradient clipping by global norm: the maximum norm, if on.
+    pub(crate) clip_norm: Option<f64>,
+    /// The global gradient norm the last step computed (with clipping on).
+    last_norm: Option<f64>,
     skipped: Vec<TensorId>,
     /// Threads and work lists of the step (not part of the optimizer's value).
     engine: Engine,
 }
 
 /// Two optimizers are equal when their value is: groups (hyperparameters, schedules), policy,
-/// and tensors (names, shapes, groups, step counts, state bits as `==` compares them). What
-/// the last step skipped and the thread settings are not part of the value.
+/// schedule clock and global step, and tensors (names, shapes, groups, step counts, state bits
+/// as `==` compares them). What the last step skipped and the thread settings are not part of
+/// the value.
 impl PartialEq for Optimizer {
     fn eq(&self, other: &Self) -> bool {
-        self.groups == other.groups && self.tensors == other.tensors && self.policy == other.policy
+        self.groups == other.groups
+            && self.tensors == other.tensors
+            && self.policy == other.policy
+            && self.clock == other.clock
+            && self.global_step == other.global_step
+            && self.clip_norm == other.clip_norm
     }
 }
 
@@ -235,6 +238,10 @@ impl Optimizer {
             }],
             tensors: Vec::new(),
             policy: NonFinitePolicy::default(),
+            clock: ScheduleClock::default(),
+            global_step: 0,
+            clip_norm: None,
+            last_norm: None,
             skipped: Vec::new(),
             engine: Engine::new(),
         })
@@ -339,6 +346,61 @@ impl Optimizer {
         self.policy = policy;
     }
 
+    /// What the schedules' step number is ([`ScheduleClock`]; default: each tensor's own).
+    pub fn schedule_clock(&self) -> ScheduleClock {
+        self.clock
+    }
+
+    /// Sets what the schedules' step number is. With [`ScheduleClock::Global`] the next step
+    /// call evaluates every schedule at [`Optimizer::global_step`] + 1. Checkpoints keep the
+    /// clock and the global step.
+    pub fn set_schedule_clock(&mut self, clock: ScheduleClock) {
+        self.clock = clock;
+    }
+
+    /// Calls of [`Optimizer::step`] / [`Optimizer::step_some`] that returned `Ok` while the
+    /// clock was [`ScheduleClock::Global`] (0 under the default clock). A loop of
+    /// [`Optimizer::step_tensor`] calls, which do not advance it, advances it itself with
+    /// [`Optimizer::set_global_step`].
+    pub fn global_step(&self) -> u64 {
+        self.global_step
+    }
+
+    /// Sets the global step (resuming a count kept elsewhere, or advancing it by hand).
+    pub fn set_global_step(&mut self, step: u64) {
+        self.global_step = step;
+    }
+
+    /// Turns on gradient clipping by global norm (torch's `clip_grad_norm_`, optax's
+    /// `clip_by_global_norm`), or off with `None`. Each step then computes the L2 norm of all
+    /// the gradients it applies, `‖ĝ‖ = sqrt(Σ ĝ²)` (in `f64`, in a fixed order: the same bits
+    /// for every thread count), and when `‖ĝ‖ > max_norm` multiplies every gradient by
+    /// `c = max_norm / (‖ĝ‖ + 1e-6)` (torch's formula) before anything else: the same bits as
+    /// stepping with `ĝ · c` computed in the element type. Skipped (non-finite) and frozen
+    /// tensors are not part of the norm; a non-finite norm (possible only under
+    /// [`NonFinitePolicy::Propagate`]) scales nothing. [`Optimizer::step_tensor`] clips by the
+    /// norm of its one tensor. The norm costs one extra read of the gradients, no extra pass
+    /// over the parameters or state. Checkpoints keep the setting.
+    pub fn set_clip_norm(&mut self, max_norm: Option<f64>) -> Result<(), Error> {
+        if let Some(m) = max_norm {
+            if !(m.is_finite() && m > 0.0) {
+                return Err(Error::InvalidClipNorm { max_norm: m });
+            }
+        }
+        self.clip_norm = max_norm;
+        Ok(())
+    }
+
+    /// The maximum gradient norm of [`Optimizer::set_clip_norm`], if clipping is on.
+    pub fn clip_norm(&self) -> Option<f64> {
+        self.clip_norm
+    }
+
+    /// The global gradient norm the last step computed (clipping on, before scaling), or `None`.
+    pub fn last_grad_norm(&self) -> Option<f64> {
+        self.last_norm
+    }
+
     /// Registers a tensor; its state starts at zero and its step counter at 0.
     pub fn add_tensor(&mut self, spec: TensorSpec<'_>) -> Result<TensorId, Error> {
         self.group(spec.group)?;
@@ -351,11 +413,23 @@ impl Optimizer {
             .checked_mul(self.algorithm().state_count())
             .ok_or(Error::ShapeOverflow)?;
         let state = StateBuf::zeros(spec.dtype, total)?;
+        // The name and shape are the caller's sizes too: copied with fallible allocations.
+        let name = match spec.name {
+            Some(n) => {
+                let mut s = String::new();
+                s.try_reserve_exact(n.len())
+                    .map_err(|_| Error::AllocationFailed { bytes: n.len() })?;
+                s.push_str(n);
+                Some(s)
+            }
+            None => None,
+        };
+        let shape = try_copy(spec.shape)?;
         self.skipped.reserve(1);
         self.engine.reserve_for(self.tensors.len() + 1);
         self.tensors.push(Tensor {
-            name: spec.name.map(String::from),
-            shape: spec.shape.to_vec(),
+            name,
+            shape,
             len,
             group: spec.group.0,
             step: 0,
@@ -401,9 +475,11 @@ impl Optimizer {
         Ok(self.tensor(id)?.step)
     }
 
-    /// Sets a tensor's step counter (checkpoint restore; the schedule position follows it).
-    #[cfg(feature = "checkpoint")]
-    pub(crate) fn set_step_count(&mut self, id: TensorId, step: u64) -> Result<(), Error> {
+    /// Sets a tensor's step counter: the number of updates already applied, so the next
+    /// update is number `step + 1` (the schedule position follows it). For restoring state
+    /// kept elsewhere together with [`Optimizer::state_mut`] (checkpoints, a JAX optimizer
+    /// state); a running training loop never needs it.
+    pub fn set_step_count(&mut self, id: TensorId, step: u64) -> Result<(), Error> {
         self.tensors
             .get_mut(id.0)
             .ok_or(Error::UnknownTensor { tensor: id.0 })?
@@ -500,13 +576,18 @@ impl Optimizer {
         grad: &[T],
         last: &mut Option<(usize, u64, Scalars<T>)>,
     ) -> Item<T> {
+        let clock_step = match self.clock {
+            ScheduleClock::PerTensor => None,
+            ScheduleClock::Global => Some(self.global_step.saturating_add(1)),
+        };
         let t = &mut self.tensors[i];
         let group = &self.groups[t.group];
         let step = t.step + 1;
         let s = match *last {
             Some((g, st, s)) if g == t.group && st == step => s,
             _ => {
-                let lr = group.config.lr() * group.schedule.factor(step);
+                let position = clock_step.unwrap_or(step);
+                let lr = group.config.lr() * group.schedule.factor(position);
                 let s = Scalars::<T>::new(&group.config, step, lr);
                 *last = Some((t.group, step, s));
                 s
@@ -536,6 +617,17 @@ impl Optimizer {
                 self.skipped.push(TensorId(it.tensor));
             }
             items.retain(|it| !it.nonfinite());
+        }
+        self.last_norm = None;
+        if let Some(max_norm) = self.clip_norm {
+            let norm = libm::sqrt(self.engine.sum_squares(&mut items));
+            let c = max_norm / (norm + 1e-6);
+            if c < 1.0 {
+                for it in items.iter_mut() {
+                    it.scalars = it.scalars.with_grad_scale(c);
+                }
+            }
+            self.last_norm = Some(norm);
         }
         self.engine.apply(&mut items);
         for it in &items {
@@ -605,28 +697,94 @@ impl Optimizer {
                 });
             }
         }
-        for i in 0..n {
-            if let Err(e) = self.check_meta(TensorId(i), params[i], grads[i]) {
+        self.step_where(params, |i| Some(grads[i]))
+    }
+
+    /// [`Optimizer::step`] where some tensors have no gradient (`None`: frozen or unused
+    /// parameters, as torch's optimizers skip parameters whose `grad` is `None`). Those are left
+    /// untouched, state and step counter included, and their `params` entry is not looked at
+    /// (it may be empty); the others are checked, scanned and updated together in one parallel
+    /// pass, exactly as [`Optimizer::step`] would. The report counts them as `frozen`.
+    ///
+    /// ```
+    /// use vsgd::{Algorithm, Config, Optimizer, TensorSpec};
+    /// let mut opt = Optimizer::new(Config::default_for(Algorithm::Adam))?;
+    /// let a = opt.add_tensor(TensorSpec::new(&[2]))?;
+    /// let b = opt.add_tensor(TensorSpec::new(&[3]))?;
+    /// let (mut pa, mut pb) = ([1.0f32; 2], [1.0f32; 3]);
+    /// let r = opt.step_some(&mut [&mut pa, &mut pb], &[Some(&[0.5, 0.5]), None])?;
+    /// assert_eq!((r.applied, r.frozen), (1, 1));
+    /// assert_eq!((opt.step_count(a)?, opt.step_count(b)?), (1, 0));
+    /// assert_eq!(pb, [1.0; 3]);
+    /// # Ok::<(), vsgd::Error>(())
+    /// ```
+    pub fn step_some<T: Element>(
+        &mut self,
+        params: &mut [&mut [T]],
+        grads: &[Option<&[T]>],
+    ) -> Result<StepReport, Error> {
+        let n = self.tensors.len();
+        for (what, len) in [("params", params.len()), ("grads", grads.len())] {
+            if len != n {
+                return Err(Error::LengthMismatch {
+                    what,
+                    expected: n,
+                    got: len,
+                });
+            }
+        }
+        self.step_where(params, |i| grads[i])
+    }
+
+    /// The body of [`Optimizer::step`] and [`Optimizer::step_some`]: `grad(i)` is tensor
+    /// `i`'s gradient, if it has one.
+    fn step_where<'g, T: Element>(
+        &mut self,
+        params: &mut [&mut [T]],
+        grad: impl Fn(usize) -> Option<&'g [T]>,
+    ) -> Result<StepReport, Error> {
+        let n = self.tensors.len();
+        if params.len() != n {
+            return Err(Error::LengthMismatch {
+                what: "params",
+                expected: n,
+                got: params.len(),
+            });
+        }
+        let mut frozen = 0;
+        for (i, param) in params.iter().enumerate() {
+            let Some(g) = grad(i) else {
+                frozen += 1;
+                continue;
+            };
+            if let Err(e) = self.check_meta(TensorId(i), param, g) {
                 // Same error as checking tensor by tensor: an earlier non-finite gradient
                 // under the `Error` policy comes first.
                 if self.policy == NonFinitePolicy::Error {
-                    if let Some(j) = (0..i).find(|&j| !kernels::all_finite(grads[j])) {
+                    let bad = (0..i).find(|&j| grad(j).is_some_and(|g| !kernels::all_finite(g)));
+                    if let Some(j) = bad {
                         return Err(Error::NonFiniteGradient { tensor: j });
                     }
                 }
                 return Err(e);
             }
         }
-        let mut items = self.engine.take_items::<T>(n);
+        let mut items = self.engine.take_items::<T>(n - frozen);
         let mut last = None;
-        for i in 0..n {
-            let item = self.item(i, params[i], grads[i], &mut last);
-            items.push(item);
+        for (i, param) in params.iter_mut().enumerate() {
+            if let Some(g) = grad(i) {
+                let item = self.item(i, param, g, &mut last);
+                items.push(item);
+            }
         }
         let applied = self.run_items(items)?;
+        if self.clock == ScheduleClock::Global {
+            self.global_step = self.global_step.saturating_add(1);
+        }
         Ok(StepReport {
             applied,
             skipped: self.skipped.len(),
+            frozen,
         })
     }
 }

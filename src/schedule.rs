@@ -39,6 +39,27 @@ pub enum Schedule {
     },
 }
 
+/// Which step number a schedule is evaluated at.
+///
+/// - [`ScheduleClock::PerTensor`] (the default): each tensor's own update count, so a tensor
+///   whose gradient was skipped (non-finite) or missing (frozen) does not move along its
+///   schedule. Its learning rate then always matches its bias corrections and ρ = t^(−κ).
+/// - [`ScheduleClock::Global`]: one counter for the whole optimizer, advanced by every
+///   [`crate::Optimizer::step`] / [`crate::Optimizer::step_some`] call that returns `Ok`
+///   (skipped and frozen tensors included), as torch's `lr_scheduler.step()` once per
+///   iteration and optax's schedules of the update count do. Every tensor of a step then gets
+///   the same learning rate, whatever its own count.
+///
+/// The step number inside the update rules (bias corrections, ρ) is always the tensor's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ScheduleClock {
+    /// Each tensor's own update count (the default).
+    #[default]
+    PerTensor,
+    /// One counter of successful step calls for the whole optimizer.
+    Global,
+}
+
 /// A schedule with an optional linear warm-up: the factor is further multiplied by
 /// min(1, t / warmup) (the first step gets η/warmup).
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -62,26 +83,62 @@ fn cos_anneal(start: f64, end: f64, pct: f64) -> f64 {
     end + (start - end) / 2.0 * (1.0 + libm::cos(core::f64::consts::PI * pct))
 }
 
+const EVERY: &str = ">= 1";
+const FACTOR: &str = "(0, 1]";
+const COSINE_TOTAL: &str = ">= 1";
+const MIN_FACTOR: &str = "[0, 1]";
+const ONE_CYCLE_TOTAL: &str = ">= 3";
+const PCT_START: &str = "(0, 1)";
+const DIV_FACTOR: &str = "finite and >= 1";
+
+impl Schedule {
+    /// The kind's name: `constant`, `step_decay`, `cosine` or `one_cycle`.
+    pub const fn kind_name(&self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::StepDecay { .. } => "step_decay",
+            Schedule::Cosine { .. } => "cosine",
+            Schedule::OneCycle { .. } => "one_cycle",
+        }
+    }
+
+    /// This kind's fields, each with the range [`LrSchedule::validate`] requires, in words
+    /// (the single source of these bounds: error messages and the C documentation use it).
+    pub const fn bounds(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Schedule::Constant => &[],
+            Schedule::StepDecay { .. } => &[("every", EVERY), ("factor", FACTOR)],
+            Schedule::Cosine { .. } => &[("total", COSINE_TOTAL), ("min_factor", MIN_FACTOR)],
+            Schedule::OneCycle { .. } => &[
+                ("total", ONE_CYCLE_TOTAL),
+                ("pct_start", PCT_START),
+                ("div_factor", DIV_FACTOR),
+                ("final_div_factor", DIV_FACTOR),
+            ],
+        }
+    }
+}
+
 impl LrSchedule {
-    /// Checks the schedule's parameters.
+    /// Checks the schedule's parameters against [`Schedule::bounds`].
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field, allowed| Err(Error::InvalidSchedule { field, allowed });
         match self.schedule {
             Schedule::Constant => {}
             Schedule::StepDecay { every, factor } => {
                 if every == 0 {
-                    return bad("every", ">= 1");
+                    return bad("every", EVERY);
                 }
                 if !(factor > 0.0 && factor <= 1.0) {
-                    return bad("factor", "(0, 1]");
+                    return bad("factor", FACTOR);
                 }
             }
             Schedule::Cosine { total, min_factor } => {
                 if total == 0 {
-                    return bad("total", ">= 1");
+                    return bad("total", COSINE_TOTAL);
                 }
                 if !(0.0..=1.0).contains(&min_factor) {
-                    return bad("min_factor", "[0, 1]");
+                    return bad("min_factor", MIN_FACTOR);
                 }
             }
             Schedule::OneCycle {
@@ -91,16 +148,16 @@ impl LrSchedule {
                 final_div_factor,
             } => {
                 if total < 3 {
-                    return bad("total", ">= 3");
+                    return bad("total", ONE_CYCLE_TOTAL);
                 }
                 if !(pct_start > 0.0 && pct_start < 1.0) {
-                    return bad("pct_start", "(0, 1)");
+                    return bad("pct_start", PCT_START);
                 }
                 if !(div_factor.is_finite() && div_factor >= 1.0) {
-                    return bad("div_factor", "finite and >= 1");
+                    return bad("div_factor", DIV_FACTOR);
                 }
                 if !(final_div_factor.is_finite() && final_div_factor >= 1.0) {
-                    return bad("final_div_factor", "finite and >= 1");
+                    return bad("final_div_factor", DIV_FACTOR);
                 }
             }
         }

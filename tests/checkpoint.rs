@@ -579,12 +579,12 @@ fn wrong_magic_and_future_versions_are_named() {
     }
     let mut future = good.clone();
     assert_eq!(future[17], 1);
-    future[17] = 2;
+    future[17] = 3;
     assert_eq!(
         checkpoint::load(&future).unwrap_err(),
         CheckpointError::UnsupportedVersion {
-            version: 2,
-            supported: 1
+            version: 3,
+            supported: 2
         }
     );
     future[17] = 0xcf; // uint 64: a huge version, still named

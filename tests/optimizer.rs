@@ -441,3 +441,191 @@ fn a_rejected_step_keeps_the_last_report() {
     let back = vsgd::checkpoint::load(&vsgd::checkpoint::save(&opt).unwrap()).unwrap();
     assert_eq!(back, opt);
 }
+
+#[test]
+fn step_some_freezes_tensors_without_a_gradient() {
+    // Three tensors; the middle one has no gradient at steps 2 and 3 (frozen, as torch skips a
+    // parameter whose grad is None). The others get the bits of tensor-by-tensor steps.
+    let sizes = [5usize, 3, 70_000];
+    let mut a = Optimizer::new(vsgd()).unwrap();
+    let mut b = Optimizer::new(vsgd()).unwrap();
+    for n in sizes {
+        a.add_tensor(TensorSpec::new(&[n])).unwrap();
+        b.add_tensor(TensorSpec::new(&[n])).unwrap();
+    }
+    let mut pa: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n]).collect();
+    let mut pb = pa.clone();
+    for s in 1..=3u32 {
+        let g: Vec<Vec<f32>> = sizes.iter().map(|&n| grad(n, s)).collect();
+        let frozen = s > 1;
+        let gs: Vec<Option<&[f32]>> = (0..3)
+            .map(|i| (i != 1 || !frozen).then_some(g[i].as_slice()))
+            .collect();
+        let before = pa[1].clone();
+        let mut ps: Vec<&mut [f32]> = pa.iter_mut().map(|p| p.as_mut_slice()).collect();
+        if frozen {
+            ps[1] = &mut []; // not looked at
+        }
+        let r = a.step_some(&mut ps, &gs).unwrap();
+        assert_eq!(
+            (r.applied, r.skipped, r.frozen),
+            (3 - frozen as usize, 0, frozen as usize)
+        );
+        if frozen {
+            assert_eq!(pa[1], before);
+        }
+        for i in 0..3 {
+            if gs[i].is_some() {
+                b.step_tensor(TensorId(i), &mut pb[i], &g[i]).unwrap();
+            }
+        }
+    }
+    assert_eq!(a.step_count(TensorId(1)).unwrap(), 1);
+    assert_eq!(a.step_count(TensorId(2)).unwrap(), 3);
+    assert_eq!(pa, pb);
+    assert_eq!(a, b); // state too
+                      // A wrong length where a gradient is given is an error that changes nothing; where none
+                      // is given, the parameter's length does not matter.
+    let g0 = grad(5, 9);
+    let mut short = [0.0f32; 2];
+    let r = a.step_some(
+        &mut [&mut short, &mut [], &mut []],
+        &[Some(&g0[..4]), None, None],
+    );
+    assert!(matches!(r, Err(Error::LengthMismatch { .. })), "{r:?}");
+    let r = a.step_some::<f32>(&mut [&mut [], &mut [], &mut []], &[None, None]);
+    assert!(
+        matches!(r, Err(Error::LengthMismatch { what: "grads", .. })),
+        "{r:?}"
+    );
+    assert_eq!(a, b);
+    // Under the error policy the first non-finite gradient among the given ones is named.
+    a.set_policy(NonFinitePolicy::Error);
+    let bad = vec![f32::NAN; 3];
+    let big = grad(70_000, 1);
+    let (mut p0, mut p1, mut p2) = (vec![0.0f32; 5], vec![0.0f32; 3], vec![0.0f32; 70_000]);
+    let r = a.step_some(
+        &mut [&mut p0, &mut p1, &mut p2],
+        &[None, Some(&bad), Some(&big)],
+    );
+    assert!(
+        matches!(r, Err(Error::NonFiniteGradient { tensor: 1 })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn schedules_follow_each_tensors_count_by_default_or_one_global_step() {
+    use vsgd::ScheduleClock;
+    let decay = LrSchedule::from(Schedule::StepDecay {
+        every: 1,
+        factor: 0.5,
+    });
+    // Two tensors; tensor 1 has no gradient at step 1 (frozen). At step 2 its update uses
+    // either its own count (1: the base rate) or the global step (2: half of it).
+    let run = |clock: ScheduleClock| -> (Vec<f32>, u64) {
+        let mut opt = Optimizer::new(Config::default_for(Algorithm::Sgdm)).unwrap();
+        opt.set_schedule(GroupId(0), decay).unwrap();
+        opt.set_schedule_clock(clock);
+        opt.add_tensor(TensorSpec::new(&[4])).unwrap();
+        opt.add_tensor(TensorSpec::new(&[4])).unwrap();
+        let (mut a, mut b) = (vec![1.0f32; 4], vec![1.0f32; 4]);
+        let g = [0.5f32; 4];
+        opt.step_some(&mut [&mut a, &mut b], &[Some(&g), None])
+            .unwrap();
+        opt.step_some(&mut [&mut a, &mut b], &[Some(&g), Some(&g)])
+            .unwrap();
+        // Through a checkpoint, the clock and the global step survive.
+        let back = vsgd::checkpoint::load(&vsgd::checkpoint::save(&opt).unwrap()).unwrap();
+        assert_eq!(back, opt);
+        assert_eq!(back.schedule_clock(), clock);
+        (b, opt.global_step())
+    };
+    assert_eq!(ScheduleClock::default(), ScheduleClock::PerTensor);
+    let lr = Config::default_for(Algorithm::Sgdm).lr();
+    for (clock, factor, global) in [
+        (ScheduleClock::PerTensor, 1.0, 0),
+        (ScheduleClock::Global, 0.5, 2),
+    ] {
+        let (b, g) = run(clock);
+        // Tensor 1's one update (SGDM, t = 1: the buffer is the gradient): θ − lr·factor·ĝ.
+        let mut want = vec![1.0f32; 4];
+        let mut buf = vec![0.0f32; 4];
+        kernels::step(
+            &Config::default_for(Algorithm::Sgdm),
+            1,
+            lr * factor,
+            &mut want,
+            &[0.5; 4],
+            &mut [&mut buf],
+            NonFinitePolicy::Skip,
+        )
+        .unwrap();
+        assert_eq!(b, want, "{clock:?}");
+        assert_eq!(g, global);
+    }
+}
+
+#[test]
+fn gradient_clipping_scales_by_the_global_norm_for_every_thread_count() {
+    // Three tensors (one large enough to be cut into norm blocks and across threads).
+    let sizes = [7usize, 0, 200_000];
+    let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| grad(n, 3)).collect();
+    let exact: f64 = grads
+        .iter()
+        .flatten()
+        .map(|&g| (g as f64) * (g as f64))
+        .sum();
+    let norm_ref = exact.sqrt();
+    let max_norm = norm_ref / 4.0;
+    let run = |threads: usize, clip: Option<f64>, scale: f32| {
+        let mut opt = Optimizer::new(Config::default_for(Algorithm::Adam)).unwrap();
+        opt.set_threads(threads);
+        opt.set_clip_norm(clip).unwrap();
+        for n in sizes {
+            opt.add_tensor(TensorSpec::new(&[n])).unwrap();
+        }
+        let mut ps: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.25; n]).collect();
+        let gs: Vec<Vec<f32>> = grads
+            .iter()
+            .map(|g| g.iter().map(|&x| x * scale).collect())
+            .collect();
+        let mut p: Vec<&mut [f32]> = ps.iter_mut().map(|p| p.as_mut_slice()).collect();
+        let g: Vec<&[f32]> = gs.iter().map(|g| g.as_slice()).collect();
+        opt.step(&mut p, &g).unwrap();
+        (ps, opt.last_grad_norm(), opt)
+    };
+    let (clipped, norm, opt) = run(1, Some(max_norm), 1.0);
+    let norm = norm.unwrap();
+    assert!(
+        (norm - norm_ref).abs() <= 1e-12 * norm_ref,
+        "{norm} vs {norm_ref}"
+    );
+    // The same bits as stepping with ĝ·c, c = max_norm / (norm + 1e-6) rounded to f32.
+    let c = (max_norm / (norm + 1e-6)) as f32;
+    let (by_hand, none, _) = run(1, None, c);
+    assert_eq!(none, None);
+    assert_eq!(clipped, by_hand);
+    // Every thread count: the same norm bits and the same parameters.
+    for threads in [2, 3, 4] {
+        let (p, n, _) = run(threads, Some(max_norm), 1.0);
+        assert_eq!(n.unwrap().to_bits(), norm.to_bits(), "{threads} threads");
+        assert_eq!(p, clipped, "{threads} threads");
+    }
+    // Below the maximum nothing is scaled.
+    let (loose, _, _) = run(2, Some(norm_ref * 2.0), 1.0);
+    let (plain, _, _) = run(2, None, 1.0);
+    assert_eq!(loose, plain);
+    // The setting is checked, kept by checkpoints, and part of the optimizer's value.
+    let mut o = Optimizer::new(vsgd()).unwrap();
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(matches!(
+            o.set_clip_norm(Some(bad)),
+            Err(Error::InvalidClipNorm { .. })
+        ));
+    }
+    assert_eq!(o.clip_norm(), None);
+    let back = vsgd::checkpoint::load(&vsgd::checkpoint::save(&opt).unwrap()).unwrap();
+    assert_eq!(back.clip_norm(), Some(max_norm));
+    assert_eq!(back, opt);
+}

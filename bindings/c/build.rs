@@ -2,7 +2,7 @@
 //! one ABI never load a library of another. The number must equal `VSGD_ABI_VERSION` in
 //! src/lib.rs (a unit test compares them through the `VSGD_ABI_VERSION` variable set here).
 
-const ABI_VERSION: u32 = 1;
+const ABI_VERSION: u32 = 2;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

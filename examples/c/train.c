@@ -92,14 +92,18 @@ int main(int argc, char **argv) {
         ys[i] = (z > 0) != (uniform(&seed) > 0.9f) ? 1.0f : 0.0f;
     }
 
-    vsgd_config config;
-    check(vsgd_config_default(VSGD_ALGORITHM_VSGD, &config), "vsgd_config_default");
-    config.params.vsgd.lr = 0.05;
+    vsgd_config *config = NULL;
+    check(vsgd_config_new(VSGD_ALGORITHM_VSGD, &config), "vsgd_config_new");
+    check(vsgd_config_set(config, "lr", 0.05), "vsgd_config_set");
     vsgd_optimizer *opt = NULL;
-    check(vsgd_optimizer_new(&config, &opt), "vsgd_optimizer_new");
+    check(vsgd_optimizer_new(config, &opt), "vsgd_optimizer_new");
+    vsgd_config_free(config); /* the handle keeps its own copy */
+    /* A small model: one thread is plenty (a host with its own pool would do the same). */
+    check(vsgd_optimizer_set_threads(opt, 1), "set_threads");
     size_t tw, tb;
-    check(vsgd_optimizer_add_tensor(opt, D, VSGD_DTYPE_F32, "w", 0, &tw), "add w");
-    check(vsgd_optimizer_add_tensor(opt, 1, VSGD_DTYPE_F32, "b", 0, &tb), "add b");
+    const size_t w_shape[1] = {D};
+    check(vsgd_optimizer_add_tensor(opt, w_shape, 1, VSGD_DTYPE_F32, "w", 0, &tw), "add w");
+    check(vsgd_optimizer_add_tensor(opt, NULL, 0, VSGD_DTYPE_F32, "b", 0, &tb), "add b");
 
     float w[D] = {0}, b[1] = {0}, gw[D], gb[1];
     float *params[2] = {w, b};
@@ -119,7 +123,7 @@ int main(int argc, char **argv) {
                 for (int j = 0; j < D; j++) gw[j] += e * xs[i][j];
                 gb[0] += e;
             }
-            vsgd_step_report report;
+            vsgd_step_report report = {sizeof report, 0, 0};
             check(vsgd_optimizer_step_f32(opt, params, grads, lens, 2, &report), "step");
         }
         if (epoch % 10 == 9) {

@@ -25,12 +25,8 @@ fi
 
 # Miri over the binding's unit tests: every pointer path of the exports (checks, slices,
 # handle lease, panic guard) under Stacked Borrows and the leak checker.
-if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-    echo "--- miri: SKIPPED (no nightly toolchain on this machine; the C checks below still run)"
-elif ! { rustup component list --installed --toolchain nightly 2>/dev/null | grep -q '^miri' ||
-    rustup component add miri rust-src --toolchain nightly; }; then
-    echo "--- miri: SKIPPED (the miri component could not be installed; the C checks below still run)"
-else
+source scripts/lib/miri.sh
+if ensure_miri; then
     echo "--- miri: cargo +nightly miri test -p vsgd-ffi --lib"
     cargo +nightly miri test -q -p vsgd-ffi --lib
 fi

@@ -86,12 +86,8 @@ console.log("[30-simd] wasm32 simd128 == portable (bit for bit): ok");
 # The worker pool erases a lifetime, the work items carry raw pointers, and the dispatcher
 # re-casts slices: tests/miri_threads.rs runs a two-thread step (with a skipped tensor) under
 # Miri so those SAFETY arguments are checked, not only stated. About 2.5 minutes on 2 cores.
-if ! rustup toolchain list | grep -q '^nightly'; then
-    log "miri: SKIPPED (no nightly toolchain on this machine)"
-elif ! { rustup component list --installed --toolchain nightly 2>/dev/null | grep -q '^miri' ||
-    rustup component add miri rust-src --toolchain nightly; }; then
-    log "miri: SKIPPED (the miri component could not be installed)"
-else
+source scripts/lib/miri.sh
+if ensure_miri; then
     log "miri: cargo +nightly miri test --test miri_threads"
     cargo +nightly miri test -q --test miri_threads 2>&1 | tail -n 3
     log "miri: ok"

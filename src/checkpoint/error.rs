@@ -8,7 +8,8 @@ use crate::error::Error;
 /// A checkpoint could not be written, read or applied. Every variant says what was wrong and,
 /// where a tensor is involved, names it (`tensor 3 ("w")`). Nothing is changed when one is
 /// returned: a failed load builds nothing, a failed restore leaves the optimizer as it was, a
-/// failed file save leaves the previous file in place.
+/// failed file save leaves the previous file in place — except [`CheckpointError::NotDurable`],
+/// which says exactly that the new file *is* in place.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum CheckpointError {
@@ -91,6 +92,32 @@ pub enum CheckpointError {
     },
     /// The checkpoint holds a configuration or schedule the optimizer rejects.
     Optimizer(Error),
+    /// The caller's buffer cannot hold the checkpoint ([`super::save_to_slice`]); nothing was
+    /// written.
+    BufferTooSmall {
+        /// The checkpoint's size in bytes.
+        needed: usize,
+        /// The buffer's size in bytes.
+        capacity: usize,
+    },
+    /// Memory for the encoded checkpoint, or for a file's bytes, could not be had: the size
+    /// exceeds `isize::MAX` (rejected before allocating) or the allocator refused it. Never an
+    /// abort; nothing was changed.
+    AllocationFailed {
+        /// Bytes asked for.
+        bytes: u64,
+    },
+    /// The file was saved and renamed over the target (the new checkpoint is in place and
+    /// complete), but flushing the directory failed, so whether the rename survives a power
+    /// cut is unknown. The previous file is gone. Saving again, once the cause is fixed, makes
+    /// it durable.
+    #[cfg(feature = "std")]
+    NotDurable {
+        /// The checkpoint's path.
+        path: String,
+        /// The directory flush's OS error text.
+        message: String,
+    },
     /// A file operation failed.
     #[cfg(feature = "std")]
     Io {
@@ -157,6 +184,18 @@ impl fmt::Display for CheckpointError {
                 "{tensor}: a state array of {bytes} bytes exceeds one MessagePack bin (4 GiB - 1); save sharded"
             ),
             CheckpointError::Optimizer(e) => write!(f, "checkpoint rejected: {e}"),
+            CheckpointError::BufferTooSmall { needed, capacity } => write!(
+                f,
+                "the checkpoint needs {needed} bytes, the buffer holds {capacity}"
+            ),
+            CheckpointError::AllocationFailed { bytes } => {
+                write!(f, "could not allocate {bytes} bytes for the checkpoint")
+            }
+            #[cfg(feature = "std")]
+            CheckpointError::NotDurable { path, message } => write!(
+                f,
+                "{path}: the new checkpoint is in place, but flushing its directory failed ({message}): durability unknown, the previous file is gone"
+            ),
             #[cfg(feature = "std")]
             CheckpointError::Io {
                 op,

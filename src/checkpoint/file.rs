@@ -6,6 +6,14 @@
 //! on Windows' `MoveFileEx` with replace), and then the directory itself is flushed so the
 //! rename survives a power cut. A crash can leave a stale `.NAME.tmp-*` file beside the
 //! target; it is never read and may be deleted.
+//!
+//! Every error before the rename leaves the previous file in place. The directory flush comes
+//! after the rename, so its failure cannot: it is reported as
+//! [`CheckpointError::NotDurable`] (the new file is in place, its durability unknown), never
+//! as a failure that kept the previous file.
+//!
+//! Reading checks the file's size first: a file that cannot be held in memory is
+//! [`CheckpointError::AllocationFailed`] before anything is read or allocated.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -80,9 +88,22 @@ fn temp_path(path: &Path) -> Result<PathBuf, CheckpointError> {
 }
 
 /// Writes `path` atomically from what `write` puts into a file: temp file in the same
-/// directory, fsync, rename, fsync of the directory. On error the temp file is removed and
-/// `path` is untouched.
+/// directory, fsync, rename, fsync of the directory. On an error before the rename the temp
+/// file is removed and `path` is untouched; a failed directory flush after it is
+/// [`CheckpointError::NotDurable`].
 fn atomic<F>(path: &Path, write: F) -> Result<(), CheckpointError>
+where
+    F: FnOnce(&mut File, &Path) -> Result<(), CheckpointError>,
+{
+    atomic_with(path, write, sync_dir)
+}
+
+/// [`atomic`] with the directory flush given (tests inject a failing one).
+fn atomic_with<F>(
+    path: &Path,
+    write: F,
+    sync_dir: impl FnOnce(&Path) -> io::Result<()>,
+) -> Result<(), CheckpointError>
 where
     F: FnOnce(&mut File, &Path) -> Result<(), CheckpointError>,
 {
@@ -102,24 +123,46 @@ where
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    sync_dir(path)
+    // The rename is done: from here on the new file is in place, whatever happens.
+    sync_dir(path).map_err(|e| CheckpointError::NotDurable {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
+/// Flushes the directory holding `path`, so that a rename in it survives a power cut.
 #[cfg(unix)]
-fn sync_dir(path: &Path) -> Result<(), CheckpointError> {
+fn sync_dir(path: &Path) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_path: &Path) -> Result<(), CheckpointError> {
+fn sync_dir(_path: &Path) -> io::Result<()> {
     // Directories cannot be opened for fsync here; the rename is still atomic.
     Ok(())
+}
+
+/// The whole file, read only if it can be held in memory: its size is checked (against
+/// `isize::MAX`, then by a fallible reservation) before a byte is read.
+fn read_file(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(io_err("read", path))?;
+    let size = f.metadata().map_err(io_err("read", path))?.len();
+    let mut bytes = Vec::new();
+    if size > isize::MAX as u64 || bytes.try_reserve_exact(size as usize).is_err() {
+        return Err(CheckpointError::AllocationFailed { bytes: size });
+    }
+    // `take`: a file that grows while being read cannot make the buffer grow past its size
+    // (a longer file reads as truncated and fails its checksum).
+    Read::by_ref(&mut f)
+        .take(size)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    Ok(bytes)
 }
 
 /// Saves `opt`'s whole state to `path` atomically (see the module docs), streaming: no copy
@@ -155,13 +198,88 @@ pub fn write_file_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Che
 /// Loads a checkpoint file into a new optimizer (reads the whole file, then [`super::load`]).
 pub fn load_file(path: impl AsRef<Path>) -> Result<Optimizer, CheckpointError> {
     let path = path.as_ref();
-    let bytes = fs::read(path).map_err(io_err("read", path))?;
-    super::load(&bytes)
+    super::load(&read_file(path)?)
 }
 
 /// Restores a checkpoint file into `opt` (see [`super::restore`]).
 pub fn restore_file(opt: &mut Optimizer, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
     let path = path.as_ref();
-    let bytes = fs::read(path).map_err(io_err("read", path))?;
-    super::restore(opt, &bytes)
+    super::restore(opt, &read_file(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(std::format!("vsgd-file-{name}-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn a_failed_directory_flush_says_the_new_file_is_in_place() {
+        let d = dir("notdurable");
+        let path = d.join("a.ckpt");
+        fs::write(&path, b"previous").unwrap();
+        let r = atomic_with(
+            &path,
+            |f, _| f.write_all(b"new").map_err(|_| unreachable!()),
+            |_| Err(io::Error::other("injected EIO")),
+        );
+        match r {
+            Err(CheckpointError::NotDurable { path: p, message }) => {
+                assert_eq!(p, path.display().to_string());
+                assert!(message.contains("injected EIO"), "{message}");
+            }
+            other => panic!("expected NotDurable, got {other:?}"),
+        }
+        // What the error says is true: the new file is in place, no temp file is left.
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
+        let text = CheckpointError::NotDurable {
+            path: "p".into(),
+            message: "m".into(),
+        }
+        .to_string();
+        assert!(
+            text.contains("in place") && !text.contains("kept"),
+            "{text}"
+        );
+        // An error before the rename still keeps the previous file.
+        let r = atomic_with(
+            &path,
+            |_, tmp| Err(io_err("write", tmp)(io::Error::other("injected"))),
+            |_| Ok(()),
+        );
+        assert!(matches!(r, Err(CheckpointError::Io { .. })));
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn a_file_too_large_for_memory_is_refused_before_reading() {
+        // With "always overcommit" a 1 TiB reservation succeeds and the read would take ages.
+        if fs::read_to_string("/proc/sys/vm/overcommit_memory").is_ok_and(|m| m.trim() == "1") {
+            std::eprintln!("SKIPPED: vm.overcommit_memory = 1 grants any reservation");
+            return;
+        }
+        let d = dir("huge");
+        let path = d.join("huge.ckpt");
+        let f = File::create(&path).unwrap();
+        // Sparse (no disk space used), as large as the file system allows, at least 1 TiB:
+        // more than this machine's memory, so the reservation is refused.
+        let size = [1u64 << 46, 1 << 44, 1 << 42, 1 << 40]
+            .into_iter()
+            .find(|&n| f.set_len(n).is_ok())
+            .expect("a sparse file of 1 TiB");
+        drop(f);
+        match load_file(&path) {
+            Err(CheckpointError::AllocationFailed { bytes }) => assert_eq!(bytes, size),
+            other => panic!("expected AllocationFailed, got {other:?}"),
+        }
+        fs::remove_dir_all(&d).unwrap();
+    }
 }

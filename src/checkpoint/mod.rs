@@ -58,7 +58,8 @@ pub const LIBRARY: &str = concat!("vsgd ", env!("CARGO_PKG_VERSION"));
 /// Encodes the whole state of `opt`.
 ///
 /// Fails only with [`CheckpointError::TooLarge`] (a state array over 4 GiB − 1 bytes: use
-/// [`save_shards`]).
+/// [`save_shards`]) or [`CheckpointError::AllocationFailed`] (the bytes cannot be had; never an
+/// abort).
 pub fn save(opt: &Optimizer) -> Result<Vec<u8>, CheckpointError> {
     format::encode_to_vec(opt, 0, 1, LIBRARY)
 }
@@ -74,6 +75,30 @@ pub fn encoded_len(opt: &Optimizer) -> Result<usize, CheckpointError> {
 pub fn save_into(opt: &Optimizer, out: &mut Vec<u8>) -> Result<(), CheckpointError> {
     out.clear();
     format::encode_into(opt, 0, 1, LIBRARY, out)
+}
+
+/// Encodes the whole state of `opt` straight into the caller's buffer `buf` (which may be
+/// uninitialized) and returns the number of bytes written, the first ones of `buf`. Nothing
+/// is allocated and nothing is written past the end of `buf`: a buffer smaller than
+/// [`encoded_len`] gives [`CheckpointError::BufferTooSmall`] (with the size needed) and
+/// writes nothing. The size is measured and the bytes encoded under the one borrow of `opt`,
+/// so no other change to `opt` can come between them.
+///
+/// ```
+/// use core::mem::MaybeUninit;
+/// use vsgd::{checkpoint, Algorithm, Config, Optimizer, TensorSpec};
+/// let mut opt = Optimizer::new(Config::default_for(Algorithm::Adam))?;
+/// opt.add_tensor(TensorSpec::new(&[4]))?;
+/// let mut buf = vec![MaybeUninit::<u8>::uninit(); 4096];
+/// let n = checkpoint::save_to_slice(&opt, &mut buf)?;
+/// assert_eq!(n, checkpoint::encoded_len(&opt)?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn save_to_slice(
+    opt: &Optimizer,
+    buf: &mut [core::mem::MaybeUninit<u8>],
+) -> Result<usize, CheckpointError> {
+    format::encode_to_slice(opt, 0, 1, LIBRARY, buf)
 }
 
 /// Decodes a (whole, unsharded) checkpoint into a new optimizer.
@@ -95,6 +120,9 @@ pub fn restore(opt: &mut Optimizer, bytes: &[u8]) -> Result<(), CheckpointError>
         opt.set_schedule(GroupId(g), group.schedule)?;
     }
     opt.set_policy(c.policy);
+    opt.set_schedule_clock(c.clock);
+    opt.set_global_step(c.global_step);
+    opt.set_clip_norm(c.clip_norm)?;
     for (k, t) in c.tensors.iter().enumerate() {
         copy_in(opt, c.algorithm, k, t)?;
     }
@@ -236,6 +264,9 @@ fn build(parts: &[Checkpoint<'_>]) -> Result<Optimizer, CheckpointError> {
         opt.set_schedule(id, g.schedule)?;
     }
     opt.set_policy(c.policy);
+    opt.set_schedule_clock(c.clock);
+    opt.set_global_step(c.global_step);
+    opt.set_clip_norm(c.clip_norm)?;
     for t in &c.tensors {
         let mut spec = TensorSpec::new(&t.shape)
             .dtype(t.dtype)
@@ -308,11 +339,14 @@ fn check_shards(parts: &[Checkpoint<'_>]) -> Result<(), CheckpointError> {
         seen[i] = true;
         if p.algorithm != first.algorithm
             || p.policy != first.policy
+            || (p.clock, p.global_step, p.clip_norm)
+                != (first.clock, first.global_step, first.clip_norm)
             || p.groups != first.groups
             || p.tensors.len() != first.tensors.len()
         {
             return bad(format!(
-                "shard {i} disagrees with shard {} on algorithm, policy, groups or tensors",
+                "shard {i} disagrees with shard {} on algorithm, policy, schedule clock, groups \
+                 or tensors",
                 first.shard_index
             ));
         }

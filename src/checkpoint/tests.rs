@@ -1,6 +1,8 @@
 //! Format pins: the exact bytes of a tiny checkpoint, and one decode test per released format
 //! version. Regenerate the committed file (only when the format deliberately changes, with a
-//! new version) with `VSGD_BLESS=1 cargo test --lib checkpoint`.
+//! new version) with `VSGD_BLESS_CHECKPOINT=1 cargo test --lib checkpoint` (its own
+//! variable: regenerating the C header, `VSGD_BLESS_HEADER`, can never accept a format
+//! change).
 
 use super::format::{le_chunks, le_chunks_portable};
 use super::*;
@@ -10,6 +12,18 @@ use crate::schedule::{LrSchedule, Schedule};
 
 const V1_TINY: &[u8] = include_bytes!("../../tests/data/checkpoint/v1-tiny.vsgdckpt");
 const V1_PATH: &str = "tests/data/checkpoint/v1-tiny.vsgdckpt";
+const V2_TINY: &[u8] = include_bytes!("../../tests/data/checkpoint/v2-tiny-global-clock.vsgdckpt");
+const V2_PATH: &str = "tests/data/checkpoint/v2-tiny-global-clock.vsgdckpt";
+
+/// [`tiny`] under the global schedule clock at global step 5, with gradient clipping at
+/// norm 1.5: what version 2 exists for.
+fn tiny_global() -> Optimizer {
+    let mut opt = tiny();
+    opt.set_schedule_clock(crate::ScheduleClock::Global);
+    opt.set_global_step(5);
+    opt.set_clip_norm(Some(1.5)).unwrap();
+    opt
+}
 
 /// Special values that must survive bit-exactly: −0, subnormals, ±∞, NaN with a payload.
 const W_STATE: [[u32; 2]; 3] = [
@@ -68,8 +82,13 @@ fn tiny() -> Optimizer {
 
 #[test]
 fn v1_bytes_are_pinned() {
+    assert!(
+        std::env::var_os("VSGD_BLESS").is_none(),
+        "VSGD_BLESS is retired: VSGD_BLESS_CHECKPOINT rewrites the pinned checkpoint, \
+         VSGD_BLESS_HEADER the C header"
+    );
     let bytes = format::encode_to_vec(&tiny(), 0, 1, "vsgd 0.1.0").unwrap();
-    if std::env::var_os("VSGD_BLESS").is_some() {
+    if std::env::var_os("VSGD_BLESS_CHECKPOINT").is_some() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/data/checkpoint/v1-tiny.vsgdckpt"
@@ -80,6 +99,55 @@ fn v1_bytes_are_pinned() {
         bytes, V1_TINY,
         "the encoder no longer writes {V1_PATH}: a format change needs a new version"
     );
+}
+
+#[test]
+fn v2_bytes_are_pinned() {
+    let bytes = format::encode_to_vec(&tiny_global(), 0, 1, "vsgd 0.1.0").unwrap();
+    if std::env::var_os("VSGD_BLESS_CHECKPOINT").is_some() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/checkpoint/v2-tiny-global-clock.vsgdckpt"
+        );
+        std::fs::write(path, &bytes).unwrap();
+    }
+    assert_eq!(
+        bytes, V2_TINY,
+        "the encoder no longer writes {V2_PATH}: a format change needs a new version"
+    );
+    // The default clock still writes version 1, byte for byte what version-1 readers read.
+    let v1 = format::encode_to_vec(&tiny(), 0, 1, "vsgd 0.1.0").unwrap();
+    assert_eq!(v1, V1_TINY);
+}
+
+#[test]
+fn v2_decodes_with_its_clock() {
+    let c = Checkpoint::parse(V2_TINY).unwrap();
+    assert_eq!(c.version, 2);
+    assert_eq!((c.clock, c.global_step), (crate::ScheduleClock::Global, 5));
+    assert_eq!(c.clip_norm, Some(1.5));
+    let opt = load(V2_TINY).unwrap();
+    assert_eq!(opt.schedule_clock(), crate::ScheduleClock::Global);
+    assert_eq!(opt.global_step(), 5);
+    assert_eq!(opt.clip_norm(), Some(1.5));
+    // (The state holds NaNs, so compare the bytes, not the optimizers.)
+    assert_eq!(
+        format::encode_to_vec(&opt, 0, 1, "vsgd 0.1.0").unwrap(),
+        V2_TINY
+    );
+    // Version 1 reads as the per-tensor clock at global step 0.
+    let c1 = Checkpoint::parse(V1_TINY).unwrap();
+    assert_eq!(
+        (c1.clock, c1.global_step),
+        (crate::ScheduleClock::PerTensor, 0)
+    );
+    // A version-1 header with a clock key, or a version-2 header without one, is malformed.
+    let mut v1_with_v2_header = V2_TINY.to_vec();
+    v1_with_v2_header[17] = 1;
+    assert!(Checkpoint::parse(&v1_with_v2_header).is_err());
+    let mut v2_with_v1_header = V1_TINY.to_vec();
+    v2_with_v1_header[17] = 2;
+    assert!(Checkpoint::parse(&v2_with_v1_header).is_err());
 }
 
 #[test]

@@ -13,9 +13,10 @@
 
 use alloc::vec::Vec;
 use core::any::Any;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{all_finite, apply, Scalars};
+use super::simd::Rule;
+use super::{all_finite, apply, RuleVisitor, Scalars};
 use crate::element::Element;
 
 /// Below this many bytes of memory traffic per thread, another thread costs more (waking it,
@@ -42,9 +43,11 @@ pub(crate) struct Item<T> {
     len: usize,
     /// Where the tensor starts when the step's tensors are laid end to end.
     offset: usize,
-    scalars: Scalars<T>,
+    pub(crate) scalars: Scalars<T>,
     /// Set by the finite scan.
     nonfinite: AtomicBool,
+    /// Index of the item's first block in [`Engine::sum_squares`].
+    block0: usize,
 }
 
 impl<T: Element> Item<T> {
@@ -69,6 +72,7 @@ impl<T: Element> Item<T> {
             offset: 0,
             scalars,
             nonfinite: AtomicBool::new(false),
+            block0: 0,
         }
     }
 
@@ -113,23 +117,44 @@ fn run_part<T: Element>(items: &[Item<T>], range: core::ops::Range<usize>, op: O
                 continue;
             }
             let param = core::slice::from_raw_parts_mut(it.param.add(lo), n);
-            let arr = |j: usize| core::slice::from_raw_parts_mut(it.state.add(j * it.len + lo), n);
-            match it.scalars.state_count() {
-                1 => apply(&it.scalars, param, grad, &mut [arr(0)]),
-                2 => apply(&it.scalars, param, grad, &mut [arr(0), arr(1)]),
-                _ => apply(&it.scalars, param, grad, &mut [arr(0), arr(1), arr(2)]),
-            }
+            it.scalars.visit(Piece {
+                item: it,
+                param,
+                grad,
+                lo,
+            });
         }
     }
 }
 
+/// The elements `[lo, lo + n)` of one item, stepped once its algorithm's state count `K` is
+/// known: its `K` state arrays are contiguous, `len` elements apart.
+struct Piece<'a, T> {
+    item: &'a Item<T>,
+    param: &'a mut [T],
+    grad: &'a [T],
+    lo: usize,
+}
+
+impl<T: Element> RuleVisitor<T> for Piece<'_, T> {
+    type Out = ();
+    fn visit<R: Rule<K, E = T>, const K: usize>(self, _: &R) {
+        let (it, n) = (self.item, self.param.len());
+        // SAFETY: as in `run_part`: array `j` of the item's state is `[j·len, (j+1)·len)` of
+        // a live buffer nothing else touches during the step, `lo + n ≤ len`, and parts cover
+        // disjoint element ranges.
+        let mut arrays: [&mut [T]; K] = core::array::from_fn(|j| unsafe {
+            core::slice::from_raw_parts_mut(it.state.add(j * it.len + self.lo), n)
+        });
+        apply(&it.scalars, self.param, self.grad, &mut arrays);
+    }
+}
+
 /// Items shared with the worker threads.
-#[cfg(feature = "std")]
 struct SharedItems<'a, T>(&'a [Item<T>]);
 
 // SAFETY: workers only read the items, write `nonfinite` atomically, and write through the
 // raw pointers to disjoint element ranges (see `run_part`).
-#[cfg(feature = "std")]
 unsafe impl<T: Send> Sync for SharedItems<'_, T> {}
 
 /// The reusable work list of one element type.
@@ -151,7 +176,13 @@ pub(crate) struct Engine {
     pool: Option<super::threads::WorkerPool>,
     f32: Items<f32>,
     f64: Items<f64>,
+    /// Per-block sums of squares of [`Engine::sum_squares`] (`f64` bits).
+    partials: Vec<AtomicU64>,
 }
+
+/// Elements per block of [`Engine::sum_squares`]: each block is summed by one thread, and the
+/// blocks' sums are added in order, so the total does not depend on the thread count.
+const NORM_BLOCK: usize = 1 << 16;
 
 impl Engine {
     pub(crate) fn new() -> Self {
@@ -161,7 +192,85 @@ impl Engine {
             pool: None,
             f32: Items(Vec::new()),
             f64: Items(Vec::new()),
+            partials: Vec::new(),
         }
+    }
+
+    /// Σ ĝ² over every item's gradient, in `f64`: the items cut into fixed blocks of
+    /// [`NORM_BLOCK`] elements, each summed with [`super::sum_squares`], the blocks added in
+    /// order. The same bits for every thread count and kernel path. Grows its block list when a
+    /// step has more blocks than any before (the only allocation it can make).
+    pub(crate) fn sum_squares<T: Element>(&mut self, items: &mut [Item<T>]) -> f64 {
+        let mut nblocks = 0usize;
+        let mut total = 0usize;
+        for it in items.iter_mut() {
+            it.block0 = nblocks;
+            nblocks += it.len.div_ceil(NORM_BLOCK);
+            total += it.len;
+        }
+        // Out of `self` while the pool runs (it needs `&mut self`); put back at the end.
+        let mut partials = core::mem::take(&mut self.partials);
+        if partials.len() < nblocks {
+            partials.resize_with(nblocks, || AtomicU64::new(0));
+        }
+        let shared = SharedItems(items);
+        let (shared, sums) = (&shared, &partials[..nblocks]);
+        let block = move |b: usize| {
+            let items = shared.0;
+            // The item holding block `b`: the last whose first block is ≤ b (an empty item
+            // shares its first block with the next one, which comes after it).
+            let it = &items[items.partition_point(|it| it.block0 <= b) - 1];
+            let start = (b - it.block0) * NORM_BLOCK;
+            let n = NORM_BLOCK.min(it.len - start);
+            // SAFETY: `Item::new` took `grad` from a live buffer of `len` elements that nothing
+            // writes during the step; `start + n ≤ len`.
+            let g = unsafe { core::slice::from_raw_parts(it.grad.add(start), n) };
+            sums[b].store(super::sum_squares(g).to_bits(), Ordering::Relaxed);
+        };
+        let bytes = total.saturating_mul(core::mem::size_of::<T>());
+        let threads = self
+            .threads()
+            .min((bytes / MIN_BYTES_PER_PART).max(1))
+            .min(nblocks.max(1));
+        #[cfg(feature = "std")]
+        let parallel = threads > 1;
+        #[cfg(not(feature = "std"))]
+        let parallel = false;
+        if parallel {
+            #[cfg(feature = "std")]
+            {
+                let pool = self.pool();
+                let threads = threads.min(pool.threads());
+                pool.run(threads, &|k| {
+                    let mut b = k;
+                    while b < nblocks {
+                        block(b);
+                        b += threads;
+                    }
+                });
+            }
+        } else {
+            (0..nblocks).for_each(block);
+        }
+        let sum = sums
+            .iter()
+            .map(|p| f64::from_bits(p.load(Ordering::Relaxed)))
+            .fold(0.0, |a, x| a + x);
+        self.partials = partials;
+        sum
+    }
+
+    /// The worker pool, started (or restarted in a forked process) when needed.
+    #[cfg(feature = "std")]
+    fn pool(&mut self) -> &mut super::threads::WorkerPool {
+        if self.pool.as_ref().is_some_and(|p| p.forked()) {
+            // A forked child: the pool's workers live in the parent. Drop it (it leaks rather
+            // than joins) and start this process's own.
+            self.pool = None;
+        }
+        let n = self.threads();
+        self.pool
+            .get_or_insert_with(|| super::threads::WorkerPool::new(n))
     }
 
     /// Room for `tensors` tensors in the work lists, so a step need not allocate.
@@ -185,6 +294,9 @@ impl Engine {
     pub(crate) fn set_threads(&mut self, threads: usize) {
         self.threads = threads.min(super::threads::MAX_THREADS);
         let want = self.threads();
+        if self.pool.as_ref().is_some_and(|p| p.forked()) {
+            self.pool = None;
+        }
         if self.pool.as_ref().map(|p| p.threads()) != Some(want) {
             self.pool = None; // joins the old workers first
             if want > 1 {
@@ -241,12 +353,10 @@ impl Engine {
         let threads = self.threads().min((bytes / MIN_BYTES_PER_PART).max(1));
         #[cfg(feature = "std")]
         if threads > 1 {
-            if self.pool.is_none() {
-                // First parallel step with the default thread count: start the workers (the
-                // only allocation a step can make; `set_threads` avoids it).
-                self.pool = Some(super::threads::WorkerPool::new(self.threads()));
-            }
-            if let Some(pool) = self.pool.as_mut() {
+            // First parallel step with the default thread count: start the workers (the only
+            // allocation a step can make; `set_threads` avoids it).
+            {
+                let pool = self.pool();
                 let threads = threads.min(pool.threads());
                 let chunks = (threads * CHUNKS_PER_THREAD)
                     .min(bytes / MIN_BYTES_PER_CHUNK)

@@ -95,6 +95,10 @@ pub struct Common<T> {
     pub has_l2: bool,
     /// Negate the gradient first.
     pub maximize: bool,
+    /// Gradient scale of gradient clipping (multiplies ĝ first; see [`Scalars::with_grad_scale`]).
+    pub scale: T,
+    /// Whether `scale` is applied (when false, ĝ is not multiplied at all).
+    pub has_scale: bool,
 }
 
 impl<T: Element> Common<T> {
@@ -106,12 +110,16 @@ impl<T: Element> Common<T> {
             l2: T::from_f64(l2),
             has_l2: l2 != 0.0,
             maximize,
+            scale: T::ONE,
+            has_scale: false,
         }
     }
 
-    /// The gradient the update sees: ĝ, negated if `maximize`, plus `l2·θ` (θ before decay).
+    /// The gradient the update sees: ĝ, times the clipping scale if any, negated if
+    /// `maximize`, plus `l2·θ` (θ before decay).
     #[inline(always)]
     pub fn grad(&self, g: T, p: T) -> T {
+        let g = if self.has_scale { g * self.scale } else { g };
         let g = if self.maximize { -g } else { g };
         if self.has_l2 {
             g + self.l2 * p
@@ -311,15 +319,55 @@ impl<T: Element> Scalars<T> {
         }
     }
 
+    /// These constants with the gradient multiplied by `scale` before anything else (the
+    /// coefficient of gradient clipping, `max_norm / (norm + 1e-6)` when below 1), rounded once
+    /// to the element type: the same bits as stepping with the gradient `ĝ · scale` computed in
+    /// the element type. A scale of exactly 1 leaves them unchanged.
+    pub fn with_grad_scale(mut self, scale: f64) -> Self {
+        let c = match &mut self {
+            Scalars::Vsgd(s) => &mut s.common,
+            Scalars::ConstantVsgd(s) => &mut s.common,
+            Scalars::Adam(s) => &mut s.common,
+            Scalars::Sgdm(s) => &mut s.common,
+        };
+        c.scale = T::from_f64(scale);
+        c.has_scale = scale != 1.0;
+        self
+    }
+
     /// How many state arrays the kernel of these constants takes.
     pub fn state_count(&self) -> usize {
+        struct Count;
+        impl<T: Element> RuleVisitor<T> for Count {
+            type Out = usize;
+            fn visit<R: simd::Rule<K, E = T>, const K: usize>(self, _: &R) -> usize {
+                K
+            }
+        }
+        self.visit(Count)
+    }
+
+    /// Calls `v` with the rule of these constants and its number of state arrays: the one
+    /// place that lists every algorithm's kernel (a new [`Scalars`] variant without a rule
+    /// does not compile).
+    #[inline(always)]
+    pub(crate) fn visit<V: RuleVisitor<T>>(&self, v: V) -> V::Out {
         match self {
-            Scalars::Vsgd(_) => 3,
-            Scalars::ConstantVsgd(_) => 2,
-            Scalars::Adam(_) => 2,
-            Scalars::Sgdm(_) => 1,
+            Scalars::Vsgd(r) => v.visit::<_, 3>(r),
+            Scalars::ConstantVsgd(r) => v.visit::<_, 2>(r),
+            Scalars::Adam(r) => v.visit::<_, 2>(r),
+            Scalars::Sgdm(r) => v.visit::<_, 1>(r),
         }
     }
+}
+
+/// Something done with an algorithm's [`simd::Rule`] once its type and state count are known
+/// (see [`Scalars::visit`]).
+pub(crate) trait RuleVisitor<T: Element> {
+    /// What the visit returns.
+    type Out;
+    /// Called with the rule `r`, which keeps `K` state arrays.
+    fn visit<R: simd::Rule<K, E = T>, const K: usize>(self, r: &R) -> Self::Out;
 }
 
 /// Applies one step to `param` given `grad` and the state arrays, with the fastest path this
@@ -339,6 +387,26 @@ pub fn apply<T: Element>(s: &Scalars<T>, param: &mut [T], grad: &[T], state: &mu
 #[inline]
 pub fn all_finite<T: Element>(x: &[T]) -> bool {
     all_finite_on(KernelPath::active(), x).unwrap_or_else(|| portable::all_finite(x))
+}
+
+/// Σ x², in `f64`, summed in a fixed order (eight interleaved partial sums, combined
+/// pairwise), so the result is the same bits on every machine and path. The building block of
+/// gradient clipping by global norm ([`crate::Optimizer::set_clip_norm`]); for a shard, add the
+/// shards' sums (in a fixed order) and take the square root.
+pub fn sum_squares<T: Element>(x: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            let v = v.to_f64();
+            *a += v * v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        let v = v.to_f64();
+        *a += v * v;
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
 /// Checks a learning rate given at run time for `config`: in [0, 1e30], and
@@ -412,13 +480,68 @@ pub fn step<T: Element>(
     state: &mut [&mut [T]],
     policy: NonFinitePolicy,
 ) -> Result<StepOutcome, Error> {
+    step_with_verdict(config, t, lr, param, grad, state, policy, Verdict::Check)
+}
+
+/// Who decides whether a gradient is finite, for [`step_with_verdict`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// This call scans its own `grad` (what [`step`] does). Right for a whole tensor; for a
+    /// shard it means each shard decides alone.
+    Check,
+    /// The caller has checked the whole tensor (every shard) and found it finite: apply.
+    Finite,
+    /// The caller found a NaN or ±∞ somewhere in the tensor, maybe in another shard: the
+    /// policy decides (skip, error), as if this shard held it.
+    NotFinite,
+}
+
+/// [`step`] with the finite verdict given by the caller: what a sharded tensor needs, so
+/// that every shard skips (or fails) together when any shard's gradient is not finite.
+///
+/// Compute each shard's [`all_finite`], combine them across shards with a logical AND (an
+/// all-reduce, as torch's `GradScaler` does for its `found_inf`), and pass the result to every
+/// shard's step as [`Verdict::Finite`] or [`Verdict::NotFinite`]. Under
+/// [`NonFinitePolicy::Propagate`] the verdict is ignored and the update applied.
+///
+/// ```
+/// use vsgd::{kernels::{self, Verdict}, Algorithm, Config, NonFinitePolicy};
+/// let config = Config::default_for(Algorithm::Sgdm);
+/// let (mut p, g) = ([1.0f32, 2.0, 3.0, 4.0], [0.5f32, 0.5, f32::NAN, 0.5]);
+/// let (mut m0, mut m1) = ([0.0f32; 2], [0.0f32; 2]);
+/// let finite = kernels::all_finite(&g[..2]) && kernels::all_finite(&g[2..]);
+/// let verdict = if finite { Verdict::Finite } else { Verdict::NotFinite };
+/// let (p0, p1) = p.split_at_mut(2);
+/// for (p, g, m) in [(p0, &g[..2], &mut m0), (p1, &g[2..], &mut m1)] {
+///     let out = kernels::step_with_verdict(&config, 1, 0.1, p, g, &mut [m],
+///                                          NonFinitePolicy::Skip, verdict).unwrap();
+///     assert_eq!(out, kernels::StepOutcome::Skipped); // both shards, not only the NaN one
+/// }
+/// assert_eq!(p, [1.0, 2.0, 3.0, 4.0]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn step_with_verdict<T: Element>(
+    config: &Config,
+    t: u64,
+    lr: f64,
+    param: &mut [T],
+    grad: &[T],
+    state: &mut [&mut [T]],
+    policy: NonFinitePolicy,
+    verdict: Verdict,
+) -> Result<StepOutcome, Error> {
     config.validate_runtime()?;
     check_lr(config, lr)?;
     if t == 0 {
         return Err(Error::InvalidStep { step: t });
     }
     check_lengths(config.algorithm(), param, grad, state)?;
-    if policy != NonFinitePolicy::Propagate && !all_finite(grad) {
+    let finite = || match verdict {
+        Verdict::Check => all_finite(grad),
+        Verdict::Finite => true,
+        Verdict::NotFinite => false,
+    };
+    if policy != NonFinitePolicy::Propagate && !finite() {
         return match policy {
             NonFinitePolicy::Error => Err(Error::NonFiniteGradient { tensor: 0 }),
             _ => Ok(StepOutcome::Skipped),

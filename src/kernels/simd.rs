@@ -1,11 +1,13 @@
 //! The kernels written once over a vector of lanes; each instruction set (`x86`, `neon`,
 //! `wasm`) only says what a vector is and how to add, multiply, divide, take the square root.
 //!
-//! Every lane performs exactly the operations of [`super::portable`], in the same order and
-//! with the same operands: IEEE-754 `+ − × ÷ sqrt`, each correctly rounded in every lane of
-//! every instruction set used here, no fused multiply-add, no approximate reciprocal or
-//! reciprocal square root. So a vector path gives the bits of the portable path. The elements
-//! left over after the last whole vector go through the portable kernel itself.
+//! Each algorithm's update is written once, as a [`Rule`] over a generic vector; the portable
+//! path is the same rule over [`portable::Scalar`], a vector of one lane. Every lane performs
+//! the same IEEE-754 `+ − × ÷ sqrt` operations in the same order, each correctly rounded in
+//! every lane of every instruction set used here (no fused multiply-add, no approximate
+//! reciprocal or reciprocal square root), so every path gives the portable path's bits by
+//! construction. The elements left over after the last whole vector go through the same rule
+//! one lane at a time.
 
 use super::{
     portable, AdamScalars, Common, ConstantVsgdScalars, Scalars, SgdmScalars, VsgdScalars,
@@ -110,8 +112,10 @@ struct CommonV<V> {
     lr: V,
     decay: V,
     l2: V,
+    scale: V,
     has_decay: bool,
     has_l2: bool,
+    has_scale: bool,
     maximize: bool,
 }
 
@@ -122,8 +126,10 @@ impl<V: Vector> CommonV<V> {
             lr: V::splat(c.lr),
             decay: V::splat(c.decay),
             l2: V::splat(c.l2),
+            scale: V::splat(c.scale),
             has_decay: c.has_decay,
             has_l2: c.has_l2,
+            has_scale: c.has_scale,
             maximize: c.maximize,
         }
     }
@@ -131,6 +137,7 @@ impl<V: Vector> CommonV<V> {
     /// [`Common::grad`], lane-wise.
     #[inline(always)]
     unsafe fn grad(&self, g: V, p: V) -> V {
+        let g = if self.has_scale { g.mul(self.scale) } else { g };
         let g = if self.maximize { g.neg() } else { g };
         if self.has_l2 {
             g.add(self.l2.mul(p))
@@ -150,10 +157,306 @@ impl<V: Vector> CommonV<V> {
     }
 }
 
-/// [`portable::apply`] with vectors of type `V`.
+/// One algorithm's update of one element, written once for any vector of lanes: the only
+/// place its formulas live. [`run`] applies it with the vectors of an instruction set and, for
+/// the elements after the last whole vector and for the portable path, with
+/// [`portable::Scalar`] (a vector of one lane), so every path performs the same IEEE
+/// operations on every element by construction.
+///
+/// `K` is the number of state arrays. Adding an algorithm is: its configuration, its
+/// [`Scalars`] variant, an `impl Rule<K>` here and its tests; the exhaustive match in
+/// [`Scalars::visit`] makes a forgotten case a compile error.
 ///
 /// # Safety
-/// See [`Vector`]; `grad` and every state array at least as long as `param`.
+/// The methods run instructions of `V`'s instruction set (see [`Vector`]).
+pub(crate) trait Rule<const K: usize>: Copy {
+    /// The element type.
+    type E: Element;
+    /// The per-step constants, splatted into vectors of type `V` once per call of [`run`].
+    type Lanes<V: Vector<E = Self::E>>: Copy;
+    /// Splats the constants.
+    unsafe fn lanes<V: Vector<E = Self::E>>(&self) -> Self::Lanes<V>;
+    /// The update of one vector of elements: reads the parameter `p`, the gradient `g` and
+    /// the state `st` (updated in place) and returns the new parameter.
+    unsafe fn update<V: Vector<E = Self::E>>(
+        &self,
+        c: &Self::Lanes<V>,
+        p: V,
+        g: V,
+        st: &mut [V; K],
+    ) -> V;
+}
+
+/// Lanes of [`VsgdScalars`].
+#[derive(Clone, Copy)]
+pub(crate) struct VsgdLanes<V> {
+    c: CommonV<V>,
+    sg0: V,
+    shg0: V,
+    inv_pa2: V,
+    pbg2: V,
+    pbhg2: V,
+    rho1: V,
+    omr1: V,
+    rho2: V,
+    omr2: V,
+    eps: V,
+    one: V,
+}
+
+/// VSGD (docs/algorithms.md): state `[mug, bg, bhg]`.
+impl<T: Element> Rule<3> for VsgdScalars<T> {
+    type E = T;
+    type Lanes<V: Vector<E = T>> = VsgdLanes<V>;
+    #[inline(always)]
+    unsafe fn lanes<V: Vector<E = T>>(&self) -> VsgdLanes<V> {
+        VsgdLanes {
+            c: CommonV::new(&self.common),
+            sg0: V::splat(self.sg0),
+            shg0: V::splat(self.shg0),
+            inv_pa2: V::splat(self.inv_pa2),
+            pbg2: V::splat(self.pbg2),
+            pbhg2: V::splat(self.pbhg2),
+            rho1: V::splat(self.rho1),
+            omr1: V::splat(self.omr1),
+            rho2: V::splat(self.rho2),
+            omr2: V::splat(self.omr2),
+            eps: V::splat(self.eps),
+            one: V::splat(T::ONE),
+        }
+    }
+    #[inline(always)]
+    unsafe fn update<V: Vector<E = T>>(&self, k: &VsgdLanes<V>, p0: V, g: V, st: &mut [V; 3]) -> V {
+        let [mu, bg, bhg] = *st;
+        let g = k.c.grad(g, p0);
+        let p = k.c.decayed(p0);
+        // sg, shg: 1/E[precision] of the systematic and observation noise.
+        let (sg, shg) = if self.first {
+            (k.sg0, k.shg0)
+        } else {
+            (bg.mul(k.inv_pa2), bhg.mul(k.inv_pa2))
+        };
+        let r = k.one.div(sg.add(shg));
+        let wg = sg.mul(r); // weight of the observation
+        let wm = shg.mul(r); // weight of the prior mean (the effective momentum)
+        let mu_new = wg.mul(g).add(wm.mul(mu)); // μ' = wg·ĝ + wm·μ
+        let var = sg.mul(wm); // σ² = sg·wm
+        let d1 = mu_new.sub(mu);
+        let d2 = mu_new.sub(g);
+        let bg_new = k.pbg2.add(var).add(d1.mul(d1)); // pbg2 + σ² + (μ' − μ)²
+        let bhg_new = k.pbhg2.add(var).add(d2.mul(d2)); // pbhg2 + σ² + (μ' − ĝ)²
+        *st = [
+            mu_new,
+            k.omr1.mul(bg).add(k.rho1.mul(bg_new)),
+            k.omr2.mul(bhg).add(k.rho2.mul(bhg_new)),
+        ];
+        // θ − η · μ' / (sqrt(σ² + μ'²) + eps)
+        let den = var.add(mu_new.mul(mu_new)).sqrt().add(k.eps);
+        p.sub(k.c.lr.mul(mu_new.div(den)))
+    }
+}
+
+/// Lanes of [`ConstantVsgdScalars`].
+#[derive(Clone, Copy)]
+pub(crate) struct ConstantVsgdLanes<V> {
+    c: CommonV<V>,
+    v0: V,
+    inv_pa2: V,
+    pb2: V,
+    k: V,
+    inv_k1: V,
+    rho: V,
+    omr: V,
+    eps: V,
+}
+
+/// Constant VSGD (docs/algorithms.md): state `[mug, b]`.
+impl<T: Element> Rule<2> for ConstantVsgdScalars<T> {
+    type E = T;
+    type Lanes<V: Vector<E = T>> = ConstantVsgdLanes<V>;
+    #[inline(always)]
+    unsafe fn lanes<V: Vector<E = T>>(&self) -> ConstantVsgdLanes<V> {
+        ConstantVsgdLanes {
+            c: CommonV::new(&self.common),
+            v0: V::splat(self.v0),
+            inv_pa2: V::splat(self.inv_pa2),
+            pb2: V::splat(self.pb2),
+            k: V::splat(self.k),
+            inv_k1: V::splat(self.inv_k1),
+            rho: V::splat(self.rho),
+            omr: V::splat(self.omr),
+            eps: V::splat(self.eps),
+        }
+    }
+    #[inline(always)]
+    unsafe fn update<V: Vector<E = T>>(
+        &self,
+        k: &ConstantVsgdLanes<V>,
+        p0: V,
+        g: V,
+        st: &mut [V; 2],
+    ) -> V {
+        let [mu, b] = *st;
+        let g = k.c.grad(g, p0);
+        let p = k.c.decayed(p0);
+        let v = if self.first { k.v0 } else { b.mul(k.inv_pa2) };
+        let mu_new = k.k.mul(mu).add(g).mul(k.inv_k1); // (K·μ + ĝ) / (K + 1)
+        let var = v.mul(k.inv_k1); // σ² = v / (K + 1)
+        let d1 = mu_new.sub(mu);
+        let d2 = mu_new.sub(g);
+        // pb2 + K·(σ² + (μ' − μ)²) + σ² + (μ' − ĝ)²
+        let b_new = k
+            .pb2
+            .add(k.k.mul(var.add(d1.mul(d1))))
+            .add(var)
+            .add(d2.mul(d2));
+        *st = [mu_new, k.omr.mul(b).add(k.rho.mul(b_new))];
+        let den = var.add(mu_new.mul(mu_new)).sqrt().add(k.eps);
+        p.sub(k.c.lr.mul(mu_new.div(den)))
+    }
+}
+
+/// Lanes of [`AdamScalars`].
+#[derive(Clone, Copy)]
+pub(crate) struct AdamLanes<V> {
+    c: CommonV<V>,
+    beta1: V,
+    omb1: V,
+    beta2: V,
+    omb2: V,
+    step_size: V,
+    bc2_sqrt: V,
+    eps: V,
+}
+
+/// Adam and AdamW (torch semantics): state `[m, v]`.
+impl<T: Element> Rule<2> for AdamScalars<T> {
+    type E = T;
+    type Lanes<V: Vector<E = T>> = AdamLanes<V>;
+    #[inline(always)]
+    unsafe fn lanes<V: Vector<E = T>>(&self) -> AdamLanes<V> {
+        AdamLanes {
+            c: CommonV::new(&self.common),
+            beta1: V::splat(self.beta1),
+            omb1: V::splat(self.omb1),
+            beta2: V::splat(self.beta2),
+            omb2: V::splat(self.omb2),
+            step_size: V::splat(self.step_size),
+            bc2_sqrt: V::splat(self.bc2_sqrt),
+            eps: V::splat(self.eps),
+        }
+    }
+    #[inline(always)]
+    unsafe fn update<V: Vector<E = T>>(&self, k: &AdamLanes<V>, p0: V, g: V, st: &mut [V; 2]) -> V {
+        let [m, v] = *st;
+        let g = k.c.grad(g, p0);
+        let p = k.c.decayed(p0);
+        let m_new = k.beta1.mul(m).add(k.omb1.mul(g)); // β1·m + (1 − β1)·ĝ
+        let v_new = k.beta2.mul(v).add(k.omb2.mul(g.mul(g))); // β2·v + (1 − β2)·ĝ²
+        *st = [m_new, v_new];
+        // θ − (η / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
+        let den = v_new.sqrt().div(k.bc2_sqrt).add(k.eps);
+        p.sub(k.step_size.mul(m_new.div(den)))
+    }
+}
+
+/// Lanes of [`SgdmScalars`].
+#[derive(Clone, Copy)]
+pub(crate) struct SgdmLanes<V> {
+    c: CommonV<V>,
+    momentum: V,
+    omd: V,
+}
+
+/// SGD with momentum (torch semantics): state `[momentum]`.
+impl<T: Element> Rule<1> for SgdmScalars<T> {
+    type E = T;
+    type Lanes<V: Vector<E = T>> = SgdmLanes<V>;
+    #[inline(always)]
+    unsafe fn lanes<V: Vector<E = T>>(&self) -> SgdmLanes<V> {
+        SgdmLanes {
+            c: CommonV::new(&self.common),
+            momentum: V::splat(self.momentum),
+            omd: V::splat(self.omd),
+        }
+    }
+    #[inline(always)]
+    unsafe fn update<V: Vector<E = T>>(&self, k: &SgdmLanes<V>, p0: V, g: V, st: &mut [V; 1]) -> V {
+        let g = k.c.grad(g, p0);
+        let p = k.c.decayed(p0);
+        // buf ← ĝ at t = 1, else momentum·buf + (1 − dampening)·ĝ
+        let b = if self.first {
+            g
+        } else {
+            k.momentum.mul(st[0]).add(k.omd.mul(g))
+        };
+        st[0] = b;
+        let d = if self.nesterov {
+            g.add(k.momentum.mul(b))
+        } else {
+            b
+        };
+        p.sub(k.c.lr.mul(d))
+    }
+}
+
+/// Applies `r` to the elements `[start, end)` (a multiple of `V::LANES` long) of the buffers.
+///
+/// # Safety
+/// See [`Vector`]; every pointer valid for `end` elements, the written ones not aliased.
+#[inline(always)]
+unsafe fn lanes_loop<V: Vector, R: Rule<K, E = V::E>, const K: usize>(
+    r: &R,
+    c: &R::Lanes<V>,
+    param: *mut V::E,
+    grad: *const V::E,
+    state: &[*mut V::E; K],
+    start: usize,
+    end: usize,
+) {
+    let mut i = start;
+    while i < end {
+        let p = V::load(param.add(i));
+        let g = V::load(grad.add(i));
+        let mut st: [V; K] = core::array::from_fn(|j| V::load(state[j].add(i)));
+        let p = r.update(c, p, g, &mut st);
+        for (v, a) in st.iter().zip(state) {
+            v.store(a.add(i));
+        }
+        p.store(param.add(i));
+        i += V::LANES;
+    }
+}
+
+/// Applies `r` to `n` elements: whole vectors of `V`, then the rest one element at a time with
+/// the same rule.
+///
+/// # Safety
+/// See [`Vector`]; every pointer valid for `n` elements, the written ones not aliased.
+#[inline(always)]
+pub(crate) unsafe fn run<V: Vector, R: Rule<K, E = V::E>, const K: usize>(
+    r: &R,
+    param: *mut V::E,
+    grad: *const V::E,
+    state: &[*mut V::E; K],
+    n: usize,
+) {
+    let body = n - n % V::LANES;
+    lanes_loop::<V, R, K>(r, &r.lanes::<V>(), param, grad, state, 0, body);
+    if body < n {
+        let c = r.lanes::<portable::Scalar<V::E>>();
+        lanes_loop::<portable::Scalar<V::E>, R, K>(r, &c, param, grad, state, body, n);
+    }
+}
+
+/// The kernel of `s`'s algorithm with vectors of type `V`.
+///
+/// # Safety
+/// See [`Vector`].
+///
+/// # Panics
+/// If `state` does not hold the algorithm's arrays, or a buffer is shorter than `param` (a
+/// caller's bug; checked before any memory is touched).
 #[inline(always)]
 pub(crate) unsafe fn apply<V: Vector>(
     s: &Scalars<V::E>,
@@ -161,205 +464,30 @@ pub(crate) unsafe fn apply<V: Vector>(
     grad: &[V::E],
     state: &mut [&mut [V::E]],
 ) {
-    match (s, state) {
-        (Scalars::Vsgd(s), [mug, bg, bhg]) => vsgd::<V>(s, param, grad, mug, bg, bhg),
-        (Scalars::ConstantVsgd(s), [mug, b]) => constant_vsgd::<V>(s, param, grad, mug, b),
-        (Scalars::Adam(s), [m, v]) => adam::<V>(s, param, grad, m, v),
-        (Scalars::Sgdm(s), [buf]) => sgdm::<V>(s, param, grad, buf),
-        _ => unreachable!("state count checked by the caller"),
+    struct Apply<'a, 'b, V: Vector> {
+        param: &'a mut [V::E],
+        grad: &'a [V::E],
+        state: &'a mut [&'b mut [V::E]],
     }
-}
-
-/// [`portable::vsgd`] with vectors of type `V`.
-#[inline(always)]
-unsafe fn vsgd<V: Vector>(
-    s: &VsgdScalars<V::E>,
-    param: &mut [V::E],
-    grad: &[V::E],
-    mug: &mut [V::E],
-    bg: &mut [V::E],
-    bhg: &mut [V::E],
-) {
-    let n = param.len();
-    // Slicing to `n` once makes every pointer below valid for `n` elements (panics, never
-    // reads out of bounds, if a caller broke the length contract).
-    let (grad, mug, bg, bhg) = (&grad[..n], &mut mug[..n], &mut bg[..n], &mut bhg[..n]);
-    let body = n - n % V::LANES;
-    let c = CommonV::<V>::new(&s.common);
-    let (sg0, shg0, inv_pa2) = (V::splat(s.sg0), V::splat(s.shg0), V::splat(s.inv_pa2));
-    let (pbg2, pbhg2, eps) = (V::splat(s.pbg2), V::splat(s.pbhg2), V::splat(s.eps));
-    let (rho1, omr1) = (V::splat(s.rho1), V::splat(s.omr1));
-    let (rho2, omr2) = (V::splat(s.rho2), V::splat(s.omr2));
-    let one = V::splat(V::E::ONE);
-    let (pp, gp) = (param.as_mut_ptr(), grad.as_ptr());
-    let (mp, bp, hp) = (mug.as_mut_ptr(), bg.as_mut_ptr(), bhg.as_mut_ptr());
-    let mut i = 0;
-    while i < body {
-        let p0 = V::load(pp.add(i));
-        let g = c.grad(V::load(gp.add(i)), p0);
-        let p = c.decayed(p0);
-        let bg_old = V::load(bp.add(i));
-        let bhg_old = V::load(hp.add(i));
-        let (sg, shg) = if s.first {
-            (sg0, shg0)
-        } else {
-            (bg_old.mul(inv_pa2), bhg_old.mul(inv_pa2))
-        };
-        let r = one.div(sg.add(shg));
-        let wg = sg.mul(r);
-        let wm = shg.mul(r);
-        let mu = V::load(mp.add(i));
-        let mu_new = wg.mul(g).add(wm.mul(mu));
-        let var = sg.mul(wm);
-        let d1 = mu_new.sub(mu);
-        let d2 = mu_new.sub(g);
-        let bg_new = pbg2.add(var).add(d1.mul(d1));
-        let bhg_new = pbhg2.add(var).add(d2.mul(d2));
-        omr1.mul(bg_old).add(rho1.mul(bg_new)).store(bp.add(i));
-        omr2.mul(bhg_old).add(rho2.mul(bhg_new)).store(hp.add(i));
-        mu_new.store(mp.add(i));
-        let den = var.add(mu_new.mul(mu_new)).sqrt().add(eps);
-        p.sub(c.lr.mul(mu_new.div(den))).store(pp.add(i));
-        i += V::LANES;
+    impl<V: Vector> super::RuleVisitor<V::E> for Apply<'_, '_, V> {
+        type Out = ();
+        #[inline(always)]
+        fn visit<R: Rule<K, E = V::E>, const K: usize>(self, r: &R) {
+            let n = self.param.len();
+            assert!(
+                self.state.len() == K,
+                "{} state arrays given, the algorithm has {K}",
+                self.state.len()
+            );
+            assert!(self.grad.len() >= n && self.state.iter().all(|a| a.len() >= n));
+            let ptrs: [*mut V::E; K] = core::array::from_fn(|j| self.state[j].as_mut_ptr());
+            // SAFETY: every buffer holds at least `n` elements (checked above); the state
+            // arrays and `param` are distinct `&mut` slices, so not aliased; the instruction
+            // set is the caller's promise.
+            unsafe { run::<V, R, K>(r, self.param.as_mut_ptr(), self.grad.as_ptr(), &ptrs, n) }
+        }
     }
-    portable::vsgd(
-        s,
-        &mut param[body..],
-        &grad[body..],
-        &mut mug[body..],
-        &mut bg[body..],
-        &mut bhg[body..],
-    );
-}
-
-/// [`portable::constant_vsgd`] with vectors of type `V`.
-#[inline(always)]
-unsafe fn constant_vsgd<V: Vector>(
-    s: &ConstantVsgdScalars<V::E>,
-    param: &mut [V::E],
-    grad: &[V::E],
-    mug: &mut [V::E],
-    b: &mut [V::E],
-) {
-    let n = param.len();
-    let (grad, mug, b) = (&grad[..n], &mut mug[..n], &mut b[..n]);
-    let body = n - n % V::LANES;
-    let c = CommonV::<V>::new(&s.common);
-    let (v0, inv_pa2, pb2) = (V::splat(s.v0), V::splat(s.inv_pa2), V::splat(s.pb2));
-    let (k, inv_k1, eps) = (V::splat(s.k), V::splat(s.inv_k1), V::splat(s.eps));
-    let (rho, omr) = (V::splat(s.rho), V::splat(s.omr));
-    let (pp, gp, mp, bp) = (
-        param.as_mut_ptr(),
-        grad.as_ptr(),
-        mug.as_mut_ptr(),
-        b.as_mut_ptr(),
-    );
-    let mut i = 0;
-    while i < body {
-        let p0 = V::load(pp.add(i));
-        let g = c.grad(V::load(gp.add(i)), p0);
-        let p = c.decayed(p0);
-        let b_old = V::load(bp.add(i));
-        let v = if s.first { v0 } else { b_old.mul(inv_pa2) };
-        let mu = V::load(mp.add(i));
-        let mu_new = k.mul(mu).add(g).mul(inv_k1);
-        let var = v.mul(inv_k1);
-        let d1 = mu_new.sub(mu);
-        let d2 = mu_new.sub(g);
-        let b_new = pb2.add(k.mul(var.add(d1.mul(d1)))).add(var).add(d2.mul(d2));
-        omr.mul(b_old).add(rho.mul(b_new)).store(bp.add(i));
-        mu_new.store(mp.add(i));
-        let den = var.add(mu_new.mul(mu_new)).sqrt().add(eps);
-        p.sub(c.lr.mul(mu_new.div(den))).store(pp.add(i));
-        i += V::LANES;
-    }
-    portable::constant_vsgd(
-        s,
-        &mut param[body..],
-        &grad[body..],
-        &mut mug[body..],
-        &mut b[body..],
-    );
-}
-
-/// [`portable::adam`] with vectors of type `V`.
-#[inline(always)]
-unsafe fn adam<V: Vector>(
-    s: &AdamScalars<V::E>,
-    param: &mut [V::E],
-    grad: &[V::E],
-    m: &mut [V::E],
-    v: &mut [V::E],
-) {
-    let n = param.len();
-    let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
-    let body = n - n % V::LANES;
-    let c = CommonV::<V>::new(&s.common);
-    let (beta1, omb1) = (V::splat(s.beta1), V::splat(s.omb1));
-    let (beta2, omb2) = (V::splat(s.beta2), V::splat(s.omb2));
-    let (step_size, bc2_sqrt, eps) = (V::splat(s.step_size), V::splat(s.bc2_sqrt), V::splat(s.eps));
-    let (pp, gp, mp, vp) = (
-        param.as_mut_ptr(),
-        grad.as_ptr(),
-        m.as_mut_ptr(),
-        v.as_mut_ptr(),
-    );
-    let mut i = 0;
-    while i < body {
-        let p0 = V::load(pp.add(i));
-        let g = c.grad(V::load(gp.add(i)), p0);
-        let p = c.decayed(p0);
-        let m_new = beta1.mul(V::load(mp.add(i))).add(omb1.mul(g));
-        let v_new = beta2.mul(V::load(vp.add(i))).add(omb2.mul(g.mul(g)));
-        m_new.store(mp.add(i));
-        v_new.store(vp.add(i));
-        let den = v_new.sqrt().div(bc2_sqrt).add(eps);
-        p.sub(step_size.mul(m_new.div(den))).store(pp.add(i));
-        i += V::LANES;
-    }
-    portable::adam(
-        s,
-        &mut param[body..],
-        &grad[body..],
-        &mut m[body..],
-        &mut v[body..],
-    );
-}
-
-/// [`portable::sgdm`] with vectors of type `V`.
-#[inline(always)]
-unsafe fn sgdm<V: Vector>(
-    s: &SgdmScalars<V::E>,
-    param: &mut [V::E],
-    grad: &[V::E],
-    buf: &mut [V::E],
-) {
-    let n = param.len();
-    let (grad, buf) = (&grad[..n], &mut buf[..n]);
-    let body = n - n % V::LANES;
-    let c = CommonV::<V>::new(&s.common);
-    let (momentum, omd) = (V::splat(s.momentum), V::splat(s.omd));
-    let (pp, gp, bp) = (param.as_mut_ptr(), grad.as_ptr(), buf.as_mut_ptr());
-    let mut i = 0;
-    while i < body {
-        let p0 = V::load(pp.add(i));
-        let g = c.grad(V::load(gp.add(i)), p0);
-        let p = c.decayed(p0);
-        let b = if s.first {
-            g
-        } else {
-            momentum.mul(V::load(bp.add(i))).add(omd.mul(g))
-        };
-        b.store(bp.add(i));
-        let d = if s.nesterov {
-            g.add(momentum.mul(b))
-        } else {
-            b
-        };
-        p.sub(c.lr.mul(d)).store(pp.add(i));
-        i += V::LANES;
-    }
-    portable::sgdm(s, &mut param[body..], &grad[body..], &mut buf[body..]);
+    s.visit(Apply::<V> { param, grad, state })
 }
 
 /// [`portable::all_finite`] with vectors of type `V`.

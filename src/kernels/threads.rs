@@ -6,6 +6,11 @@
 //! every part is done, which is what makes lending the workers a borrowed closure sound.
 //! A panic in a part is caught on its worker (which stays alive) and re-raised on the caller
 //! after all parts have finished. Dropping the pool stops and joins the workers.
+//!
+//! Fork: a child process has only the thread that called `fork`, so a pool started before the
+//! fork has no workers there (a job given to them would wait forever). The pool records the
+//! process that started it; [`WorkerPool::forked`] tells the owner to start a new pool, and a
+//! pool dropped in another process leaks its (absent) workers instead of joining them.
 
 use std::any::Any;
 use std::boxed::Box;
@@ -57,6 +62,8 @@ impl Shared {
 pub struct WorkerPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    /// The process that started the workers (`std::process::id`).
+    owner: u32,
 }
 
 impl WorkerPool {
@@ -98,7 +105,17 @@ impl WorkerPool {
                 st = shared.done.wait(st).unwrap_or_else(PoisonError::into_inner);
             }
         }
-        WorkerPool { shared, workers }
+        WorkerPool {
+            shared,
+            workers,
+            owner: std::process::id(),
+        }
+    }
+
+    /// `true` in a process forked from the one that started the pool: its workers do not
+    /// exist here, so the pool must not be used (start a new one) nor joined.
+    pub fn forked(&self) -> bool {
+        std::process::id() != self.owner
     }
 
     /// Threads that run parts: the workers and the caller.
@@ -206,6 +223,12 @@ fn worker(shared: &Shared, index: usize) {
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
+        if self.forked() {
+            // The workers are threads of the parent process: none to stop or join here, and
+            // the state's lock may have been held by one of them at the fork. Leak it all.
+            core::mem::forget(core::mem::take(&mut self.workers));
+            return;
+        }
         self.shared.lock().shutdown = true;
         self.shared.work.notify_all();
         for handle in self.workers.drain(..) {

@@ -66,6 +66,46 @@ pub(crate) fn check_optional_out<T>(ptr: *mut T, what: &str) -> Result<(), Failu
     }
 }
 
+/// Checks a growable output struct (one whose first field is `size_t struct_size`, set by the
+/// caller to `sizeof` the struct it was compiled with): non-NULL, aligned, and at least
+/// `min` bytes (the size of the struct's first version). Returns the caller's size.
+///
+/// # Safety
+/// `ptr` must be NULL or valid for reading one `usize` (the caller initialized `struct_size`).
+pub(crate) unsafe fn check_sized<T>(ptr: *mut T, min: usize, what: &str) -> Result<usize, Failure> {
+    check_out(ptr, what)?;
+    // SAFETY: non-NULL and aligned for T, whose first field is a usize (repr(C)); readable
+    // (caller).
+    let size = unsafe { ptr.cast::<usize>().read() };
+    if size < min {
+        return Err(Failure::new(
+            crate::error::VSGD_RESULT_INVALID_STRUCT_SIZE,
+            format!(
+                "{what}->struct_size = {size}, at least {min} expected (set it to sizeof the struct)"
+            ),
+        ));
+    }
+    Ok(size)
+}
+
+/// Writes `value` into a growable output struct checked by [`check_sized`]: the first
+/// min(`size`, `sizeof(T)`) bytes, with `struct_size` set to that count, so a caller built
+/// with a larger (newer) struct learns which fields this library filled, and one built with
+/// an older, smaller struct gets no byte past its end.
+///
+/// # Safety
+/// `ptr` passed [`check_sized`], which returned `size`, and is valid for `size` byte writes.
+pub(crate) unsafe fn write_sized<T: Copy>(ptr: *mut T, mut value: T, size: usize) {
+    let n = size.min(size_of::<T>());
+    // SAFETY: T's first field is the usize struct_size (repr(C)); `value` is a local.
+    unsafe { (&mut value as *mut T).cast::<usize>().write(n) };
+    // SAFETY: `ptr` is valid for `size` ≥ n byte writes (caller); `value` is a local, so
+    // disjoint. An untyped byte copy (padding included).
+    unsafe {
+        core::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), ptr.cast::<u8>(), n)
+    };
+}
+
 /// A NUL-terminated UTF-8 string argument.
 ///
 /// # Safety
@@ -150,6 +190,15 @@ pub(crate) struct Span {
 }
 
 impl Span {
+    /// An empty buffer (overlaps nothing), to fill fixed-size span arrays.
+    pub(crate) const EMPTY: Span = Span {
+        start: 0,
+        end: 0,
+        written: false,
+        what: "",
+        index: None,
+    };
+
     fn name(&self) -> String {
         match self.index {
             Some(i) => format!("{}[{i}]", self.what),
@@ -202,6 +251,27 @@ pub(crate) fn check_buffer<T>(
         what,
         index,
     })
+}
+
+/// An empty vector with room for `n` items, or `ALLOCATION_FAILED` (never an abort): for
+/// lists whose length the caller chooses (tensor counts of a step, ...).
+pub(crate) fn try_vec<T>(n: usize, what: &str) -> Result<Vec<T>, Failure> {
+    let mut v = Vec::new();
+    let bytes = n.saturating_mul(size_of::<T>());
+    if bytes > isize::MAX as usize || v.try_reserve_exact(n).is_err() {
+        return Err(Failure::new(
+            crate::error::VSGD_RESULT_ALLOCATION_FAILED,
+            format!("{what}: could not allocate {bytes} bytes"),
+        ));
+    }
+    Ok(v)
+}
+
+/// A copy of `items` in a fallibly allocated vector (see [`try_vec`]).
+pub(crate) fn try_to_vec<T: Copy>(items: &[T], what: &str) -> Result<Vec<T>, Failure> {
+    let mut v = try_vec(items.len(), what)?;
+    v.extend_from_slice(items);
+    Ok(v)
 }
 
 /// Fails when a written buffer overlaps any other buffer (Rust forbids a `&mut` slice to
@@ -261,6 +331,25 @@ pub(crate) unsafe fn write_slice<T: Copy>(dst: *mut T, src: &[T]) {
         // SAFETY: non-NULL, aligned, size ≤ isize::MAX (check_buffer); valid for
         // `src.len()` writes and disjoint from `src` (caller). `T: Copy` drops nothing.
         unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+    }
+}
+
+/// A write-only view of an output buffer that passed [`check_buffer`], which may hold
+/// uninitialized memory (hence `MaybeUninit`: nothing is read through it).
+///
+/// # Safety
+/// When `len > 0`, `ptr` must be valid for `len` writes for `'a`, and no other reference to
+/// that memory may exist for `'a`.
+pub(crate) unsafe fn slice_uninit<'a, T>(
+    ptr: *mut T,
+    len: usize,
+) -> &'a mut [core::mem::MaybeUninit<T>] {
+    if len == 0 {
+        &mut []
+    } else {
+        // SAFETY: non-NULL, aligned, size ≤ isize::MAX (check_buffer); writable and exclusive
+        // (caller); MaybeUninit<T> has T's layout and needs no initialized contents.
+        unsafe { core::slice::from_raw_parts_mut(ptr.cast(), len) }
     }
 }
 

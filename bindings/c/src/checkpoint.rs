@@ -7,7 +7,7 @@ use core::ffi::c_char;
 
 use vsgd::checkpoint::{self, CheckpointError};
 
-use crate::buffers::{c_str, check_buffer, check_out, slice, write, write_slice};
+use crate::buffers::{c_str, check_buffer, check_out, slice, slice_uninit, write};
 use crate::error::*;
 use crate::optimizer::{into_handle, vsgd_optimizer, with};
 
@@ -26,7 +26,12 @@ impl From<CheckpointError> for Failure {
             E::Mismatch { .. } => VSGD_RESULT_CHECKPOINT_MISMATCH,
             E::Shards { .. } => VSGD_RESULT_CHECKPOINT_SHARDS,
             E::TooLarge { .. } => VSGD_RESULT_CHECKPOINT_TOO_LARGE,
+            E::Optimizer(vsgd::Error::AllocationFailed { .. }) | E::AllocationFailed { .. } => {
+                VSGD_RESULT_ALLOCATION_FAILED
+            }
             E::Optimizer(_) => VSGD_RESULT_CHECKPOINT_REJECTED,
+            E::BufferTooSmall { .. } => VSGD_RESULT_BUFFER_TOO_SMALL,
+            E::NotDurable { .. } => VSGD_RESULT_CHECKPOINT_NOT_DURABLE,
             E::Io { kind, .. } if *kind == std::io::ErrorKind::NotFound => {
                 VSGD_RESULT_FILE_NOT_FOUND
             }
@@ -65,6 +70,10 @@ unsafe fn input_bytes<'a>(bytes: *const u8, len: usize) -> Result<&'a [u8], Fail
 /// `*out_len`. A handle that is not changed between a size query and the save gives the same
 /// bytes, so `cap = *out_len` then succeeds.
 ///
+/// The size is measured and the bytes written under one use of the handle, straight into
+/// `buf`: no other call on the handle can change the size in between, nothing is written past
+/// `cap`, and no copy of the state is allocated (a save needs no memory of its own).
+///
 /// Errors: `NULL_PARAMETER`, `MISALIGNED_BUFFER` (`out_len`), `BUFFER_TOO_LARGE`,
 /// `BUFFER_TOO_SMALL`, `CHECKPOINT_TOO_LARGE`, `HANDLE_BUSY`, `HANDLE_POISONED`.
 ///
@@ -81,27 +90,38 @@ pub unsafe extern "C" fn vsgd_optimizer_save(
     guard("vsgd_optimizer_save", || {
         check_out(out_len, "out_len")?;
         check_buffer(buf, cap, true, "buf", None)?;
-        // The size first (cheap: nothing is encoded), so a size query or a small buffer
-        // costs no encoding of the state.
-        // SAFETY: forwarded contract.
-        let need = unsafe { with(optimizer, |o| Ok(checkpoint::encoded_len(o)?)) }?;
-        if need > cap {
-            // SAFETY: checked; writable (caller).
-            unsafe { write(out_len, need) };
-            return Err(Failure::new(
-                VSGD_RESULT_BUFFER_TOO_SMALL,
-                format!("the checkpoint needs {need} bytes, buf holds {cap}"),
-            ));
+        // Measured and encoded under one lease, straight into the caller's buffer: no other
+        // call on the handle can come between the size check and the bytes written, and
+        // the encoder refuses to pass `cap` in any case.
+        // SAFETY: forwarded contract (handle).
+        let n = unsafe {
+            with(optimizer, |o| {
+                // SAFETY: checked by check_buffer (non-NULL unless cap is 0, size fits
+                // isize); `cap` writable bytes (caller), possibly uninitialized, hence
+                // MaybeUninit. The handle's state is Rust-owned, so disjoint from it.
+                let dst = slice_uninit(buf, cap);
+                match checkpoint::save_to_slice(o, dst) {
+                    Ok(n) => Ok(Ok(n)),
+                    Err(CheckpointError::BufferTooSmall { needed, .. }) => Ok(Err(needed)),
+                    Err(e) => Err(e.into()),
+                }
+            })
+        }?;
+        match n {
+            Ok(n) => {
+                // SAFETY: checked; writable (caller); the buffer's slice is gone.
+                unsafe { write(out_len, n) };
+                Ok(())
+            }
+            Err(needed) => {
+                // SAFETY: as above.
+                unsafe { write(out_len, needed) };
+                Err(Failure::new(
+                    VSGD_RESULT_BUFFER_TOO_SMALL,
+                    format!("the checkpoint needs {needed} bytes, buf holds {cap}"),
+                ))
+            }
         }
-        // SAFETY: forwarded contract.
-        let bytes = unsafe { with(optimizer, |o| Ok(checkpoint::save(o)?)) }?;
-        // SAFETY: checked by check_buffer; `cap` ≥ need = bytes.len() writable bytes
-        // (caller), possibly uninitialized, so written through the pointer. The Vec is
-        // Rust-owned, so it cannot overlap the caller's buffer.
-        unsafe { write_slice(buf, &bytes) };
-        // SAFETY: checked; writable (caller); written after the buffer.
-        unsafe { write(out_len, bytes.len()) };
-        Ok(())
     })
 }
 
@@ -117,7 +137,7 @@ pub unsafe extern "C" fn vsgd_optimizer_save(
 /// `CHECKPOINT_UNSUPPORTED_VERSION`, `CHECKPOINT_TRUNCATED`,
 /// `CHECKPOINT_LENGTH_OUT_OF_RANGE`, `CHECKPOINT_MALFORMED`, `CHECKPOINT_CHECKSUM_MISMATCH`,
 /// `CHECKPOINT_INVALID`, `CHECKPOINT_INCONSISTENT`, `CHECKPOINT_SHARDS`,
-/// `CHECKPOINT_REJECTED`.
+/// `CHECKPOINT_REJECTED`, `ALLOCATION_FAILED` (the state it describes cannot be allocated).
 ///
 /// # Safety
 /// `bytes` must be NULL or valid for reading `len` bytes; `out` NULL or valid for one write.
@@ -135,7 +155,7 @@ pub unsafe extern "C" fn vsgd_optimizer_load(
         let bytes = unsafe { input_bytes(bytes, len) }?;
         let opt = checkpoint::load(bytes)?;
         // SAFETY: as above.
-        unsafe { write(out, into_handle(opt)) };
+        unsafe { write(out, into_handle(opt)?) };
         Ok(())
     })
 }
@@ -172,11 +192,16 @@ pub unsafe extern "C" fn vsgd_optimizer_restore(
 /// atomically: the bytes go to a temporary file in the same directory, which is flushed to
 /// disk and renamed over `path`, and then the directory is flushed. A crash or error at any
 /// moment leaves either the previous file or the new one, never a mix (a stale
-/// `.NAME.tmp-*` file may remain after a crash; it is never read).
+/// `.NAME.tmp-*` file may remain after a crash; it is never read). The state is streamed to
+/// the file: no copy of it is made in memory.
+///
+/// Errors before the rename (`IO_ERROR`, `FILE_NOT_FOUND`, ...) leave the previous file in
+/// place. `CHECKPOINT_NOT_DURABLE` is the one failure after the rename: the new file is in
+/// place and complete, only the directory flush failed (durability unknown).
 ///
 /// Errors: `NULL_PARAMETER`, `INVALID_STRING`, `IO_ERROR` (message: operation, path, OS
-/// error), `FILE_NOT_FOUND` (the directory does not exist), `CHECKPOINT_TOO_LARGE`,
-/// `HANDLE_BUSY`, `HANDLE_POISONED`.
+/// error), `FILE_NOT_FOUND` (the directory does not exist), `CHECKPOINT_NOT_DURABLE`,
+/// `CHECKPOINT_TOO_LARGE`, `HANDLE_BUSY`, `HANDLE_POISONED`.
 ///
 /// # Safety
 /// `optimizer` must be NULL or a live handle; `path` NULL or a NUL-terminated string.
@@ -194,9 +219,12 @@ pub unsafe extern "C" fn vsgd_optimizer_save_file(
 }
 
 /// Creates a handle from the checkpoint file `path` (UTF-8); see `vsgd_optimizer_load`.
-/// On failure `*out` is set to NULL (when `out` is not NULL).
+/// On failure `*out` is set to NULL (when `out` is not NULL). The file is read whole: its
+/// size is checked first, and a file that cannot be held in memory is `ALLOCATION_FAILED`
+/// before anything is read.
 ///
-/// Errors: as `vsgd_optimizer_load`, plus `INVALID_STRING`, `FILE_NOT_FOUND`, `IO_ERROR`.
+/// Errors: as `vsgd_optimizer_load`, plus `INVALID_STRING`, `FILE_NOT_FOUND`, `IO_ERROR`,
+/// `ALLOCATION_FAILED`.
 ///
 /// # Safety
 /// `path` must be NULL or a NUL-terminated string; `out` NULL or valid for one write.
@@ -213,7 +241,7 @@ pub unsafe extern "C" fn vsgd_optimizer_load_file(
         let path = unsafe { c_str(path, "path") }?;
         let opt = checkpoint::load_file(path)?;
         // SAFETY: as above.
-        unsafe { write(out, into_handle(opt)) };
+        unsafe { write(out, into_handle(opt)?) };
         Ok(())
     })
 }
@@ -222,7 +250,7 @@ pub unsafe extern "C" fn vsgd_optimizer_load_file(
 /// `vsgd_optimizer_restore`. On any error the handle is unchanged.
 ///
 /// Errors: as `vsgd_optimizer_restore`, plus `INVALID_STRING`, `FILE_NOT_FOUND`,
-/// `IO_ERROR`.
+/// `IO_ERROR`, `ALLOCATION_FAILED` (as `vsgd_optimizer_load_file`).
 ///
 /// # Safety
 /// `optimizer` must be NULL or a live handle; `path` NULL or a NUL-terminated string.
@@ -242,26 +270,23 @@ pub unsafe extern "C" fn vsgd_optimizer_restore_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{vsgd_config, vsgd_config_default, VSGD_ALGORITHM_VSGD, VSGD_DTYPE_F32};
-    use crate::optimizer::*;
+    use crate::*;
     use core::ptr::{null, null_mut};
 
     /// A VSGD handle with tensors "w" (f32, `len`) stepped once.
     fn handle(len: usize) -> *mut vsgd_optimizer {
-        let mut c = core::mem::MaybeUninit::<vsgd_config>::uninit();
+        let mut c = null_mut();
         let mut h = null_mut();
         let mut id = 0;
         let mut p = vec![1.0f32; len];
         let g = vec![0.5f32; len];
         // SAFETY: valid pointers throughout.
         unsafe {
+            assert_eq!(vsgd_config_new(VSGD_ALGORITHM_VSGD, &mut c), VSGD_RESULT_OK);
+            assert_eq!(vsgd_optimizer_new(c, &mut h), VSGD_RESULT_OK);
+            vsgd_config_free(c);
             assert_eq!(
-                vsgd_config_default(VSGD_ALGORITHM_VSGD, c.as_mut_ptr()),
-                VSGD_RESULT_OK
-            );
-            assert_eq!(vsgd_optimizer_new(c.as_ptr(), &mut h), VSGD_RESULT_OK);
-            assert_eq!(
-                vsgd_optimizer_add_tensor(h, len, VSGD_DTYPE_F32, c"w".as_ptr(), 0, &mut id),
+                vsgd_optimizer_add_tensor(h, &len, 1, VSGD_DTYPE_F32, c"w".as_ptr(), 0, &mut id),
                 VSGD_RESULT_OK
             );
             let r =
@@ -449,6 +474,10 @@ mod tests {
                 kind: std::io::ErrorKind::NotFound,
                 message: s(),
             },
+            E::NotDurable {
+                path: s(),
+                message: s(),
+            },
         ];
         let mut codes = HashSet::new();
         for e in errors {
@@ -460,6 +489,29 @@ mod tests {
             // SAFETY: static NUL-terminated string.
             let name = unsafe { core::ffi::CStr::from_ptr(vsgd_result_name(f.code)) };
             assert_ne!(name.to_str().unwrap(), "VSGD_RESULT_UNKNOWN");
+        }
+        // Errors that are not about the checkpoint's bytes keep their general codes.
+        let general = [
+            (
+                E::BufferTooSmall {
+                    needed: 9,
+                    capacity: 8,
+                },
+                VSGD_RESULT_BUFFER_TOO_SMALL,
+            ),
+            (
+                E::AllocationFailed { bytes: 1 << 40 },
+                VSGD_RESULT_ALLOCATION_FAILED,
+            ),
+            (
+                E::Optimizer(vsgd::Error::AllocationFailed { bytes: 1 << 40 }),
+                VSGD_RESULT_ALLOCATION_FAILED,
+            ),
+        ];
+        for (e, code) in general {
+            let f = Failure::from(e.clone());
+            assert_eq!(f.code, code, "{e:?}");
+            assert_eq!(f.message, e.to_string());
         }
     }
 

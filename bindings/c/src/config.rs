@@ -1,16 +1,16 @@
-//! Plain C values: the enum-like typedefs, the configuration of every algorithm (a tagged
-//! union) and learning-rate schedules, with their conversions to the core types.
+//! Plain C values (the enum-like typedefs) and the two growable descriptions a caller builds:
+//! the configuration of an algorithm (`vsgd_config`) and a learning-rate schedule
+//! (`vsgd_schedule`). Both are opaque handles set and read by name, so a hyperparameter or
+//! schedule field added later changes no struct layout (docs/abi.md).
 
 use core::ffi::{c_char, CStr};
 
-use vsgd::{
-    AdamConfig, Algorithm, Config, ConstantVsgdConfig, DType, LrSchedule, NonFinitePolicy,
-    Schedule, SgdmConfig, VsgdConfig,
-};
+use vsgd::{Algorithm, Config, DType, LrSchedule, NonFinitePolicy, Schedule};
 
 use crate::buffers::{c_str, check_out, input, write};
 use crate::error::{
-    guard, vsgd_result, Failure, VSGD_RESULT_INVALID_CONFIG, VSGD_RESULT_INVALID_ENUM,
+    guard, vsgd_result, Failure, VSGD_RESULT_ALLOCATION_FAILED, VSGD_RESULT_INVALID_ENUM,
+    VSGD_RESULT_INVALID_SCHEDULE, VSGD_RESULT_STATE_COUNT, VSGD_RESULT_UNKNOWN_HYPERPARAMETER,
 };
 
 /// Which optimizer: one of the `VSGD_ALGORITHM_*` constants. A plain `uint32_t`, so any value
@@ -44,6 +44,48 @@ pub const VSGD_POLICY_ERROR: vsgd_policy = 1;
 /// Apply the update anyway, as the published code does (NaN spreads into the state).
 pub const VSGD_POLICY_PROPAGATE: vsgd_policy = 2;
 
+/// Who decides whether a stateless step's gradient is finite: one of `VSGD_FINITE_*`.
+///
+/// A tensor sharded across devices or processes (ZeRO-style) must skip on all shards or on
+/// none: compute each shard's verdict with `vsgd_all_finite_f32` / `_f64`, combine them with a
+/// logical AND across shards (an all-reduce, as torch's GradScaler does with `found_inf`), and
+/// pass `VSGD_FINITE_YES` or `VSGD_FINITE_NO` to every shard's step.
+pub type vsgd_finite = u32;
+/// The step scans its own `grad` (right for a whole tensor; a shard then decides alone).
+pub const VSGD_FINITE_CHECK: vsgd_finite = 0;
+/// The caller found the whole tensor (every shard's gradient) finite: the update is applied
+/// without a scan.
+pub const VSGD_FINITE_YES: vsgd_finite = 1;
+/// The caller found a NaN or infinity somewhere in the tensor (perhaps in another shard): the
+/// policy applies as if this shard held it (`SKIP`: nothing changes; `ERROR`: fails;
+/// `PROPAGATE`: applied anyway).
+pub const VSGD_FINITE_NO: vsgd_finite = 2;
+
+/// What a schedule's step number is: one of `VSGD_CLOCK_*` (see
+/// `vsgd_optimizer_set_schedule_clock`).
+pub type vsgd_schedule_clock = u32;
+/// Each tensor's own update count (the default): a tensor whose step was skipped or that had
+/// no gradient does not move along its schedule.
+pub const VSGD_CLOCK_PER_TENSOR: vsgd_schedule_clock = 0;
+/// One counter for the whole handle, advanced by every successful `vsgd_optimizer_step_f32` /
+/// `_f64` call (as torch's `lr_scheduler.step()` once per iteration).
+pub const VSGD_CLOCK_GLOBAL: vsgd_schedule_clock = 1;
+
+pub(crate) fn clock_from_c(c: vsgd_schedule_clock) -> Result<vsgd::ScheduleClock, Failure> {
+    match c {
+        VSGD_CLOCK_PER_TENSOR => Ok(vsgd::ScheduleClock::PerTensor),
+        VSGD_CLOCK_GLOBAL => Ok(vsgd::ScheduleClock::Global),
+        _ => Err(invalid_enum("vsgd_schedule_clock", c)),
+    }
+}
+
+pub(crate) fn clock_to_c(c: vsgd::ScheduleClock) -> vsgd_schedule_clock {
+    match c {
+        vsgd::ScheduleClock::PerTensor => VSGD_CLOCK_PER_TENSOR,
+        vsgd::ScheduleClock::Global => VSGD_CLOCK_GLOBAL,
+    }
+}
+
 /// What a step did to one tensor: one of `VSGD_STEP_*`.
 pub type vsgd_step_outcome = u32;
 /// The update was applied.
@@ -64,173 +106,27 @@ pub const VSGD_SCHEDULE_COSINE: vsgd_schedule_kind = 2;
 /// pct_start·total steps, then down to η/(div_factor·final_div_factor) at step `total`.
 pub const VSGD_SCHEDULE_ONE_CYCLE: vsgd_schedule_kind = 3;
 
-/// VSGD hyperparameters (`VSGD_ALGORITHM_VSGD`); defaults are the authors'. With
-/// pa2 = 2γ + 1 + 1e-4, pbg2 = 2γ, pbhg2 = 2Kγ, one step of one element is
-/// ```text
-/// sg, shg = (pbg2, pbhg2) / (pa2 − 1)   if t = 1,   else (bg, bhg) / pa2
-/// μ' = wg·ĝ + wm·μ,  wg = sg/(sg+shg),  wm = shg/(sg+shg),  σ² = sg·wm
-/// bg  ← (1−ρ1)·bg  + ρ1·(pbg2  + σ² + (μ'−μ)²),   ρ1 = t^(−κ1)
-/// bhg ← (1−ρ2)·bhg + ρ2·(pbhg2 + σ² + (μ'−ĝ)²),   ρ2 = t^(−κ2)
-/// θ  ← θ·(1 − ηλ) − η·μ' / (sqrt(σ² + μ'²) + eps)
-/// ```
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct vsgd_params_vsgd {
-    /// Learning rate η (default 0.1), > 0.
-    pub lr: f64,
-    /// K = Var(ĝ − g) / Var(g − g_prev), the prior noise ratio (default 30), in [1e-6, 1e6].
-    pub ghattg: f64,
-    /// γ, the prior strength (default 1e-8), in [1e-30, 1e6].
-    pub ps: f64,
-    /// κ1, forgetting exponent of `bg` (default 0.81), in (0, 1].
-    pub tau1: f64,
-    /// κ2, forgetting exponent of `bhg` (default 0.9), in (0, 1].
-    pub tau2: f64,
-    /// Added to the denominator (default 1e-8), ≥ 1e-30.
-    pub eps: f64,
-    /// Decoupled weight decay λ (default 0), ≥ 0.
-    pub weight_decay: f64,
-    /// Coupled L2 penalty: ĝ ← ĝ + l2·θ (default 0), ≥ 0.
-    pub l2: f64,
-    /// 1: ascend instead of descend (uses −ĝ); 0: descend (default). Other values are invalid.
-    pub maximize: u32,
-}
-
-/// Constant VSGD hyperparameters (`VSGD_ALGORITHM_CONSTANT_VSGD`). With pa2 = 2γ + 2,
-/// pb2 = 2γ:
-/// ```text
-/// v  = pb2 / (2γ + 1e-4)   if t = 1,   else b / pa2
-/// μ' = (K·μ + ĝ) / (K + 1),   σ² = v / (K + 1)
-/// b  ← (1−ρ)·b + ρ·(pb2 + K·(σ² + (μ'−μ)²) + σ² + (μ'−ĝ)²),   ρ = t^(−κ)
-/// θ  ← θ·(1 − ηλ) − η·μ' / (sqrt(σ² + μ'²) + eps)
-/// ```
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct vsgd_params_constant_vsgd {
-    /// Learning rate η (default 0.1), > 0.
-    pub lr: f64,
-    /// K (default 30), in [1e-6, 1e6]. The mean update is Adam's with β1 = K/(K+1).
-    pub ghattg: f64,
-    /// γ (default 1e-8), in [1e-30, 1e6].
-    pub ps: f64,
-    /// κ, forgetting exponent of `b` (default 0.9), in (0, 1].
-    pub tau: f64,
-    /// Added to the denominator (default 1e-8), ≥ 1e-30.
-    pub eps: f64,
-    /// Decoupled weight decay λ (default 0), ≥ 0.
-    pub weight_decay: f64,
-    /// Coupled L2 penalty (default 0), ≥ 0.
-    pub l2: f64,
-    /// 1: ascend; 0: descend (default).
-    pub maximize: u32,
-}
-
-/// Adam and AdamW hyperparameters (`VSGD_ALGORITHM_ADAM`, `VSGD_ALGORITHM_ADAMW`; torch
-/// semantics, `eps` outside the square root):
-/// ```text
-/// m ← β1·m + (1−β1)·ĝ,   v ← β2·v + (1−β2)·ĝ²
-/// θ ← θ·(1 − ηλ) − (η / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
-/// ```
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct vsgd_params_adam {
-    /// Learning rate η (default 1e-3), > 0.
-    pub lr: f64,
-    /// β1 (default 0.9), in [0, 1).
-    pub beta1: f64,
-    /// β2 (default 0.999), in [0, 1).
-    pub beta2: f64,
-    /// Added to the denominator (default 1e-8), ≥ 1e-30.
-    pub eps: f64,
-    /// Decoupled weight decay λ (Adam: 0, AdamW: 0.01), ≥ 0.
-    pub weight_decay: f64,
-    /// Coupled L2 penalty (torch's `Adam(weight_decay=…)`), ≥ 0.
-    pub l2: f64,
-    /// 1: ascend; 0: descend (default).
-    pub maximize: u32,
-}
-
-/// SGD with momentum (`VSGD_ALGORITHM_SGDM`; torch semantics, the buffer starts as the first
-/// gradient):
-/// ```text
-/// buf ← ĝ  if t = 1,   else momentum·buf + (1 − dampening)·ĝ
-/// d   ← ĝ + momentum·buf  if nesterov,   else buf
-/// θ   ← θ·(1 − ηλ) − η·d
-/// ```
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct vsgd_params_sgdm {
-    /// Learning rate η (default 0.01), > 0.
-    pub lr: f64,
-    /// Momentum (default 0.9), in [0, 1].
-    pub momentum: f64,
-    /// Dampening (default 0), in [0, 1].
-    pub dampening: f64,
-    /// 1: Nesterov momentum (needs momentum > 0 and dampening = 0); 0: off (default).
-    pub nesterov: u32,
-    /// Decoupled weight decay λ (default 0), ≥ 0.
-    pub weight_decay: f64,
-    /// Coupled L2 penalty (torch's `SGD(weight_decay=…)`), ≥ 0.
-    pub l2: f64,
-    /// 1: ascend; 0: descend (default).
-    pub maximize: u32,
-}
-
-/// The hyperparameters of one algorithm; `vsgd_config.algorithm` says which member is used.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub union vsgd_params {
-    /// For `VSGD_ALGORITHM_VSGD`.
-    pub vsgd: vsgd_params_vsgd,
-    /// For `VSGD_ALGORITHM_CONSTANT_VSGD`.
-    pub constant_vsgd: vsgd_params_constant_vsgd,
-    /// For `VSGD_ALGORITHM_ADAM` and `VSGD_ALGORITHM_ADAMW`.
-    pub adam: vsgd_params_adam,
-    /// For `VSGD_ALGORITHM_SGDM`.
-    pub sgdm: vsgd_params_sgdm,
-}
-
-/// The configuration of one algorithm: a plain value the caller owns, copied by every
-/// function that takes it (no function keeps the pointer).
+/// The configuration of one algorithm: its hyperparameters, set and read by name.
 ///
-/// Start from `vsgd_config_default`, then change members of `params` directly or by name with
-/// `vsgd_config_set`; functions that use a configuration validate it
-/// (`VSGD_RESULT_INVALID_CONFIG` names the field and its allowed range).
-#[repr(C)]
-#[derive(Clone, Copy)]
+/// Ownership: created by `vsgd_config_new` (defaults), `vsgd_config_clone` or
+/// `vsgd_optimizer_config`; owned by the caller; released exactly once by `vsgd_config_free`.
+/// Functions that take a `const vsgd_config *` copy what they need during the call and keep
+/// no pointer, so a configuration may be freed or changed right after.
+///
+/// Thread safety: any number of threads may read one configuration at once (stateless steps
+/// on many threads sharing it); it must not be changed (`vsgd_config_set`) while read.
 pub struct vsgd_config {
-    /// Which algorithm, and so which member of `params` is read.
-    pub algorithm: vsgd_algorithm,
-    /// Its hyperparameters.
-    pub params: vsgd_params,
+    pub(crate) inner: Config,
 }
 
-/// A learning-rate schedule: the factor applied to a group's base learning rate at a
-/// tensor's update number t (1, 2, …). Zero-initialize it, set `kind` and the fields that
-/// kind uses; the other fields are ignored.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A learning-rate schedule: the factor applied to a group's base learning rate at a tensor's
+/// update number t (1, 2, …), with its fields set and read by name.
+///
+/// Ownership and thread safety as `vsgd_config`: created by `vsgd_schedule_new` or
+/// `vsgd_optimizer_schedule`, released by `vsgd_schedule_free`, copied by the functions that
+/// take it.
 pub struct vsgd_schedule {
-    /// Which schedule (`VSGD_SCHEDULE_*`).
-    pub kind: vsgd_schedule_kind,
-    /// Linear warm-up length in steps (every kind; 0: none): the factor is further
-    /// multiplied by min(1, t / warmup).
-    pub warmup: u64,
-    /// `VSGD_SCHEDULE_STEP_DECAY`: steps between two decays, ≥ 1.
-    pub every: u64,
-    /// `VSGD_SCHEDULE_STEP_DECAY`: multiplier at each decay, in (0, 1].
-    pub factor: f64,
-    /// `VSGD_SCHEDULE_COSINE` (≥ 1) and `VSGD_SCHEDULE_ONE_CYCLE` (≥ 2): length in steps.
-    pub total: u64,
-    /// `VSGD_SCHEDULE_COSINE`: final fraction of η, in [0, 1].
-    pub min_factor: f64,
-    /// `VSGD_SCHEDULE_ONE_CYCLE`: fraction of the cycle spent rising, in (0, 1).
-    pub pct_start: f64,
-    /// `VSGD_SCHEDULE_ONE_CYCLE`: initial learning rate is η / div_factor (torch: 25), ≥ 1.
-    pub div_factor: f64,
-    /// `VSGD_SCHEDULE_ONE_CYCLE`: final rate is the initial one / final_div_factor (torch:
-    /// 1e4), ≥ 1.
-    pub final_div_factor: f64,
+    pub(crate) inner: LrSchedule,
 }
 
 fn invalid_enum(what: &str, value: u32) -> Failure {
@@ -283,186 +179,149 @@ pub(crate) fn policy_to_c(p: NonFinitePolicy) -> vsgd_policy {
     }
 }
 
-fn flag(a: Algorithm, field: &'static str, v: u32) -> Result<bool, Failure> {
-    match v {
-        0 => Ok(false),
-        1 => Ok(true),
-        _ => Err(Failure::new(
-            VSGD_RESULT_INVALID_CONFIG,
-            format!("invalid {a} config: {field} = {v} (allowed: 0 (false) or 1 (true))"),
-        )),
+pub(crate) fn verdict_from_c(f: vsgd_finite) -> Result<vsgd::kernels::Verdict, Failure> {
+    use vsgd::kernels::Verdict;
+    match f {
+        VSGD_FINITE_CHECK => Ok(Verdict::Check),
+        VSGD_FINITE_YES => Ok(Verdict::Finite),
+        VSGD_FINITE_NO => Ok(Verdict::NotFinite),
+        _ => Err(invalid_enum("vsgd_finite", f)),
     }
 }
 
-/// The core configuration a C value describes. Ranges are *not* checked here (the core's
-/// `Config::validate` does that where a configuration is used); the algorithm tag and the
-/// booleans are, since they have no core representation otherwise.
-pub(crate) fn config_from_c(c: &vsgd_config) -> Result<Config, Failure> {
-    let a = algorithm_from_c(c.algorithm)?;
-    // SAFETY (every union read below): each member is plain `f64`/`u32` fields, for which
-    // every bit pattern is valid, and the member read is the one `algorithm` selects, which
-    // the caller filled (vsgd_config_default writes all of it).
-    Ok(match a {
-        Algorithm::Vsgd => {
-            let p = unsafe { c.params.vsgd };
-            Config::Vsgd(VsgdConfig {
-                lr: p.lr,
-                ghattg: p.ghattg,
-                ps: p.ps,
-                tau1: p.tau1,
-                tau2: p.tau2,
-                eps: p.eps,
-                weight_decay: p.weight_decay,
-                l2: p.l2,
-                maximize: flag(a, "maximize", p.maximize)?,
-            })
-        }
-        Algorithm::ConstantVsgd => {
-            let p = unsafe { c.params.constant_vsgd };
-            Config::ConstantVsgd(ConstantVsgdConfig {
-                lr: p.lr,
-                ghattg: p.ghattg,
-                ps: p.ps,
-                tau: p.tau,
-                eps: p.eps,
-                weight_decay: p.weight_decay,
-                l2: p.l2,
-                maximize: flag(a, "maximize", p.maximize)?,
-            })
-        }
-        Algorithm::Adam | Algorithm::AdamW => {
-            let p = unsafe { c.params.adam };
-            let adam = AdamConfig {
-                lr: p.lr,
-                beta1: p.beta1,
-                beta2: p.beta2,
-                eps: p.eps,
-                weight_decay: p.weight_decay,
-                l2: p.l2,
-                maximize: flag(a, "maximize", p.maximize)?,
-            };
-            if a == Algorithm::Adam {
-                Config::Adam(adam)
-            } else {
-                Config::AdamW(adam)
-            }
-        }
-        Algorithm::Sgdm => {
-            let p = unsafe { c.params.sgdm };
-            Config::Sgdm(SgdmConfig {
-                lr: p.lr,
-                momentum: p.momentum,
-                dampening: p.dampening,
-                nesterov: flag(a, "nesterov", p.nesterov)?,
-                weight_decay: p.weight_decay,
-                l2: p.l2,
-                maximize: flag(a, "maximize", p.maximize)?,
-            })
-        }
-    })
-}
-
-pub(crate) fn config_to_c(c: &Config) -> vsgd_config {
-    let b = u32::from;
-    // Start from all-zero bytes so the bytes a smaller member leaves unused are initialized
-    // too (the caller may copy the struct byte-wise, e.g. into an XLA opaque descriptor).
-    // SAFETY: vsgd_config is plain integers and floats; all-zero is a valid value.
-    let mut out: vsgd_config = unsafe { core::mem::zeroed() };
-    out.algorithm = algorithm_to_c(c.algorithm());
-    match *c {
-        Config::Vsgd(p) => {
-            out.params.vsgd = vsgd_params_vsgd {
-                lr: p.lr,
-                ghattg: p.ghattg,
-                ps: p.ps,
-                tau1: p.tau1,
-                tau2: p.tau2,
-                eps: p.eps,
-                weight_decay: p.weight_decay,
-                l2: p.l2,
-                maximize: b(p.maximize),
-            }
-        }
-        Config::ConstantVsgd(p) => {
-            out.params.constant_vsgd = vsgd_params_constant_vsgd {
-                lr: p.lr,
-                ghattg: p.ghattg,
-                ps: p.ps,
-                tau: p.tau,
-                eps: p.eps,
-                weight_decay: p.weight_decay,
-                l2: p.l2,
-                maximize: b(p.maximize),
-            }
-        }
-        Config::Adam(p) | Config::AdamW(p) => {
-            out.params.adam = vsgd_params_adam {
-                lr: p.lr,
-                beta1: p.beta1,
-                beta2: p.beta2,
-                eps: p.eps,
-                weight_decay: p.weight_decay,
-                l2: p.l2,
-                maximize: b(p.maximize),
-            }
-        }
-        Config::Sgdm(p) => {
-            out.params.sgdm = vsgd_params_sgdm {
-                lr: p.lr,
-                momentum: p.momentum,
-                dampening: p.dampening,
-                nesterov: b(p.nesterov),
-                weight_decay: p.weight_decay,
-                l2: p.l2,
-                maximize: b(p.maximize),
-            }
-        }
+/// A heap value handed to the caller; a refused allocation is `ALLOCATION_FAILED`, not an
+/// abort.
+pub(crate) fn try_box<T>(value: T) -> Result<*mut T, Failure> {
+    let mut v: Vec<T> = Vec::new();
+    if v.try_reserve_exact(1).is_err() {
+        return Err(Failure::new(
+            VSGD_RESULT_ALLOCATION_FAILED,
+            format!("could not allocate {} bytes", core::mem::size_of::<T>()),
+        ));
     }
-    out
+    v.push(value);
+    // A Vec of length and capacity 1 has the layout of a Box.
+    Ok(Box::into_raw(v.into_boxed_slice()).cast::<T>())
 }
 
-pub(crate) fn schedule_from_c(s: &vsgd_schedule) -> Result<LrSchedule, Failure> {
-    let schedule = match s.kind {
-        VSGD_SCHEDULE_CONSTANT => Schedule::Constant,
-        VSGD_SCHEDULE_STEP_DECAY => Schedule::StepDecay {
-            every: s.every,
-            factor: s.factor,
-        },
-        VSGD_SCHEDULE_COSINE => Schedule::Cosine {
-            total: s.total,
-            min_factor: s.min_factor,
-        },
-        VSGD_SCHEDULE_ONE_CYCLE => Schedule::OneCycle {
-            total: s.total,
-            pct_start: s.pct_start,
-            div_factor: s.div_factor,
-            final_div_factor: s.final_div_factor,
-        },
-        k => return Err(invalid_enum("vsgd_schedule_kind", k)),
-    };
-    Ok(LrSchedule {
-        schedule,
-        warmup: s.warmup,
-    })
-}
-
-/// Fills `*out` with the defaults of `algorithm` (the authors' for VSGD, torch's for the
-/// others), every byte written.
-///
-/// Errors: `VSGD_RESULT_NULL_PARAMETER` (`out`), `VSGD_RESULT_INVALID_ENUM` (`algorithm`).
+/// Releases a value made by [`try_box`] (NULL does nothing).
 ///
 /// # Safety
-/// `out` must be NULL or valid for writing one `vsgd_config`.
+/// `ptr` must be NULL or from [`try_box`], not yet released.
+pub(crate) unsafe fn free_box<T>(ptr: *mut T) {
+    if !ptr.is_null() {
+        // SAFETY: from Box::into_raw of a one-element boxed slice, which has Box<T>'s layout.
+        let b = unsafe { Box::from_raw(ptr) };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(b)));
+    }
+}
+
+pub(crate) fn config_handle(config: Config) -> Result<*mut vsgd_config, Failure> {
+    try_box(vsgd_config { inner: config })
+}
+
+pub(crate) fn schedule_handle(schedule: LrSchedule) -> Result<*mut vsgd_schedule, Failure> {
+    try_box(vsgd_schedule { inner: schedule })
+}
+
+/// The configuration behind a `const vsgd_config *` argument, copied.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration handle.
+pub(crate) unsafe fn config_arg(config: *const vsgd_config) -> Result<Config, Failure> {
+    // SAFETY: NULL or a live handle (caller).
+    Ok(unsafe { input(config, "config") }?.inner)
+}
+
+/// The schedule behind a `const vsgd_schedule *` argument, copied.
+///
+/// # Safety
+/// `schedule` must be NULL or a live schedule handle.
+pub(crate) unsafe fn schedule_arg(schedule: *const vsgd_schedule) -> Result<LrSchedule, Failure> {
+    // SAFETY: NULL or a live handle (caller).
+    Ok(unsafe { input(schedule, "schedule") }?.inner)
+}
+
+fn unknown_name(name: &str, algorithm: Algorithm) -> Failure {
+    let f = Failure::from(vsgd::Error::UnknownHyperparameter { algorithm });
+    Failure::new(f.code, format!("'{name}': {}", f.message))
+}
+
+/// Creates a configuration of `algorithm` holding its defaults (the authors' for VSGD,
+/// torch's for the others); `*out` owns it (release with `vsgd_config_free`). On failure
+/// `*out` is set to NULL (when `out` is not NULL).
+///
+/// Errors: `NULL_PARAMETER`, `INVALID_ENUM`, `ALLOCATION_FAILED`.
+///
+/// # Safety
+/// `out` must be NULL or valid for one write.
 #[no_mangle]
-pub unsafe extern "C" fn vsgd_config_default(
+pub unsafe extern "C" fn vsgd_config_new(
     algorithm: vsgd_algorithm,
-    out: *mut vsgd_config,
+    out: *mut *mut vsgd_config,
 ) -> vsgd_result {
-    guard("vsgd_config_default", || {
+    guard("vsgd_config_new", || {
         check_out(out, "out")?;
+        // SAFETY: checked; writable (caller). Cleared first so it is NULL on any failure.
+        unsafe { write(out, core::ptr::null_mut()) };
         let a = algorithm_from_c(algorithm)?;
-        // SAFETY: checked above; valid for a write (caller).
-        unsafe { write(out, config_to_c(&Config::default_for(a))) };
+        let h = config_handle(Config::default_for(a))?;
+        // SAFETY: as above.
+        unsafe { write(out, h) };
+        Ok(())
+    })
+}
+
+/// A new configuration equal to `*config`, into `*out` (release with `vsgd_config_free`).
+///
+/// Errors: `NULL_PARAMETER`, `ALLOCATION_FAILED`.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration; `out` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_config_clone(
+    config: *const vsgd_config,
+    out: *mut *mut vsgd_config,
+) -> vsgd_result {
+    guard("vsgd_config_clone", || {
+        check_out(out, "out")?;
+        // SAFETY: checked; writable (caller). Cleared first so it is NULL on any failure.
+        unsafe { write(out, core::ptr::null_mut()) };
+        // SAFETY: NULL or a live handle (caller).
+        let c = unsafe { config_arg(config) }?;
+        let h = config_handle(c)?;
+        // SAFETY: as above.
+        unsafe { write(out, h) };
+        Ok(())
+    })
+}
+
+/// Releases a configuration. NULL is accepted and does nothing. The pointer must not be
+/// used afterwards; freeing it twice is undefined behaviour.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_config_free(config: *mut vsgd_config) {
+    // SAFETY: NULL or from try_box (every constructor), released once (caller).
+    unsafe { free_box(config) }
+}
+
+/// The algorithm of `*config`, into `*out`.
+///
+/// # Safety
+/// `config` must be NULL or a live configuration; `out` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_config_algorithm(
+    config: *const vsgd_config,
+    out: *mut vsgd_algorithm,
+) -> vsgd_result {
+    guard("vsgd_config_algorithm", || {
+        check_out(out, "out")?;
+        // SAFETY: NULL or a live handle (caller).
+        let c = unsafe { config_arg(config) }?;
+        // SAFETY: checked; writable (caller).
+        unsafe { write(out, algorithm_to_c(c.algorithm())) };
         Ok(())
     })
 }
@@ -471,29 +330,81 @@ pub unsafe extern "C" fn vsgd_config_default(
 /// names the first bad field, its value and the allowed range.
 ///
 /// # Safety
-/// `config` must be NULL or point at a `vsgd_config`.
+/// `config` must be NULL or a live configuration.
 #[no_mangle]
 pub unsafe extern "C" fn vsgd_config_validate(config: *const vsgd_config) -> vsgd_result {
     guard("vsgd_config_validate", || {
-        // SAFETY: NULL or a valid vsgd_config (caller).
-        let c = config_from_c(unsafe { input(config, "config") }?)?;
+        // SAFETY: NULL or a live handle (caller).
+        let c = unsafe { config_arg(config) }?;
         c.validate().map_err(vsgd::Error::from)?;
         Ok(())
     })
 }
 
-/// Sets a hyperparameter by name (`"lr"`, `"ghattg"`, `"tau1"`, `"beta1"`, `"momentum"`, …:
-/// the member names of the algorithm's `vsgd_params_*`). Booleans take 0 or 1. The range is
-/// not checked here (call `vsgd_config_validate` once all fields are set, or let the function
-/// that uses the configuration do it), so fields can be changed in any order.
+/// Sets a hyperparameter by name. Booleans take 0 or 1. The range is not checked here (call
+/// `vsgd_config_validate` once all fields are set, or let the function that uses the
+/// configuration do it), so fields can be changed in any order.
 ///
-/// Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_STRING`,
-/// `VSGD_RESULT_INVALID_ENUM` (`config->algorithm`), `VSGD_RESULT_UNKNOWN_HYPERPARAMETER`,
-/// `VSGD_RESULT_INVALID_CONFIG` (a boolean other than 0 or 1). On error `*config` is unchanged.
+/// The names, each with its allowed range (`vsgd_hyper_name` lists them per algorithm):
+/// - `lr`: (0, 1e30]
+/// - `ghattg`: [1e-6, 1e6]
+/// - `ps`: [1e-30, 1e6]
+/// - `tau1`: (0, 1]
+/// - `tau2`: (0, 1]
+/// - `tau`: (0, 1]
+/// - `eps`: finite and >= 1e-30
+/// - `beta1`: [0, 1)
+/// - `beta2`: [0, 1)
+/// - `momentum`: [0, 1]
+/// - `dampening`: [0, 1]
+/// - `nesterov`: 0 (false) or 1 (true)
+/// - `weight_decay`: [0, 1e30]
+/// - `l2`: [0, 1e30]
+/// - `maximize`: 0 (false) or 1 (true)
+///
+/// What they mean, per algorithm (defaults in parentheses):
+/// - VSGD: `lr` η (0.1), `ghattg` K, the prior ratio of observation to systematic noise
+///   (30), `ps` γ, the prior strength (1e-8), `tau1` κ1 and `tau2` κ2, forgetting exponents
+///   of `bg` and `bhg` (0.81, 0.9), `eps` (1e-8), `weight_decay` λ, decoupled (0), `l2`,
+///   coupled ĝ ← ĝ + l2·θ (0), `maximize` (0). With pa2 = 2γ + 1 + 1e-4, pbg2 = 2γ,
+///   pbhg2 = 2Kγ, one step of one element is
+///   ```text
+///   sg, shg = (pbg2, pbhg2) / (pa2 − 1)   if t = 1,   else (bg, bhg) / pa2
+///   μ' = wg·ĝ + wm·μ,  wg = sg/(sg+shg),  wm = shg/(sg+shg),  σ² = sg·wm
+///   bg  ← (1−ρ1)·bg  + ρ1·(pbg2  + σ² + (μ'−μ)²),   ρ1 = t^(−κ1)
+///   bhg ← (1−ρ2)·bhg + ρ2·(pbhg2 + σ² + (μ'−ĝ)²),   ρ2 = t^(−κ2)
+///   θ  ← θ·(1 − ηλ) − η·μ' / (sqrt(σ² + μ'²) + eps)
+///   ```
+/// - Constant VSGD: `lr` (0.1), `ghattg` K (30), `ps` γ (1e-8), `tau` κ (0.9), `eps`
+///   (1e-8), `weight_decay`, `l2`, `maximize`. With pa2 = 2γ + 2, pb2 = 2γ:
+///   ```text
+///   v  = pb2 / (2γ + 1e-4)   if t = 1,   else b / pa2
+///   μ' = (K·μ + ĝ) / (K + 1),   σ² = v / (K + 1)
+///   b  ← (1−ρ)·b + ρ·(pb2 + K·(σ² + (μ'−μ)²) + σ² + (μ'−ĝ)²),   ρ = t^(−κ)
+///   θ  ← θ·(1 − ηλ) − η·μ' / (sqrt(σ² + μ'²) + eps)
+///   ```
+/// - Adam and AdamW (torch semantics, `eps` outside the square root): `lr` (1e-3), `beta1`
+///   (0.9), `beta2` (0.999), `eps` (1e-8), `weight_decay` (Adam 0, AdamW 0.01), `l2`
+///   (torch's `Adam(weight_decay=…)`), `maximize`:
+///   ```text
+///   m ← β1·m + (1−β1)·ĝ,   v ← β2·v + (1−β2)·ĝ²
+///   θ ← θ·(1 − ηλ) − (η / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
+///   ```
+/// - SGD with momentum (torch semantics): `lr` (0.01), `momentum` (0.9), `dampening` (0),
+///   `nesterov` (0; needs momentum > 0 and dampening = 0), `weight_decay`, `l2`, `maximize`:
+///   ```text
+///   buf ← ĝ  if t = 1,   else momentum·buf + (1 − dampening)·ĝ
+///   d   ← ĝ + momentum·buf  if nesterov,   else buf
+///   θ   ← θ·(1 − ηλ) − η·d
+///   ```
+///
+/// Errors: `NULL_PARAMETER`, `INVALID_STRING`, `UNKNOWN_HYPERPARAMETER` (a name the
+/// algorithm does not have), `INVALID_CONFIG` (a boolean other than 0 or 1). On error
+/// `*config` is unchanged.
 ///
 /// # Safety
-/// `config` must be NULL or valid for reading and writing one `vsgd_config`; `name` NULL or a
-/// NUL-terminated string.
+/// `config` must be NULL or a live configuration not used by another thread during the call;
+/// `name` NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vsgd_config_set(
     config: *mut vsgd_config,
@@ -501,32 +412,32 @@ pub unsafe extern "C" fn vsgd_config_set(
     value: f64,
 ) -> vsgd_result {
     guard("vsgd_config_set", || {
-        // SAFETY: NULL or a valid vsgd_config (caller); copied out before the write below.
-        let mut c = config_from_c(unsafe { input(config, "config") }?)?;
+        if config.is_null() {
+            return Err(Failure::null("config"));
+        }
         // SAFETY: NULL or NUL-terminated (caller).
         let name = unsafe { c_str(name, "name") }?;
-        c.set(name, value).map_err(|e| match e {
+        // SAFETY: non-NULL, a live handle used by this thread only (caller); the reference
+        // is the only one during the call.
+        let c = unsafe { &mut (*config).inner };
+        let mut changed = *c;
+        changed.set(name, value).map_err(|e| match e {
             // Say which name was unknown: the core's message lists the known ones.
-            vsgd::Error::UnknownHyperparameter { .. } => {
-                let f = Failure::from(e);
-                Failure::new(f.code, format!("'{name}': {}", f.message))
-            }
+            vsgd::Error::UnknownHyperparameter { algorithm } => unknown_name(name, algorithm),
             e => e.into(),
         })?;
-        // SAFETY: `config` passed `input` (non-NULL, aligned) and is writable (caller).
-        unsafe { write(config, config_to_c(&c)) };
+        *c = changed;
         Ok(())
     })
 }
 
-/// Reads a hyperparameter by name into `*out` (booleans read as 0 or 1).
+/// Reads a hyperparameter by name (see `vsgd_config_set`) into `*out`; booleans read as 0 or
+/// 1.
 ///
-/// Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_STRING`,
-/// `VSGD_RESULT_INVALID_ENUM`, `VSGD_RESULT_UNKNOWN_HYPERPARAMETER`,
-/// `VSGD_RESULT_INVALID_CONFIG` (a boolean field holding neither 0 nor 1).
+/// Errors: `NULL_PARAMETER`, `INVALID_STRING`, `UNKNOWN_HYPERPARAMETER`.
 ///
 /// # Safety
-/// `config` must be NULL or point at a `vsgd_config`; `name` NULL or a NUL-terminated string;
+/// `config` must be NULL or a live configuration; `name` NULL or a NUL-terminated string;
 /// `out` NULL or valid for writing one `double`.
 #[no_mangle]
 pub unsafe extern "C" fn vsgd_config_get(
@@ -535,22 +446,75 @@ pub unsafe extern "C" fn vsgd_config_get(
     out: *mut f64,
 ) -> vsgd_result {
     guard("vsgd_config_get", || {
-        // SAFETY: NULL or a valid vsgd_config (caller).
-        let c = config_from_c(unsafe { input(config, "config") }?)?;
+        // SAFETY: NULL or a live handle (caller).
+        let c = unsafe { config_arg(config) }?;
         // SAFETY: NULL or NUL-terminated (caller).
         let name = unsafe { c_str(name, "name") }?;
         check_out(out, "out")?;
-        let v = c.get(name).ok_or_else(|| {
-            let f = Failure::from(vsgd::Error::UnknownHyperparameter {
-                algorithm: c.algorithm(),
-            });
-            Failure::new(f.code, format!("'{name}': {}", f.message))
-        })?;
+        let v = c
+            .get(name)
+            .ok_or_else(|| unknown_name(name, c.algorithm()))?;
         // SAFETY: checked by check_out; writable (caller).
         unsafe { write(out, v) };
         Ok(())
     })
 }
+
+/// The name of hyperparameter `index` (0, 1, …) of `algorithm`, as a static NUL-terminated
+/// string into `*out` (never free it): iterate until `VSGD_RESULT_UNKNOWN_HYPERPARAMETER` to
+/// list them all (VSGD: `lr`, `ghattg`, `ps`, `tau1`, `tau2`, `eps`, `weight_decay`, `l2`,
+/// `maximize`). A later 1.x version may append names, never reorder them.
+///
+/// Errors: `NULL_PARAMETER`, `INVALID_ENUM`, `UNKNOWN_HYPERPARAMETER` (`index` too large).
+///
+/// # Safety
+/// `out` must be NULL or valid for writing one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_hyper_name(
+    algorithm: vsgd_algorithm,
+    index: usize,
+    out: *mut *const c_char,
+) -> vsgd_result {
+    guard("vsgd_hyper_name", || {
+        check_out(out, "out")?;
+        let a = algorithm_from_c(algorithm)?;
+        let name = HYPER_NAMES
+            .iter()
+            .find(|(n, _)| a.hyper_names().get(index) == Some(n))
+            .map(|(_, c)| *c)
+            .ok_or_else(|| {
+                Failure::new(
+                    VSGD_RESULT_UNKNOWN_HYPERPARAMETER,
+                    format!(
+                        "{a} has {} hyperparameters, index {index} asked",
+                        a.hyper_names().len()
+                    ),
+                )
+            })?;
+        // SAFETY: checked; writable (caller).
+        unsafe { write(out, name.as_ptr()) };
+        Ok(())
+    })
+}
+
+/// Every hyperparameter name of every algorithm as a static C string.
+const HYPER_NAMES: &[(&str, &CStr)] = &[
+    ("lr", c"lr"),
+    ("ghattg", c"ghattg"),
+    ("ps", c"ps"),
+    ("tau1", c"tau1"),
+    ("tau2", c"tau2"),
+    ("tau", c"tau"),
+    ("eps", c"eps"),
+    ("beta1", c"beta1"),
+    ("beta2", c"beta2"),
+    ("momentum", c"momentum"),
+    ("dampening", c"dampening"),
+    ("nesterov", c"nesterov"),
+    ("weight_decay", c"weight_decay"),
+    ("l2", c"l2"),
+    ("maximize", c"maximize"),
+];
 
 /// The name of an algorithm (`"vsgd"`, `"constant_vsgd"`, `"adam"`, `"adamw"`, `"sgdm"`) as a
 /// static NUL-terminated string into `*out` (never free it).
@@ -607,56 +571,464 @@ pub unsafe extern "C" fn vsgd_algorithm_from_name(
     })
 }
 
+/// How many state arrays `algorithm` keeps per tensor (VSGD 3, Constant VSGD 2, Adam and
+/// AdamW 2, SGDM 1), into `*out`. Each array is as long as the parameter.
+///
+/// Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_ENUM`.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing one `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_state_count(
+    algorithm: vsgd_algorithm,
+    out: *mut usize,
+) -> vsgd_result {
+    guard("vsgd_state_count", || {
+        check_out(out, "out")?;
+        let a = algorithm_from_c(algorithm)?;
+        // SAFETY: checked; writable (caller).
+        unsafe { write(out, a.state_count()) };
+        Ok(())
+    })
+}
+
+/// The name of state array `index` of `algorithm` (VSGD: `"mug"`, `"bg"`, `"bhg"`; Constant
+/// VSGD: `"mug"`, `"b"`; Adam/AdamW: `"m"`, `"v"`; SGDM: `"momentum"`), in the order the
+/// kernels take them, as a static NUL-terminated string into `*out` (never free it).
+///
+/// Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_ENUM`,
+/// `VSGD_RESULT_STATE_COUNT` (`index` ≥ the algorithm's state count).
+///
+/// # Safety
+/// `out` must be NULL or valid for writing one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_state_name(
+    algorithm: vsgd_algorithm,
+    index: usize,
+    out: *mut *const c_char,
+) -> vsgd_result {
+    guard("vsgd_state_name", || {
+        check_out(out, "out")?;
+        let a = algorithm_from_c(algorithm)?;
+        let names = a.state_names();
+        let name = names.get(index).ok_or_else(|| {
+            Failure::new(
+                VSGD_RESULT_STATE_COUNT,
+                format!("{a} has {} state arrays, index {index} asked", names.len()),
+            )
+        })?;
+        let c = STATE_NAMES
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| {
+                Failure::new(
+                    crate::error::VSGD_RESULT_OTHER_ERROR,
+                    format!("state array '{name}' has no C name in this build"),
+                )
+            })?;
+        // SAFETY: checked; writable (caller).
+        unsafe { write(out, c.as_ptr()) };
+        Ok(())
+    })
+}
+
+/// Every state array name of every algorithm as a static C string.
+const STATE_NAMES: &[(&str, &CStr)] = &[
+    ("mug", c"mug"),
+    ("bg", c"bg"),
+    ("bhg", c"bhg"),
+    ("b", c"b"),
+    ("m", c"m"),
+    ("v", c"v"),
+    ("momentum", c"momentum"),
+];
+
+// ------------------------------------------------------------------------------ schedules
+
+fn kind_from_c(kind: vsgd_schedule_kind) -> Result<Schedule, Failure> {
+    // The defaults of each kind: torch's where torch has one (StepLR's gamma 0.1, OneCycleLR's
+    // pct_start 0.3, div_factor 25, final_div_factor 1e4); lengths are 0, which validation
+    // refuses until they are set.
+    Ok(match kind {
+        VSGD_SCHEDULE_CONSTANT => Schedule::Constant,
+        VSGD_SCHEDULE_STEP_DECAY => Schedule::StepDecay {
+            every: 0,
+            factor: 0.1,
+        },
+        VSGD_SCHEDULE_COSINE => Schedule::Cosine {
+            total: 0,
+            min_factor: 0.0,
+        },
+        VSGD_SCHEDULE_ONE_CYCLE => Schedule::OneCycle {
+            total: 0,
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+        },
+        k => return Err(invalid_enum("vsgd_schedule_kind", k)),
+    })
+}
+
+fn kind_to_c(s: &Schedule) -> vsgd_schedule_kind {
+    match s {
+        Schedule::Constant => VSGD_SCHEDULE_CONSTANT,
+        Schedule::StepDecay { .. } => VSGD_SCHEDULE_STEP_DECAY,
+        Schedule::Cosine { .. } => VSGD_SCHEDULE_COSINE,
+        Schedule::OneCycle { .. } => VSGD_SCHEDULE_ONE_CYCLE,
+    }
+}
+
+/// A step count given as a `double`: a whole number in [0, 2^53].
+fn count(field: &str, value: f64) -> Result<u64, Failure> {
+    if (0.0..=9_007_199_254_740_992.0).contains(&value) && value.fract() == 0.0 {
+        Ok(value as u64)
+    } else {
+        Err(Failure::new(
+            VSGD_RESULT_INVALID_SCHEDULE,
+            format!("{field} = {value}: a step count must be a whole number in [0, 2^53]"),
+        ))
+    }
+}
+
+/// The field `name` of `s`, as a place to read or write.
+enum Field<'a> {
+    Count(&'a mut u64),
+    Real(&'a mut f64),
+}
+
+fn field<'a>(s: &'a mut LrSchedule, name: &str) -> Option<Field<'a>> {
+    if name == "warmup" {
+        return Some(Field::Count(&mut s.warmup));
+    }
+    Some(match (&mut s.schedule, name) {
+        (Schedule::StepDecay { every, .. }, "every") => Field::Count(every),
+        (Schedule::StepDecay { factor, .. }, "factor") => Field::Real(factor),
+        (Schedule::Cosine { total, .. }, "total") => Field::Count(total),
+        (Schedule::Cosine { min_factor, .. }, "min_factor") => Field::Real(min_factor),
+        (Schedule::OneCycle { total, .. }, "total") => Field::Count(total),
+        (Schedule::OneCycle { pct_start, .. }, "pct_start") => Field::Real(pct_start),
+        (Schedule::OneCycle { div_factor, .. }, "div_factor") => Field::Real(div_factor),
+        (
+            Schedule::OneCycle {
+                final_div_factor, ..
+            },
+            "final_div_factor",
+        ) => Field::Real(final_div_factor),
+        _ => return None,
+    })
+}
+
+fn no_field(s: &LrSchedule, name: &str) -> Failure {
+    let mut names: Vec<&str> = vec!["warmup"];
+    names.extend(s.schedule.bounds().iter().map(|(n, _)| *n));
+    Failure::new(
+        VSGD_RESULT_INVALID_SCHEDULE,
+        format!(
+            "a {} schedule has no field '{name}' (it has: {})",
+            s.schedule.kind_name(),
+            names.join(", ")
+        ),
+    )
+}
+
+/// Creates a schedule of `kind` into `*out` (release with `vsgd_schedule_free`), with no
+/// warm-up and these defaults (torch's where it has one); set the rest with
+/// `vsgd_schedule_set`. On failure `*out` is set to NULL (when `out` is not NULL).
+///
+/// The fields, by kind, each with its allowed range (checked where the schedule is used, or
+/// by `vsgd_schedule_validate`); step counts are whole numbers given as doubles:
+/// - `warmup` (every kind): step count, default 0 (none); the factor is further multiplied
+///   by min(1, t / warmup)
+/// - `every` (step_decay): >= 1; steps between two decays; default 0 (must be set)
+/// - `factor` (step_decay): (0, 1]; multiplier at each decay; default 0.1
+/// - `total` (cosine): >= 1; length in steps; default 0 (must be set)
+/// - `min_factor` (cosine): [0, 1]; final fraction of η; default 0
+/// - `total` (one_cycle): >= 3; length in steps; default 0 (must be set)
+/// - `pct_start` (one_cycle): (0, 1); fraction of the cycle spent rising; default 0.3
+/// - `div_factor` (one_cycle): finite and >= 1; the first rate is η / div_factor; default 25
+/// - `final_div_factor` (one_cycle): finite and >= 1; the last rate is the first one /
+///   final_div_factor; default 1e4
+///
+/// Errors: `NULL_PARAMETER`, `INVALID_ENUM`, `ALLOCATION_FAILED`.
+///
+/// # Safety
+/// `out` must be NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_schedule_new(
+    kind: vsgd_schedule_kind,
+    out: *mut *mut vsgd_schedule,
+) -> vsgd_result {
+    guard("vsgd_schedule_new", || {
+        check_out(out, "out")?;
+        // SAFETY: checked; writable (caller). Cleared first so it is NULL on any failure.
+        unsafe { write(out, core::ptr::null_mut()) };
+        let h = schedule_handle(LrSchedule::from(kind_from_c(kind)?))?;
+        // SAFETY: as above.
+        unsafe { write(out, h) };
+        Ok(())
+    })
+}
+
+/// A new schedule equal to `*schedule`, into `*out` (release with `vsgd_schedule_free`). On
+/// failure `*out` is set to NULL (when `out` is not NULL).
+///
+/// Errors: `NULL_PARAMETER`, `ALLOCATION_FAILED`.
+///
+/// # Safety
+/// `schedule` must be NULL or a live schedule; `out` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_schedule_clone(
+    schedule: *const vsgd_schedule,
+    out: *mut *mut vsgd_schedule,
+) -> vsgd_result {
+    guard("vsgd_schedule_clone", || {
+        check_out(out, "out")?;
+        // SAFETY: checked; writable (caller). Cleared first so it is NULL on any failure.
+        unsafe { write(out, core::ptr::null_mut()) };
+        // SAFETY: NULL or a live handle (caller).
+        let s = unsafe { schedule_arg(schedule) }?;
+        let h = schedule_handle(s)?;
+        // SAFETY: as above.
+        unsafe { write(out, h) };
+        Ok(())
+    })
+}
+
+/// Releases a schedule. NULL is accepted and does nothing; freeing twice is undefined.
+///
+/// # Safety
+/// `schedule` must be NULL or a live schedule not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_schedule_free(schedule: *mut vsgd_schedule) {
+    // SAFETY: NULL or from try_box (every constructor), released once (caller).
+    unsafe { free_box(schedule) }
+}
+
+/// The kind of `*schedule` (`VSGD_SCHEDULE_*`), into `*out`.
+///
+/// # Safety
+/// `schedule` must be NULL or a live schedule; `out` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_schedule_kind_of(
+    schedule: *const vsgd_schedule,
+    out: *mut vsgd_schedule_kind,
+) -> vsgd_result {
+    guard("vsgd_schedule_kind_of", || {
+        check_out(out, "out")?;
+        // SAFETY: NULL or a live handle (caller).
+        let s = unsafe { schedule_arg(schedule) }?;
+        // SAFETY: checked; writable (caller).
+        unsafe { write(out, kind_to_c(&s.schedule)) };
+        Ok(())
+    })
+}
+
+/// Sets field `name` of `*schedule` (see `vsgd_schedule_new` for the fields of each kind).
+/// Ranges are checked where the schedule is used (or by `vsgd_schedule_validate`); a step
+/// count that is not a whole number in [0, 2^53] is refused here.
+///
+/// Errors: `NULL_PARAMETER`, `INVALID_STRING`, `INVALID_SCHEDULE` (a field this kind does not
+/// have, or a bad step count). On error `*schedule` is unchanged.
+///
+/// # Safety
+/// `schedule` must be NULL or a live schedule not used by another thread during the call;
+/// `name` NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_schedule_set(
+    schedule: *mut vsgd_schedule,
+    name: *const c_char,
+    value: f64,
+) -> vsgd_result {
+    guard("vsgd_schedule_set", || {
+        if schedule.is_null() {
+            return Err(Failure::null("schedule"));
+        }
+        // SAFETY: NULL or NUL-terminated (caller).
+        let name = unsafe { c_str(name, "name") }?;
+        // SAFETY: non-NULL, live, used by this thread only (caller).
+        let s = unsafe { &mut (*schedule).inner };
+        let copy = *s;
+        match field(s, name).ok_or_else(|| no_field(&copy, name))? {
+            Field::Count(c) => *c = count(name, value)?,
+            Field::Real(r) => *r = value,
+        }
+        Ok(())
+    })
+}
+
+/// Reads field `name` of `*schedule` into `*out` (step counts as whole doubles).
+///
+/// Errors: `NULL_PARAMETER`, `INVALID_STRING`, `INVALID_SCHEDULE` (no such field).
+///
+/// # Safety
+/// `schedule` must be NULL or a live schedule; `name` NULL or a NUL-terminated string; `out`
+/// NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_schedule_get(
+    schedule: *const vsgd_schedule,
+    name: *const c_char,
+    out: *mut f64,
+) -> vsgd_result {
+    guard("vsgd_schedule_get", || {
+        // SAFETY: NULL or a live handle (caller).
+        let mut s = unsafe { schedule_arg(schedule) }?;
+        // SAFETY: NULL or NUL-terminated (caller).
+        let name = unsafe { c_str(name, "name") }?;
+        check_out(out, "out")?;
+        let copy = s;
+        let v = match field(&mut s, name).ok_or_else(|| no_field(&copy, name))? {
+            Field::Count(c) => *c as f64,
+            Field::Real(r) => *r,
+        };
+        // SAFETY: checked; writable (caller).
+        unsafe { write(out, v) };
+        Ok(())
+    })
+}
+
+/// Checks every field of `*schedule` against its range (`VSGD_RESULT_INVALID_SCHEDULE`
+/// names the first bad one and the allowed range).
+///
+/// # Safety
+/// `schedule` must be NULL or a live schedule.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_schedule_validate(schedule: *const vsgd_schedule) -> vsgd_result {
+    guard("vsgd_schedule_validate", || {
+        // SAFETY: NULL or a live handle (caller).
+        let s = unsafe { schedule_arg(schedule) }?;
+        Ok(s.validate()?)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{VSGD_RESULT_OK, VSGD_RESULT_UNKNOWN_HYPERPARAMETER};
+    use crate::error::{VSGD_RESULT_INVALID_CONFIG, VSGD_RESULT_OK};
+
+    fn new(a: Algorithm) -> *mut vsgd_config {
+        let mut c = core::ptr::null_mut();
+        // SAFETY: valid out pointer.
+        assert_eq!(unsafe { vsgd_config_new(a as u32, &mut c) }, VSGD_RESULT_OK);
+        c
+    }
 
     #[test]
-    fn defaults_round_trip_through_c() {
+    fn defaults_and_names_round_trip() {
         for a in Algorithm::ALL {
-            let c = Config::default_for(a);
-            assert_eq!(config_from_c(&config_to_c(&c)).unwrap(), c);
-            let mut out = config_to_c(&Config::default_for(Algorithm::Sgdm));
-            // SAFETY: valid pointer.
-            assert_eq!(
-                unsafe { vsgd_config_default(a as u32, &mut out) },
-                VSGD_RESULT_OK
-            );
-            assert_eq!(config_from_c(&out).unwrap(), c);
-            for name in a.hyper_names() {
-                let cname = std::ffi::CString::new(*name).unwrap();
+            let h = new(a);
+            // SAFETY: live handle.
+            assert_eq!(unsafe { &(*h).inner }, &Config::default_for(a));
+            let mut k = 0;
+            loop {
+                let mut name = core::ptr::null();
+                // SAFETY: valid pointers.
+                let r = unsafe { vsgd_hyper_name(a as u32, k, &mut name) };
+                if r != VSGD_RESULT_OK {
+                    assert_eq!(r, VSGD_RESULT_UNKNOWN_HYPERPARAMETER);
+                    break;
+                }
+                // SAFETY: a static NUL-terminated string.
+                let n = unsafe { CStr::from_ptr(name) }.to_str().unwrap();
+                assert_eq!(n, a.hyper_names()[k]);
                 let mut v = f64::NAN;
                 // SAFETY: valid pointers.
-                let r = unsafe { vsgd_config_get(&out, cname.as_ptr(), &mut v) };
-                assert_eq!((r, v), (VSGD_RESULT_OK, c.get(name).unwrap()));
+                let r = unsafe { vsgd_config_get(h, name, &mut v) };
+                assert_eq!(
+                    (r, v),
+                    (VSGD_RESULT_OK, Config::default_for(a).get(n).unwrap())
+                );
+                k += 1;
             }
+            assert_eq!(k, a.hyper_names().len());
+            for (j, want) in a.state_names().iter().enumerate() {
+                let mut name = core::ptr::null();
+                // SAFETY: valid pointers; a static string comes back.
+                unsafe {
+                    assert_eq!(vsgd_state_name(a as u32, j, &mut name), VSGD_RESULT_OK);
+                    assert_eq!(CStr::from_ptr(name).to_str().unwrap(), *want);
+                }
+            }
+            // SAFETY: releasing once.
+            unsafe { vsgd_config_free(h) };
         }
     }
 
     #[test]
-    fn bad_tags_and_flags_are_rejected() {
-        let mut c = config_to_c(&Config::default_for(Algorithm::Sgdm));
-        c.params.sgdm.nesterov = 2;
-        assert_eq!(
-            config_from_c(&c).unwrap_err().code,
-            VSGD_RESULT_INVALID_CONFIG
-        );
-        c.algorithm = 5;
-        assert_eq!(
-            config_from_c(&c).unwrap_err().code,
-            VSGD_RESULT_INVALID_ENUM
-        );
-        let mut v = 0.0;
-        // SAFETY: valid pointers.
-        let r = unsafe {
-            vsgd_config_get(
-                &config_to_c(&Config::default_for(Algorithm::Adam)),
-                c"tau".as_ptr(),
-                &mut v,
-            )
-        };
-        assert_eq!(r, VSGD_RESULT_UNKNOWN_HYPERPARAMETER);
-        assert!(crate::error::last_error_string().contains("'tau'"));
+    fn bad_flags_names_and_tags_are_rejected_and_change_nothing() {
+        let h = new(Algorithm::Sgdm);
+        // SAFETY: live handle, static strings.
+        unsafe {
+            assert_eq!(
+                vsgd_config_set(h, c"nesterov".as_ptr(), 2.0),
+                VSGD_RESULT_INVALID_CONFIG
+            );
+            assert_eq!(
+                vsgd_config_set(h, c"tau".as_ptr(), 0.5),
+                VSGD_RESULT_UNKNOWN_HYPERPARAMETER
+            );
+            assert!(crate::error::last_error_string().contains("'tau'"));
+            assert_eq!((*h).inner, Config::default_for(Algorithm::Sgdm));
+            vsgd_config_free(h);
+            let mut out = core::ptr::NonNull::dangling().as_ptr();
+            assert_eq!(vsgd_config_new(5, &mut out), VSGD_RESULT_INVALID_ENUM);
+            assert!(out.is_null());
+        }
+    }
+
+    #[test]
+    fn schedule_fields_by_kind() {
+        let mut s = core::ptr::null_mut();
+        // SAFETY: valid pointers; handles freed once.
+        unsafe {
+            assert_eq!(
+                vsgd_schedule_new(VSGD_SCHEDULE_ONE_CYCLE, &mut s),
+                VSGD_RESULT_OK
+            );
+            assert_eq!(vsgd_schedule_validate(s), VSGD_RESULT_INVALID_SCHEDULE);
+            assert_eq!(
+                vsgd_schedule_set(s, c"total".as_ptr(), 100.0),
+                VSGD_RESULT_OK
+            );
+            assert_eq!(
+                vsgd_schedule_set(s, c"warmup".as_ptr(), 5.0),
+                VSGD_RESULT_OK
+            );
+            assert_eq!(vsgd_schedule_validate(s), VSGD_RESULT_OK);
+            assert_eq!(
+                (*s).inner,
+                LrSchedule {
+                    schedule: Schedule::OneCycle {
+                        total: 100,
+                        pct_start: 0.3,
+                        div_factor: 25.0,
+                        final_div_factor: 1e4
+                    },
+                    warmup: 5
+                }
+            );
+            for bad in [-1.0, 2.5, f64::NAN, 1e300] {
+                assert_eq!(
+                    vsgd_schedule_set(s, c"total".as_ptr(), bad),
+                    VSGD_RESULT_INVALID_SCHEDULE
+                );
+            }
+            assert_eq!(
+                vsgd_schedule_set(s, c"every".as_ptr(), 3.0),
+                VSGD_RESULT_INVALID_SCHEDULE
+            );
+            assert!(crate::error::last_error_string().contains("no field 'every'"));
+            let mut v = 0.0;
+            assert_eq!(
+                vsgd_schedule_get(s, c"total".as_ptr(), &mut v),
+                VSGD_RESULT_OK
+            );
+            assert_eq!(v, 100.0);
+            let mut k = 9;
+            assert_eq!(vsgd_schedule_kind_of(s, &mut k), VSGD_RESULT_OK);
+            assert_eq!(k, VSGD_SCHEDULE_ONE_CYCLE);
+            vsgd_schedule_free(s);
+            vsgd_schedule_free(core::ptr::null_mut());
+        }
     }
 }

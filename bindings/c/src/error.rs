@@ -9,7 +9,7 @@ use crate::buffers::{check_optional_out, copy_str};
 /// What a call did: `VSGD_RESULT_OK` (0) or the reason it failed. Every fallible function
 /// returns one. Numbers are never reused or renumbered: a code that is retired stays
 /// reserved, new codes are appended (call-site errors from 1, core errors from 100,
-/// checkpoint errors from 200). A failing call changes nothing it was given (no output is
+/// checkpoint errors from 200, GPU errors from 300). A failing call changes nothing it was given (no output is
 /// written, no state advances) unless its documentation says otherwise, and records a message
 /// for `vsgd_last_error`.
 #[repr(transparent)]
@@ -23,8 +23,8 @@ pub const VSGD_RESULT_OK: vsgd_result = vsgd_result(0);
 pub const VSGD_RESULT_PANIC: vsgd_result = vsgd_result(1);
 /// A pointer argument that must not be NULL was NULL.
 pub const VSGD_RESULT_NULL_PARAMETER: vsgd_result = vsgd_result(2);
-/// An enum-typed argument (`vsgd_algorithm`, `vsgd_dtype`, `vsgd_policy`, `vsgd_schedule_kind`)
-/// held a value that is not one of its constants.
+/// An enum-typed argument (`vsgd_algorithm`, `vsgd_dtype`, `vsgd_policy`, `vsgd_finite`,
+/// `vsgd_schedule_kind`, `vsgd_schedule_clock`) held a value that is not one of its constants.
 pub const VSGD_RESULT_INVALID_ENUM: vsgd_result = vsgd_result(3);
 /// A string argument was not valid UTF-8.
 pub const VSGD_RESULT_INVALID_STRING: vsgd_result = vsgd_result(4);
@@ -43,6 +43,9 @@ pub const VSGD_RESULT_HANDLE_BUSY: vsgd_result = vsgd_result(9);
 /// A panic was caught while this handle was in use, so its state may be half-updated. Every
 /// later call on it fails with this code; only `vsgd_optimizer_free` is allowed.
 pub const VSGD_RESULT_HANDLE_POISONED: vsgd_result = vsgd_result(10);
+/// A `struct_size` field smaller than the first version of its struct (set it to
+/// `sizeof` the struct, e.g. `vsgd_tensor_info info = { sizeof info };`).
+pub const VSGD_RESULT_INVALID_STRUCT_SIZE: vsgd_result = vsgd_result(11);
 /// A hyperparameter outside its range (the message names it and the allowed range), or a
 /// boolean field that is neither 0 nor 1.
 pub const VSGD_RESULT_INVALID_CONFIG: vsgd_result = vsgd_result(100);
@@ -73,10 +76,13 @@ pub const VSGD_RESULT_ALGORITHM_MISMATCH: vsgd_result = vsgd_result(112);
 /// A step number of 0 given to a stateless kernel (steps count from 1), or a step counter at
 /// its maximum.
 pub const VSGD_RESULT_INVALID_STEP: vsgd_result = vsgd_result(113);
-/// A tensor whose optimizer state could not be allocated: its size in bytes exceeds
-/// `PTRDIFF_MAX` (rejected before allocating) or the allocator refused it. Nothing was
-/// added and the handle stays usable.
+/// Memory the call needed could not be had: its size in bytes exceeds `PTRDIFF_MAX`
+/// (rejected before allocating) or the allocator refused it (a tensor's state, a
+/// checkpoint file read whole, the lists of a step over many tensors). Nothing changed and
+/// the handle stays usable. No allocation ever aborts the process.
 pub const VSGD_RESULT_ALLOCATION_FAILED: vsgd_result = vsgd_result(114);
+/// A maximum gradient norm for clipping that is not finite and ≥ 0.
+pub const VSGD_RESULT_INVALID_CLIP_NORM: vsgd_result = vsgd_result(115);
 /// An error of the core library this version of the C ABI has no specific code for; the
 /// message says what it was.
 pub const VSGD_RESULT_OTHER_ERROR: vsgd_result = vsgd_result(199);
@@ -112,10 +118,24 @@ pub const VSGD_RESULT_CHECKPOINT_TOO_LARGE: vsgd_result = vsgd_result(210);
 /// which field).
 pub const VSGD_RESULT_CHECKPOINT_REJECTED: vsgd_result = vsgd_result(211);
 /// A file operation failed (the message names the operation, the path and the OS error). A
-/// failed save leaves the previous file in place.
+/// failed save leaves the previous file in place (see `VSGD_RESULT_CHECKPOINT_NOT_DURABLE`
+/// for the one failure after which it does not).
 pub const VSGD_RESULT_IO_ERROR: vsgd_result = vsgd_result(212);
 /// The checkpoint file (or its directory) does not exist.
 pub const VSGD_RESULT_FILE_NOT_FOUND: vsgd_result = vsgd_result(213);
+/// The checkpoint was saved and renamed over the target, so the new file is in place and
+/// complete, but flushing its directory failed: whether the rename survives a power cut is
+/// unknown, and the previous file is gone. Saving again once the cause is fixed makes it
+/// durable.
+pub const VSGD_RESULT_CHECKPOINT_NOT_DURABLE: vsgd_result = vsgd_result(214);
+/// No usable GPU: no CUDA driver library, a driver lacking a needed function, or `cuInit`
+/// failed (no device, driver too old). `vsgd_last_error` says which.
+pub const VSGD_RESULT_NO_DEVICE: vsgd_result = vsgd_result(300);
+/// A CUDA driver call failed, or no kernel image loads on this GPU; `vsgd_last_error` names
+/// the call and the `CUDA_ERROR_*` code.
+pub const VSGD_RESULT_CUDA_ERROR: vsgd_result = vsgd_result(301);
+/// No CUDA context is current on the calling thread.
+pub const VSGD_RESULT_NO_CUDA_CONTEXT: vsgd_result = vsgd_result(302);
 
 /// Every code and its name, in numeric order (the single source for `vsgd_result_name`).
 pub(crate) const RESULT_NAMES: &[(vsgd_result, &CStr)] = &[
@@ -142,6 +162,10 @@ pub(crate) const RESULT_NAMES: &[(vsgd_result, &CStr)] = &[
     ),
     (VSGD_RESULT_HANDLE_BUSY, c"VSGD_RESULT_HANDLE_BUSY"),
     (VSGD_RESULT_HANDLE_POISONED, c"VSGD_RESULT_HANDLE_POISONED"),
+    (
+        VSGD_RESULT_INVALID_STRUCT_SIZE,
+        c"VSGD_RESULT_INVALID_STRUCT_SIZE",
+    ),
     (VSGD_RESULT_INVALID_CONFIG, c"VSGD_RESULT_INVALID_CONFIG"),
     (
         VSGD_RESULT_UNKNOWN_HYPERPARAMETER,
@@ -177,6 +201,10 @@ pub(crate) const RESULT_NAMES: &[(vsgd_result, &CStr)] = &[
     (
         VSGD_RESULT_ALLOCATION_FAILED,
         c"VSGD_RESULT_ALLOCATION_FAILED",
+    ),
+    (
+        VSGD_RESULT_INVALID_CLIP_NORM,
+        c"VSGD_RESULT_INVALID_CLIP_NORM",
     ),
     (VSGD_RESULT_OTHER_ERROR, c"VSGD_RESULT_OTHER_ERROR"),
     (
@@ -229,6 +257,13 @@ pub(crate) const RESULT_NAMES: &[(vsgd_result, &CStr)] = &[
     ),
     (VSGD_RESULT_IO_ERROR, c"VSGD_RESULT_IO_ERROR"),
     (VSGD_RESULT_FILE_NOT_FOUND, c"VSGD_RESULT_FILE_NOT_FOUND"),
+    (
+        VSGD_RESULT_CHECKPOINT_NOT_DURABLE,
+        c"VSGD_RESULT_CHECKPOINT_NOT_DURABLE",
+    ),
+    (VSGD_RESULT_NO_DEVICE, c"VSGD_RESULT_NO_DEVICE"),
+    (VSGD_RESULT_CUDA_ERROR, c"VSGD_RESULT_CUDA_ERROR"),
+    (VSGD_RESULT_NO_CUDA_CONTEXT, c"VSGD_RESULT_NO_CUDA_CONTEXT"),
 ];
 
 /// A failed call: its code and the message `vsgd_last_error` will return.
@@ -270,6 +305,7 @@ impl From<vsgd::Error> for Failure {
             E::AlgorithmMismatch { .. } => VSGD_RESULT_ALGORITHM_MISMATCH,
             E::InvalidStep { .. } => VSGD_RESULT_INVALID_STEP,
             E::AllocationFailed { .. } => VSGD_RESULT_ALLOCATION_FAILED,
+            E::InvalidClipNorm { .. } => VSGD_RESULT_INVALID_CLIP_NORM,
             // `vsgd::Error` is non-exhaustive: a variant added later still gets a code and its
             // message until it is given its own number.
             _ => VSGD_RESULT_OTHER_ERROR,
@@ -414,6 +450,7 @@ mod tests {
             (8, "BUFFER_TOO_SMALL"),
             (9, "HANDLE_BUSY"),
             (10, "HANDLE_POISONED"),
+            (11, "INVALID_STRUCT_SIZE"),
             (100, "INVALID_CONFIG"),
             (101, "UNKNOWN_HYPERPARAMETER"),
             (102, "INVALID_LEARNING_RATE"),
@@ -429,6 +466,7 @@ mod tests {
             (112, "ALGORITHM_MISMATCH"),
             (113, "INVALID_STEP"),
             (114, "ALLOCATION_FAILED"),
+            (115, "INVALID_CLIP_NORM"),
             (199, "OTHER_ERROR"),
             (200, "CHECKPOINT_BAD_MAGIC"),
             (201, "CHECKPOINT_UNSUPPORTED_VERSION"),
@@ -444,6 +482,10 @@ mod tests {
             (211, "CHECKPOINT_REJECTED"),
             (212, "IO_ERROR"),
             (213, "FILE_NOT_FOUND"),
+            (214, "CHECKPOINT_NOT_DURABLE"),
+            (300, "NO_DEVICE"),
+            (301, "CUDA_ERROR"),
+            (302, "NO_CUDA_CONTEXT"),
         ];
         assert_eq!(pinned.len(), RESULT_NAMES.len());
         for ((n, name), (code, cname)) in pinned.iter().zip(RESULT_NAMES) {
@@ -545,6 +587,10 @@ mod tests {
             (
                 E::AllocationFailed { bytes: usize::MAX },
                 VSGD_RESULT_ALLOCATION_FAILED,
+            ),
+            (
+                E::InvalidClipNorm { max_norm: -1.0 },
+                VSGD_RESULT_INVALID_CLIP_NORM,
             ),
         ];
         for (e, code) in cases {

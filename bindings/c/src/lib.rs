@@ -24,22 +24,33 @@ compile_error!("vsgd-ffi must be built with panic = \"unwind\" (its exports catc
 mod buffers;
 mod checkpoint;
 mod config;
+mod cuda;
 mod error;
 mod optimizer;
 mod stateless;
+mod step;
+mod tensors;
 
 pub use checkpoint::*;
 pub use config::*;
+pub use cuda::*;
 pub use error::*;
 pub use optimizer::*;
 pub use stateless::*;
+pub use step::*;
+pub use tensors::*;
 
 use core::ffi::c_char;
 
 /// Version of the C ABI (function signatures, struct layouts, result numbers). It changes only
 /// when a change could break a program compiled against an older header; the shared library's
 /// SONAME is `libvsgd.so.<VSGD_ABI_VERSION>`. Compare with `vsgd_abi_version()` at run time.
-pub const VSGD_ABI_VERSION: u32 = 1;
+///
+/// ABI 2 is the first stable ABI (the C ABI "1.0"): configurations and schedules are opaque
+/// and set by name, output structs carry `struct_size`, so it grows by additions only (new
+/// functions, result codes, enum values, hyperparameter names, appended struct fields; see
+/// docs/abi.md). ABI 1 was the preview shape it replaces.
+pub const VSGD_ABI_VERSION: u32 = 2;
 
 /// The library's version ("MAJOR.MINOR.PATCH", the crate version), as a static NUL-terminated
 /// string. Equals `VSGD_VERSION_STRING` of the header the library was built with. Never free it.

@@ -2,24 +2,18 @@
 //! training loops. Parameters and gradients stay with the caller.
 
 use core::cell::UnsafeCell;
-use core::ffi::c_char;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use vsgd::{Element, GroupId, Optimizer, StepOutcome, TensorId, TensorSpec};
+use vsgd::{GroupId, Optimizer};
 
-use crate::buffers::{
-    c_str, check_buffer, check_disjoint, check_optional_out, check_out, copy_str, input, slice,
-    slice_mut, write, write_slice,
-};
+use crate::buffers::{check_out, input, write};
 use crate::config::{
-    algorithm_to_c, config_from_c, config_to_c, dtype_from_c, dtype_to_c, policy_from_c,
-    policy_to_c, schedule_from_c, vsgd_algorithm, vsgd_config, vsgd_dtype, vsgd_policy,
-    vsgd_schedule, vsgd_step_outcome, VSGD_STEP_APPLIED, VSGD_STEP_SKIPPED,
+    algorithm_to_c, clock_from_c, clock_to_c, config_arg, config_handle, policy_from_c,
+    policy_to_c, schedule_arg, schedule_handle, try_box, vsgd_algorithm, vsgd_config, vsgd_policy,
+    vsgd_schedule, vsgd_schedule_clock,
 };
 use crate::error::{
-    guard, vsgd_result, Failure, VSGD_RESULT_BUFFER_TOO_SMALL, VSGD_RESULT_HANDLE_BUSY,
-    VSGD_RESULT_HANDLE_POISONED, VSGD_RESULT_UNKNOWN_TENSOR,
+    guard, vsgd_result, Failure, VSGD_RESULT_HANDLE_BUSY, VSGD_RESULT_HANDLE_POISONED,
 };
 
 /// An optimizer owning the state (and step counters) of registered tensors, grouped into
@@ -96,42 +90,18 @@ pub(crate) unsafe fn with<R>(
     r
 }
 
-/// What `vsgd_optimizer_step_f32` / `_f64` did.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct vsgd_step_report {
-    /// Tensors updated.
-    pub applied: usize,
-    /// Tensors left untouched because their gradient was not finite (`VSGD_POLICY_SKIP`);
-    /// `vsgd_optimizer_last_skipped` lists them.
-    pub skipped: usize,
-}
-
-/// What is registered for a tensor (`vsgd_optimizer_tensor_info`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct vsgd_tensor_info {
-    /// Element count.
-    pub len: usize,
-    /// Element type (`VSGD_DTYPE_*`).
-    pub dtype: vsgd_dtype,
-    /// Parameter group.
-    pub group: usize,
-    /// Updates applied so far (skipped steps do not count).
-    pub step: u64,
-}
-
-/// Creates a handle with one parameter group (group 0) configured by `*config` (validated),
-/// no tensors, policy `VSGD_POLICY_SKIP`, and a constant schedule.
+/// Creates a handle with one parameter group (group 0) configured by `*config` (validated;
+/// copied, so the configuration may be freed right after), no tensors, policy
+/// `VSGD_POLICY_SKIP`, a constant schedule, and as many threads as the machine has cores
+/// (`vsgd_optimizer_set_threads`).
 ///
 /// On success `*out` owns the new handle (release it with `vsgd_optimizer_free`). On failure
 /// `*out` is set to NULL (when `out` is not NULL), so freeing it is always safe.
 ///
-/// Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_ENUM`,
-/// `VSGD_RESULT_INVALID_CONFIG`.
+/// Errors: `NULL_PARAMETER`, `INVALID_CONFIG`, `ALLOCATION_FAILED`.
 ///
 /// # Safety
-/// `config` must be NULL or point at a `vsgd_config`; `out` NULL or valid for one write.
+/// `config` must be NULL or a live configuration; `out` NULL or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn vsgd_optimizer_new(
     config: *const vsgd_config,
@@ -141,22 +111,23 @@ pub unsafe extern "C" fn vsgd_optimizer_new(
         check_out(out, "out")?;
         // SAFETY: checked; writable (caller). Cleared first so it is NULL on any failure.
         unsafe { write(out, core::ptr::null_mut()) };
-        // SAFETY: NULL or a valid vsgd_config (caller).
-        let config = config_from_c(unsafe { input(config, "config") }?)?;
+        // SAFETY: NULL or a live configuration (caller).
+        let config = unsafe { config_arg(config) }?;
         let opt = Optimizer::new(config)?;
+        let h = into_handle(opt)?;
         // SAFETY: as above.
-        unsafe { write(out, into_handle(opt)) };
+        unsafe { write(out, h) };
         Ok(())
     })
 }
 
 /// A new handle owning `opt`, for the caller to release with `vsgd_optimizer_free`.
-pub(crate) fn into_handle(opt: Optimizer) -> *mut vsgd_optimizer {
-    Box::into_raw(Box::new(vsgd_optimizer {
+pub(crate) fn into_handle(opt: Optimizer) -> Result<*mut vsgd_optimizer, Failure> {
+    try_box(vsgd_optimizer {
         busy: AtomicBool::new(false),
         poisoned: AtomicBool::new(false),
         inner: UnsafeCell::new(opt),
-    }))
+    })
 }
 
 /// Releases a handle and all the state it owns. NULL is accepted and does nothing. The
@@ -167,13 +138,9 @@ pub(crate) fn into_handle(opt: Optimizer) -> *mut vsgd_optimizer {
 /// not yet freed, not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn vsgd_optimizer_free(optimizer: *mut vsgd_optimizer) {
-    if optimizer.is_null() {
-        return;
-    }
-    // SAFETY: a live handle from Box::into_raw (caller), released exactly once.
-    let b = unsafe { Box::from_raw(optimizer) };
-    // Dropping plain vectors does not panic, but nothing may unwind into C.
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(b)));
+    // SAFETY: NULL or a live handle from into_handle (caller), released exactly once.
+    // Dropping it joins the worker threads (or, in a forked child, leaks the parent's).
+    unsafe { crate::config::free_box(optimizer) }
 }
 
 /// The algorithm every group of the handle runs, into `*out`.
@@ -196,11 +163,12 @@ pub unsafe extern "C" fn vsgd_optimizer_algorithm(
 }
 
 /// Adds a parameter group configured by `*config` (same algorithm as the handle:
-/// `VSGD_RESULT_ALGORITHM_MISMATCH` otherwise; validated); its index goes to `*out_group`.
+/// `VSGD_RESULT_ALGORITHM_MISMATCH` otherwise; validated; copied) with a constant schedule;
+/// its index (1, 2, … in order) goes to `*out_group`.
 ///
 /// # Safety
-/// `optimizer` must be NULL or a live handle; `config` NULL or a `vsgd_config`; `out_group`
-/// NULL or valid for one write.
+/// `optimizer` must be NULL or a live handle; `config` NULL or a live configuration;
+/// `out_group` NULL or valid for one write.
 #[no_mangle]
 pub unsafe extern "C" fn vsgd_optimizer_add_group(
     optimizer: *mut vsgd_optimizer,
@@ -209,8 +177,8 @@ pub unsafe extern "C" fn vsgd_optimizer_add_group(
 ) -> vsgd_result {
     guard("vsgd_optimizer_add_group", || {
         check_out(out_group, "out_group")?;
-        // SAFETY: NULL or a valid vsgd_config (caller).
-        let config = config_from_c(unsafe { input(config, "config") }?)?;
+        // SAFETY: NULL or a live configuration (caller).
+        let config = unsafe { config_arg(config) }?;
         // SAFETY: forwarded contract.
         let g = unsafe { with(optimizer, |o| Ok(o.add_group(config)?)) }?;
         // SAFETY: checked; writable (caller).
@@ -219,7 +187,12 @@ pub unsafe extern "C" fn vsgd_optimizer_add_group(
     })
 }
 
-/// Copies group `group`'s configuration into `*out` (learning rate included).
+/// A new configuration equal to group `group`'s (learning rate included) into `*out`, owned
+/// by the caller (release with `vsgd_config_free`). On failure `*out` is set to NULL (when
+/// `out` is not NULL).
+///
+/// Errors: `NULL_PARAMETER`, `UNKNOWN_GROUP`, `ALLOCATION_FAILED`, `HANDLE_BUSY`,
+/// `HANDLE_POISONED`.
 ///
 /// # Safety
 /// `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
@@ -227,22 +200,46 @@ pub unsafe extern "C" fn vsgd_optimizer_add_group(
 pub unsafe extern "C" fn vsgd_optimizer_config(
     optimizer: *const vsgd_optimizer,
     group: usize,
-    out: *mut vsgd_config,
+    out: *mut *mut vsgd_config,
 ) -> vsgd_result {
     guard("vsgd_optimizer_config", || {
         check_out(out, "out")?;
+        // SAFETY: checked; writable (caller). Cleared first so it is NULL on any failure.
+        unsafe { write(out, core::ptr::null_mut()) };
         // SAFETY: forwarded contract.
         let c = unsafe { with(optimizer, |o| Ok(*o.config(GroupId(group))?)) }?;
-        // SAFETY: checked; writable (caller).
-        unsafe { write(out, config_to_c(&c)) };
+        let h = config_handle(c)?;
+        // SAFETY: as above.
+        unsafe { write(out, h) };
         Ok(())
     })
 }
 
-/// Replaces group `group`'s configuration (same algorithm, validated); state is kept.
+/// The number of parameter groups (1 + those added by `vsgd_optimizer_add_group`), into
+/// `*out`.
 ///
 /// # Safety
-/// `optimizer` must be NULL or a live handle; `config` NULL or a `vsgd_config`.
+/// `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_optimizer_num_groups(
+    optimizer: *const vsgd_optimizer,
+    out: *mut usize,
+) -> vsgd_result {
+    guard("vsgd_optimizer_num_groups", || {
+        check_out(out, "out")?;
+        // SAFETY: forwarded contract.
+        let n = unsafe { with(optimizer, |o| Ok(o.num_groups())) }?;
+        // SAFETY: checked; writable (caller).
+        unsafe { write(out, n) };
+        Ok(())
+    })
+}
+
+/// Replaces group `group`'s configuration (same algorithm, validated, copied); state is
+/// kept.
+///
+/// # Safety
+/// `optimizer` must be NULL or a live handle; `config` NULL or a live configuration.
 #[no_mangle]
 pub unsafe extern "C" fn vsgd_optimizer_set_config(
     optimizer: *mut vsgd_optimizer,
@@ -250,8 +247,8 @@ pub unsafe extern "C" fn vsgd_optimizer_set_config(
     config: *const vsgd_config,
 ) -> vsgd_result {
     guard("vsgd_optimizer_set_config", || {
-        // SAFETY: NULL or a valid vsgd_config (caller).
-        let config = config_from_c(unsafe { input(config, "config") }?)?;
+        // SAFETY: NULL or a live configuration (caller).
+        let config = unsafe { config_arg(config) }?;
         // SAFETY: forwarded contract.
         unsafe { with(optimizer, |o| Ok(o.set_config(GroupId(group), config)?)) }
     })
@@ -273,10 +270,11 @@ pub unsafe extern "C" fn vsgd_optimizer_set_lr(
     })
 }
 
-/// Sets group `group`'s learning-rate schedule (copied; validated).
+/// Sets group `group`'s learning-rate schedule (validated; copied, so the schedule may be
+/// freed right after). It is evaluated at each tensor's own update number.
 ///
 /// # Safety
-/// `optimizer` must be NULL or a live handle; `schedule` NULL or a `vsgd_schedule`.
+/// `optimizer` must be NULL or a live handle; `schedule` NULL or a live schedule.
 #[no_mangle]
 pub unsafe extern "C" fn vsgd_optimizer_set_schedule(
     optimizer: *mut vsgd_optimizer,
@@ -284,15 +282,45 @@ pub unsafe extern "C" fn vsgd_optimizer_set_schedule(
     schedule: *const vsgd_schedule,
 ) -> vsgd_result {
     guard("vsgd_optimizer_set_schedule", || {
-        // SAFETY: NULL or a valid vsgd_schedule (caller).
-        let s = schedule_from_c(unsafe { input(schedule, "schedule") }?)?;
+        // SAFETY: NULL or a live schedule (caller).
+        let s = unsafe { schedule_arg(schedule) }?;
         // SAFETY: forwarded contract.
         unsafe { with(optimizer, |o| Ok(o.set_schedule(GroupId(group), s)?)) }
     })
 }
 
+/// A new schedule equal to group `group`'s into `*out`, owned by the caller (release with
+/// `vsgd_schedule_free`). On failure `*out` is set to NULL (when `out` is not NULL).
+///
+/// Errors: `NULL_PARAMETER`, `UNKNOWN_GROUP`, `ALLOCATION_FAILED`, `HANDLE_BUSY`,
+/// `HANDLE_POISONED`.
+///
+/// # Safety
+/// `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_optimizer_schedule(
+    optimizer: *const vsgd_optimizer,
+    group: usize,
+    out: *mut *mut vsgd_schedule,
+) -> vsgd_result {
+    guard("vsgd_optimizer_schedule", || {
+        check_out(out, "out")?;
+        // SAFETY: checked; writable (caller). Cleared first so it is NULL on any failure.
+        unsafe { write(out, core::ptr::null_mut()) };
+        // SAFETY: forwarded contract.
+        let s = unsafe { with(optimizer, |o| Ok(*o.schedule(GroupId(group))?)) }?;
+        let h = schedule_handle(s)?;
+        // SAFETY: as above.
+        unsafe { write(out, h) };
+        Ok(())
+    })
+}
+
 /// The learning rate group `group`'s tensors get at their update number `t` (≥ 1): base
 /// rate × schedule factor, into `*out`.
+///
+/// Errors: `NULL_PARAMETER`, `INVALID_STEP` (t = 0), `UNKNOWN_GROUP`, `HANDLE_BUSY`,
+/// `HANDLE_POISONED`.
 ///
 /// # Safety
 /// `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
@@ -305,6 +333,9 @@ pub unsafe extern "C" fn vsgd_optimizer_lr_at(
 ) -> vsgd_result {
     guard("vsgd_optimizer_lr_at", || {
         check_out(out, "out")?;
+        if t == 0 {
+            return Err(vsgd::Error::InvalidStep { step: 0 }.into());
+        }
         // SAFETY: forwarded contract.
         let lr = unsafe { with(optimizer, |o| Ok(o.lr_at(GroupId(group), t)?)) }?;
         // SAFETY: checked; writable (caller).
@@ -353,589 +384,220 @@ pub unsafe extern "C" fn vsgd_optimizer_policy(
     })
 }
 
-/// Registers a tensor of `len` elements of type `dtype` in group `group`, with an optional
-/// `name` (copied; NULL for none). Its state starts at zero and its step counter at 0; its
-/// index (0, 1, … in registration order) goes to `*out_tensor`.
-///
-/// Errors: `NULL_PARAMETER`, `INVALID_ENUM` (dtype), `INVALID_STRING`, `UNKNOWN_GROUP`,
-/// `SHAPE_OVERFLOW`, `ALLOCATION_FAILED` (the state would exceed `PTRDIFF_MAX` bytes, or the
-/// allocator refused it; nothing was added and the handle stays usable).
+/// Sets what the schedules' step number is (`VSGD_CLOCK_*`): each tensor's own update count
+/// (`VSGD_CLOCK_PER_TENSOR`, the default) or one global step of the handle
+/// (`VSGD_CLOCK_GLOBAL`: the next `vsgd_optimizer_step_*` call evaluates every group's schedule
+/// at `vsgd_optimizer_global_step` + 1, and each successful call advances it). The update
+/// rules' own step number (bias corrections) is always the tensor's. Checkpoints keep the clock
+/// and the global step.
 ///
 /// # Safety
-/// `optimizer` must be NULL or a live handle; `name` NULL or a NUL-terminated string;
-/// `out_tensor` NULL or valid for one write.
+/// `optimizer` must be NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_add_tensor(
+pub unsafe extern "C" fn vsgd_optimizer_set_schedule_clock(
     optimizer: *mut vsgd_optimizer,
-    len: usize,
-    dtype: vsgd_dtype,
-    name: *const c_char,
-    group: usize,
-    out_tensor: *mut usize,
+    clock: vsgd_schedule_clock,
 ) -> vsgd_result {
-    guard("vsgd_optimizer_add_tensor", || {
-        check_out(out_tensor, "out_tensor")?;
-        let dtype = dtype_from_c(dtype)?;
-        let name = if name.is_null() {
-            None
-        } else {
-            // SAFETY: non-NULL and NUL-terminated (caller).
-            Some(unsafe { c_str(name, "name") }?)
-        };
-        let shape = [len];
-        let mut spec = TensorSpec::new(&shape).dtype(dtype).group(GroupId(group));
-        if let Some(n) = name {
-            spec = spec.name(n);
+    guard("vsgd_optimizer_set_schedule_clock", || {
+        let c = clock_from_c(clock)?;
+        // SAFETY: forwarded contract.
+        unsafe {
+            with(optimizer, |o| {
+                o.set_schedule_clock(c);
+                Ok(())
+            })
         }
-        // SAFETY: forwarded contract.
-        let id = unsafe { with(optimizer, |o| Ok(o.add_tensor(spec)?)) }?;
-        // SAFETY: checked; writable (caller).
-        unsafe { write(out_tensor, id.0) };
-        Ok(())
     })
 }
 
-/// The number of registered tensors, into `*out`.
+/// The schedule clock (`VSGD_CLOCK_*`), into `*out`.
 ///
 /// # Safety
 /// `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
 #[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_num_tensors(
+pub unsafe extern "C" fn vsgd_optimizer_schedule_clock(
     optimizer: *const vsgd_optimizer,
-    out: *mut usize,
+    out: *mut vsgd_schedule_clock,
 ) -> vsgd_result {
-    guard("vsgd_optimizer_num_tensors", || {
+    guard("vsgd_optimizer_schedule_clock", || {
         check_out(out, "out")?;
         // SAFETY: forwarded contract.
-        let n = unsafe { with(optimizer, |o| Ok(o.num_tensors())) }?;
+        let c = unsafe { with(optimizer, |o| Ok(o.schedule_clock())) }?;
         // SAFETY: checked; writable (caller).
-        unsafe { write(out, n) };
+        unsafe { write(out, clock_to_c(c)) };
         Ok(())
     })
 }
 
-/// What is registered for tensor `tensor`, into `*out`.
+/// The global step: successful `vsgd_optimizer_step_f32`/`_f64` calls made while the clock was
+/// `VSGD_CLOCK_GLOBAL` (0 under the default clock), into `*out`. A loop of
+/// `vsgd_optimizer_step_tensor_*` calls, which do not advance it, advances it with
+/// `vsgd_optimizer_set_global_step`.
 ///
 /// # Safety
 /// `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
 #[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_tensor_info(
+pub unsafe extern "C" fn vsgd_optimizer_global_step(
     optimizer: *const vsgd_optimizer,
-    tensor: usize,
-    out: *mut vsgd_tensor_info,
-) -> vsgd_result {
-    guard("vsgd_optimizer_tensor_info", || {
-        check_out(out, "out")?;
-        // SAFETY: forwarded contract.
-        let info = unsafe {
-            with(optimizer, |o| {
-                let i = o.tensor_info(TensorId(tensor))?;
-                Ok(vsgd_tensor_info {
-                    len: i.len,
-                    dtype: dtype_to_c(i.dtype),
-                    group: i.group.0,
-                    step: i.step,
-                })
-            })
-        }?;
-        // SAFETY: checked; writable (caller).
-        unsafe { write(out, info) };
-        Ok(())
-    })
-}
-
-/// Copies tensor `tensor`'s name (empty if it has none) into `buf` (`len` bytes,
-/// NUL-terminated), its length in bytes to `*out_len` if not NULL. Text buffer rules as
-/// `vsgd_last_error` (`VSGD_RESULT_BUFFER_TOO_SMALL` when cut).
-///
-/// # Safety
-/// `optimizer` must be NULL or a live handle; `buf` NULL or valid for `len` bytes; `out_len`
-/// NULL or valid for one write.
-#[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_tensor_name(
-    optimizer: *const vsgd_optimizer,
-    tensor: usize,
-    buf: *mut c_char,
-    len: usize,
-    out_len: *mut usize,
-) -> vsgd_result {
-    guard("vsgd_optimizer_tensor_name", || {
-        // SAFETY: forwarded contract.
-        let name = unsafe {
-            with(optimizer, |o| {
-                Ok(o.tensor_info(TensorId(tensor))?
-                    .name
-                    .unwrap_or("")
-                    .to_string())
-            })
-        }?;
-        check_optional_out(out_len, "out_len")?;
-        // SAFETY: `buf` NULL or valid for `len` bytes, `out_len` NULL or valid for one write
-        // (caller; alignment checked above).
-        unsafe { copy_str(&name, buf, len, out_len) }
-    })
-}
-
-/// The index of the tensor registered under `name`, into `*out`
-/// (`VSGD_RESULT_UNKNOWN_TENSOR` if none).
-///
-/// # Safety
-/// `optimizer` must be NULL or a live handle; `name` NULL or a NUL-terminated string; `out`
-/// NULL or valid for one write.
-#[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_find(
-    optimizer: *const vsgd_optimizer,
-    name: *const c_char,
-    out: *mut usize,
-) -> vsgd_result {
-    guard("vsgd_optimizer_find", || {
-        // SAFETY: NULL or NUL-terminated (caller).
-        let name = unsafe { c_str(name, "name") }?;
-        check_out(out, "out")?;
-        // SAFETY: forwarded contract.
-        let id = unsafe { with(optimizer, |o| Ok(o.find(name))) }?.ok_or_else(|| {
-            Failure::new(
-                VSGD_RESULT_UNKNOWN_TENSOR,
-                format!("no tensor is named '{name}'"),
-            )
-        })?;
-        // SAFETY: checked; writable (caller).
-        unsafe { write(out, id.0) };
-        Ok(())
-    })
-}
-
-/// Updates applied to tensor `tensor` so far (skipped steps do not count), into `*out`.
-///
-/// # Safety
-/// `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
-#[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_step_count(
-    optimizer: *const vsgd_optimizer,
-    tensor: usize,
     out: *mut u64,
 ) -> vsgd_result {
-    guard("vsgd_optimizer_step_count", || {
+    guard("vsgd_optimizer_global_step", || {
         check_out(out, "out")?;
         // SAFETY: forwarded contract.
-        let n = unsafe { with(optimizer, |o| Ok(o.step_count(TensorId(tensor))?)) }?;
+        let n = unsafe { with(optimizer, |o| Ok(o.global_step())) }?;
         // SAFETY: checked; writable (caller).
         unsafe { write(out, n) };
         Ok(())
     })
 }
 
-/// The tensors skipped by the last step call (non-finite gradients under
-/// `VSGD_POLICY_SKIP`): their indices into `buf` (`cap` entries), their count into
-/// `*out_count`. Returns `VSGD_RESULT_BUFFER_TOO_SMALL` (after writing the first `cap`) when
-/// more were skipped than fit. `buf` may be NULL when `cap` is 0.
+/// Sets the global step (resuming a count kept elsewhere, or advancing it by hand).
 ///
 /// # Safety
-/// `optimizer` must be NULL or a live handle; `buf` NULL or valid for `cap` writes;
-/// `out_count` NULL or valid for one write.
+/// `optimizer` must be NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_last_skipped(
-    optimizer: *const vsgd_optimizer,
-    buf: *mut usize,
-    cap: usize,
-    out_count: *mut usize,
+pub unsafe extern "C" fn vsgd_optimizer_set_global_step(
+    optimizer: *mut vsgd_optimizer,
+    step: u64,
 ) -> vsgd_result {
-    guard("vsgd_optimizer_last_skipped", || {
-        check_out(out_count, "out_count")?;
-        check_buffer(buf, cap, true, "buf", None)?;
+    guard("vsgd_optimizer_set_global_step", || {
         // SAFETY: forwarded contract.
-        let skipped: Vec<usize> = unsafe {
+        unsafe {
             with(optimizer, |o| {
-                Ok(o.last_skipped().iter().map(|t| t.0).collect())
+                o.set_global_step(step);
+                Ok(())
             })
-        }?;
-        let n = skipped.len().min(cap);
-        // SAFETY: checked by check_buffer; `cap` ≥ n writable elements (caller), possibly
-        // uninitialized, so written through the pointer; `skipped` is Rust-owned (disjoint).
-        unsafe { write_slice(buf, &skipped[..n]) };
-        // SAFETY: checked; writable (caller); no reference to `buf` is alive.
-        unsafe { write(out_count, skipped.len()) };
-        if n < skipped.len() {
-            return Err(Failure::new(
-                VSGD_RESULT_BUFFER_TOO_SMALL,
-                format!("{} tensors were skipped, buf holds {cap}", skipped.len()),
-            ));
         }
+    })
+}
+
+/// Turns on gradient clipping by global norm (torch's `clip_grad_norm_`, optax's
+/// `clip_by_global_norm`) with maximum `max_norm` (finite, > 0), or off with 0. Each
+/// `vsgd_optimizer_step_*` then computes the L2 norm of all the gradients it applies (in
+/// double, in a fixed order: the same bits for every thread count) and, when it exceeds
+/// `max_norm`, multiplies every gradient by `max_norm / (norm + 1e-6)` first. Skipped and
+/// frozen tensors are not counted; `vsgd_optimizer_step_tensor_*` clips by its one tensor's
+/// norm. Checkpoints keep the setting.
+///
+/// Errors: `NULL_PARAMETER`, `INVALID_CLIP_NORM` (negative, NaN or infinite),
+/// `HANDLE_BUSY`, `HANDLE_POISONED`.
+///
+/// # Safety
+/// `optimizer` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_optimizer_set_clip_norm(
+    optimizer: *mut vsgd_optimizer,
+    max_norm: f64,
+) -> vsgd_result {
+    guard("vsgd_optimizer_set_clip_norm", || {
+        let m = if max_norm == 0.0 {
+            None
+        } else {
+            Some(max_norm)
+        };
+        // SAFETY: forwarded contract.
+        unsafe { with(optimizer, |o| Ok(o.set_clip_norm(m)?)) }
+    })
+}
+
+/// The maximum gradient norm of `vsgd_optimizer_set_clip_norm` (0 when clipping is off),
+/// into `*out`.
+///
+/// # Safety
+/// `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_optimizer_clip_norm(
+    optimizer: *const vsgd_optimizer,
+    out: *mut f64,
+) -> vsgd_result {
+    guard("vsgd_optimizer_clip_norm", || {
+        check_out(out, "out")?;
+        // SAFETY: forwarded contract.
+        let m = unsafe { with(optimizer, |o| Ok(o.clip_norm().unwrap_or(0.0))) }?;
+        // SAFETY: checked; writable (caller).
+        unsafe { write(out, m) };
         Ok(())
     })
 }
 
-/// Shared body of the `vsgd_optimizer_step_tensor_*` exports.
+/// The global gradient norm the last step computed (with clipping on, before scaling), into
+/// `*out`; NaN when the last step computed none (clipping off, or no step yet).
 ///
 /// # Safety
-/// As documented on the exports.
-unsafe fn step_tensor<T: Element>(
-    optimizer: *mut vsgd_optimizer,
-    tensor: usize,
-    param: *mut T,
-    grad: *const T,
-    len: usize,
-    outcome: *mut vsgd_step_outcome,
-) -> Result<(), Failure> {
-    if !outcome.is_null() {
-        check_out(outcome, "outcome")?;
-    }
-    let mut spans = [
-        check_buffer(param, len, true, "param", None)?,
-        check_buffer(grad, len, false, "grad", None)?,
-    ];
-    check_disjoint(&mut spans)?;
-    // SAFETY: forwarded contract (handle).
-    let r = unsafe {
-        with(optimizer, |o| {
-            // SAFETY: both buffers checked (non-NULL or empty, aligned, size) and disjoint;
-            // `len` live elements each (caller).
-            let (p, g) = (slice_mut(param, len), slice(grad, len));
-            Ok(o.step_tensor(TensorId(tensor), p, g)?)
-        })
-    }?;
-    if !outcome.is_null() {
-        let o = match r {
-            StepOutcome::Applied => VSGD_STEP_APPLIED,
-            StepOutcome::Skipped => VSGD_STEP_SKIPPED,
-        };
-        // SAFETY: checked; writable (caller); written after the buffers' slices are gone.
-        unsafe { write(outcome, o) };
-    }
-    Ok(())
-}
-
-/// One update of tensor `tensor` (registered as `VSGD_DTYPE_F32`): `param` (written) and
-/// `grad` (read) hold `len` elements, the tensor's length. The learning rate is the group's
-/// base rate × its schedule at the tensor's next update number.
-///
-/// `*outcome` (if not NULL) receives `VSGD_STEP_APPLIED`, or `VSGD_STEP_SKIPPED` when the
-/// gradient was not finite under `VSGD_POLICY_SKIP` (nothing changed, the step counter did
-/// not advance). On error nothing changes.
-///
-/// Errors: `NULL_PARAMETER`, `MISALIGNED_BUFFER`, `OVERLAPPING_BUFFERS`, `BUFFER_TOO_LARGE`,
-/// `UNKNOWN_TENSOR`, `DTYPE_MISMATCH`, `LENGTH_MISMATCH`, `NON_FINITE_GRADIENT`,
-/// `INVALID_STEP`, `HANDLE_BUSY`, `HANDLE_POISONED`.
-///
-/// # Safety
-/// `optimizer` must be NULL or a live handle; `param` and `grad` NULL or `len` live elements;
-/// `outcome` NULL or valid for one write.
+/// `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
 #[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_step_tensor_f32(
-    optimizer: *mut vsgd_optimizer,
-    tensor: usize,
-    param: *mut f32,
-    grad: *const f32,
-    len: usize,
-    outcome: *mut vsgd_step_outcome,
+pub unsafe extern "C" fn vsgd_optimizer_last_grad_norm(
+    optimizer: *const vsgd_optimizer,
+    out: *mut f64,
 ) -> vsgd_result {
-    guard("vsgd_optimizer_step_tensor_f32", || {
+    guard("vsgd_optimizer_last_grad_norm", || {
+        check_out(out, "out")?;
         // SAFETY: forwarded contract.
-        unsafe { step_tensor(optimizer, tensor, param, grad, len, outcome) }
+        let n = unsafe { with(optimizer, |o| Ok(o.last_grad_norm().unwrap_or(f64::NAN))) }?;
+        // SAFETY: checked; writable (caller).
+        unsafe { write(out, n) };
+        Ok(())
     })
 }
 
-/// `vsgd_optimizer_step_tensor_f32` for a `VSGD_DTYPE_F64` tensor.
+/// Sets how many threads the handle's steps use: 1 runs every step on the calling thread
+/// (for a host that has its own thread pool), 0 means as many as the machine has cores (the
+/// default). The worker threads are started here, not during a step. The results are the
+/// same bits for every thread count. A process forked after the workers started gets its own
+/// workers at its next step.
 ///
 /// # Safety
-/// As `vsgd_optimizer_step_tensor_f32`.
+/// `optimizer` must be NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_step_tensor_f64(
+pub unsafe extern "C" fn vsgd_optimizer_set_threads(
     optimizer: *mut vsgd_optimizer,
-    tensor: usize,
-    param: *mut f64,
-    grad: *const f64,
-    len: usize,
-    outcome: *mut vsgd_step_outcome,
+    threads: usize,
 ) -> vsgd_result {
-    guard("vsgd_optimizer_step_tensor_f64", || {
+    guard("vsgd_optimizer_set_threads", || {
         // SAFETY: forwarded contract.
-        unsafe { step_tensor(optimizer, tensor, param, grad, len, outcome) }
-    })
-}
-
-/// Shared body of the `vsgd_optimizer_step_*` exports.
-///
-/// # Safety
-/// As documented on the exports.
-unsafe fn step_all<T: Element>(
-    optimizer: *mut vsgd_optimizer,
-    params: *const *mut T,
-    grads: *const *const T,
-    lens: *const usize,
-    count: usize,
-    report: *mut vsgd_step_report,
-) -> Result<(), Failure> {
-    if !report.is_null() {
-        check_out(report, "report")?;
-    }
-    check_buffer(params, count, false, "params", None)?;
-    check_buffer(grads, count, false, "grads", None)?;
-    check_buffer(lens, count, false, "lens", None)?;
-    // Copy the three arrays out first: no reference to them may be alive while the element
-    // buffers are borrowed (a caller could place them inside one of those buffers).
-    // SAFETY: each array holds `count` readable elements (checked; caller).
-    let (pv, gv, lv) = unsafe {
-        (
-            slice(params, count).to_vec(),
-            slice(grads, count).to_vec(),
-            slice(lens, count).to_vec(),
-        )
-    };
-    let mut spans = Vec::with_capacity(2 * count);
-    for i in 0..count {
-        spans.push(check_buffer(pv[i], lv[i], true, "params", Some(i))?);
-        spans.push(check_buffer(gv[i], lv[i], false, "grads", Some(i))?);
-    }
-    check_disjoint(&mut spans)?;
-    // SAFETY: forwarded contract (handle).
-    let r = unsafe {
-        with(optimizer, |o| {
-            // SAFETY: every buffer checked (non-NULL or empty, aligned, size) and no written
-            // one overlaps another; `lens[i]` live elements each (caller).
-            let mut ps: Vec<&mut [T]> = (0..count).map(|i| slice_mut(pv[i], lv[i])).collect();
-            let gs: Vec<&[T]> = (0..count).map(|i| slice(gv[i], lv[i])).collect();
-            Ok(o.step(&mut ps, &gs)?)
-        })
-    }?;
-    if !report.is_null() {
-        // SAFETY: checked; writable (caller); written after the buffers' slices are gone.
         unsafe {
-            write(
-                report,
-                vsgd_step_report {
-                    applied: r.applied,
-                    skipped: r.skipped,
-                },
-            )
-        };
-    }
-    Ok(())
-}
-
-/// One update of every registered tensor (all `VSGD_DTYPE_F32`), in registration order:
-/// `params[i]` (written) and `grads[i]` (read) hold `lens[i]` elements, tensor i's length;
-/// `count` must equal the number of tensors. Every tensor is checked before any is touched,
-/// so on error nothing changes. Tensors with a non-finite gradient under `VSGD_POLICY_SKIP`
-/// are left untouched and counted in `report->skipped`
-/// (see `vsgd_optimizer_last_skipped`); `report` may be NULL.
-///
-/// Errors: as `vsgd_optimizer_step_tensor_f32`.
-///
-/// # Safety
-/// `optimizer` must be NULL or a live handle; `params`, `grads`, `lens` NULL or `count`
-/// readable elements; each `params[i]`/`grads[i]` NULL or `lens[i]` live elements; `report`
-/// NULL or valid for one write.
-#[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_step_f32(
-    optimizer: *mut vsgd_optimizer,
-    params: *const *mut f32,
-    grads: *const *const f32,
-    lens: *const usize,
-    count: usize,
-    report: *mut vsgd_step_report,
-) -> vsgd_result {
-    guard("vsgd_optimizer_step_f32", || {
-        // SAFETY: forwarded contract.
-        unsafe { step_all(optimizer, params, grads, lens, count, report) }
+            with(optimizer, |o| {
+                o.set_threads(threads);
+                Ok(())
+            })
+        }
     })
 }
 
-/// `vsgd_optimizer_step_f32` for tensors registered as `VSGD_DTYPE_F64`.
+/// The number of threads the handle's steps may use (the cores of the machine when set to
+/// 0, clamped to the implementation's limit), into `*out`.
 ///
 /// # Safety
-/// As `vsgd_optimizer_step_f32`.
+/// `optimizer` must be NULL or a live handle; `out` NULL or valid for one write.
 #[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_step_f64(
-    optimizer: *mut vsgd_optimizer,
-    params: *const *mut f64,
-    grads: *const *const f64,
-    lens: *const usize,
-    count: usize,
-    report: *mut vsgd_step_report,
+pub unsafe extern "C" fn vsgd_optimizer_threads(
+    optimizer: *const vsgd_optimizer,
+    out: *mut usize,
 ) -> vsgd_result {
-    guard("vsgd_optimizer_step_f64", || {
+    guard("vsgd_optimizer_threads", || {
+        check_out(out, "out")?;
         // SAFETY: forwarded contract.
-        unsafe { step_all(optimizer, params, grads, lens, count, report) }
-    })
-}
-
-/// Shared body of the state read-outs.
-///
-/// # Safety
-/// As documented on the exports.
-unsafe fn copy_state<T: Element>(
-    optimizer: *const vsgd_optimizer,
-    tensor: usize,
-    name: *const c_char,
-    out: *mut T,
-    len: usize,
-) -> Result<(), Failure> {
-    // SAFETY: NULL or NUL-terminated (caller).
-    let name = unsafe { c_str(name, "name") }?;
-    check_buffer(out, len, true, "out", None)?;
-    // SAFETY: forwarded contract (handle).
-    unsafe {
-        with(optimizer, |o| {
-            let s = o.state::<T>(TensorId(tensor), name)?;
-            if s.len() != len {
-                return Err(vsgd::Error::LengthMismatch {
-                    what: "out",
-                    expected: s.len(),
-                    got: len,
-                }
-                .into());
-            }
-            // SAFETY: checked by check_buffer; `len` writable elements (caller), possibly
-            // uninitialized, so written through the pointer. The handle's state is
-            // Rust-owned, so it cannot overlap the caller's buffer.
-            write_slice(out, s);
-            Ok(())
-        })
-    }
-}
-
-/// Copies state array `name` (see `vsgd_state_name`) of tensor `tensor` (a
-/// `VSGD_DTYPE_F32` tensor) into `out`, which holds `len` elements, the tensor's length.
-///
-/// Errors: `NULL_PARAMETER`, `INVALID_STRING`, `UNKNOWN_TENSOR`, `UNKNOWN_STATE_ARRAY`,
-/// `DTYPE_MISMATCH`, `LENGTH_MISMATCH`, `MISALIGNED_BUFFER`, `HANDLE_BUSY`.
-///
-/// # Safety
-/// `optimizer` must be NULL or a live handle; `name` NULL or a NUL-terminated string; `out`
-/// NULL or valid for `len` writes.
-#[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_state_f32(
-    optimizer: *const vsgd_optimizer,
-    tensor: usize,
-    name: *const c_char,
-    out: *mut f32,
-    len: usize,
-) -> vsgd_result {
-    guard("vsgd_optimizer_state_f32", || {
-        // SAFETY: forwarded contract.
-        unsafe { copy_state(optimizer, tensor, name, out, len) }
-    })
-}
-
-/// `vsgd_optimizer_state_f32` for a `VSGD_DTYPE_F64` tensor.
-///
-/// # Safety
-/// As `vsgd_optimizer_state_f32`.
-#[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_state_f64(
-    optimizer: *const vsgd_optimizer,
-    tensor: usize,
-    name: *const c_char,
-    out: *mut f64,
-    len: usize,
-) -> vsgd_result {
-    guard("vsgd_optimizer_state_f64", || {
-        // SAFETY: forwarded contract.
-        unsafe { copy_state(optimizer, tensor, name, out, len) }
-    })
-}
-
-/// Shared body of the effective-momentum read-outs.
-///
-/// # Safety
-/// As documented on the exports.
-unsafe fn momentum<T: Element>(
-    optimizer: *const vsgd_optimizer,
-    tensor: usize,
-    out: *mut T,
-    len: usize,
-) -> Result<(), Failure> {
-    check_buffer(out, len, true, "out", None)?;
-    // SAFETY: forwarded contract (handle).
-    unsafe {
-        with(optimizer, |o| {
-            let id = TensorId(tensor);
-            if o.algorithm() != vsgd::Algorithm::Vsgd {
-                // The core reports the algorithm mismatch before looking at anything else.
-                return Ok(o.effective_momentum::<T>(id, &mut [])?);
-            }
-            let want = o.state::<T>(id, "bg")?.len();
-            if want != len {
-                return Err(vsgd::Error::LengthMismatch {
-                    what: "out",
-                    expected: want,
-                    got: len,
-                }
-                .into());
-            }
-            // `out` may be uninitialized, so no `&mut [T]` over it: the core computes into a
-            // Rust buffer, copied out only on success (a failed call writes nothing).
-            let mut tmp = Vec::new();
-            if tmp.try_reserve_exact(len).is_err() {
-                return Err(vsgd::Error::AllocationFailed {
-                    bytes: len.saturating_mul(core::mem::size_of::<T>()),
-                }
-                .into());
-            }
-            tmp.resize(len, T::ZERO);
-            o.effective_momentum(id, &mut tmp)?;
-            // SAFETY: checked by check_buffer; `len` writable elements (caller); `tmp` is
-            // Rust-owned, so disjoint from it.
-            write_slice(out, &tmp);
-            Ok(())
-        })
-    }
-}
-
-/// VSGD's effective momentum `bhg / (bg + bhg)` per element of tensor `tensor` (a
-/// `VSGD_DTYPE_F32` tensor) into `out` (`len` elements, the tensor's length): the weight the
-/// previous mean gets when the next gradient arrives. Only for VSGD handles
-/// (`VSGD_RESULT_ALGORITHM_MISMATCH` otherwise). NaN before the first step (0/0).
-///
-/// # Safety
-/// `optimizer` must be NULL or a live handle; `out` NULL or valid for `len` writes.
-#[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_effective_momentum_f32(
-    optimizer: *const vsgd_optimizer,
-    tensor: usize,
-    out: *mut f32,
-    len: usize,
-) -> vsgd_result {
-    guard("vsgd_optimizer_effective_momentum_f32", || {
-        // SAFETY: forwarded contract.
-        unsafe { momentum(optimizer, tensor, out, len) }
-    })
-}
-
-/// `vsgd_optimizer_effective_momentum_f32` for a `VSGD_DTYPE_F64` tensor.
-///
-/// # Safety
-/// As `vsgd_optimizer_effective_momentum_f32`.
-#[no_mangle]
-pub unsafe extern "C" fn vsgd_optimizer_effective_momentum_f64(
-    optimizer: *const vsgd_optimizer,
-    tensor: usize,
-    out: *mut f64,
-    len: usize,
-) -> vsgd_result {
-    guard("vsgd_optimizer_effective_momentum_f64", || {
-        // SAFETY: forwarded contract.
-        unsafe { momentum(optimizer, tensor, out, len) }
+        let n = unsafe { with(optimizer, |o| Ok(o.threads())) }?;
+        // SAFETY: checked; writable (caller).
+        unsafe { write(out, n) };
+        Ok(())
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{VSGD_ALGORITHM_VSGD, VSGD_DTYPE_F32};
-    use crate::error::*;
+    use crate::*;
+    use core::ffi::c_char;
 
     fn new(algorithm: u32) -> *mut vsgd_optimizer {
-        let mut c = core::mem::MaybeUninit::<vsgd_config>::uninit();
+        let mut c = core::ptr::null_mut();
         let mut h = core::ptr::null_mut();
         // SAFETY: valid out pointers.
         unsafe {
-            assert_eq!(
-                crate::config::vsgd_config_default(algorithm, c.as_mut_ptr()),
-                VSGD_RESULT_OK
-            );
-            assert_eq!(vsgd_optimizer_new(c.as_ptr(), &mut h), VSGD_RESULT_OK);
+            assert_eq!(vsgd_config_new(algorithm, &mut c), VSGD_RESULT_OK);
+            assert_eq!(vsgd_optimizer_new(c, &mut h), VSGD_RESULT_OK);
+            vsgd_config_free(c);
         }
         h
     }
@@ -974,14 +636,14 @@ mod tests {
 
     #[test]
     fn new_clears_out_on_failure() {
-        let mut c = core::mem::MaybeUninit::<vsgd_config>::uninit();
+        let mut c = core::ptr::null_mut();
         let mut h = core::ptr::NonNull::<vsgd_optimizer>::dangling().as_ptr();
         // SAFETY: valid pointers.
         unsafe {
-            crate::config::vsgd_config_default(VSGD_ALGORITHM_VSGD, c.as_mut_ptr());
-            let mut c = c.assume_init();
-            c.params.vsgd.lr = -1.0;
-            assert_eq!(vsgd_optimizer_new(&c, &mut h), VSGD_RESULT_INVALID_CONFIG);
+            vsgd_config_new(VSGD_ALGORITHM_VSGD, &mut c);
+            assert_eq!(vsgd_config_set(c, c"lr".as_ptr(), -1.0), VSGD_RESULT_OK);
+            assert_eq!(vsgd_optimizer_new(c, &mut h), VSGD_RESULT_INVALID_CONFIG);
+            vsgd_config_free(c);
         }
         assert!(h.is_null());
     }
@@ -996,7 +658,15 @@ mod tests {
         unsafe {
             for _ in 0..2 {
                 assert_eq!(
-                    vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, core::ptr::null(), 0, &mut id),
+                    vsgd_optimizer_add_tensor(
+                        h,
+                        &4,
+                        1,
+                        VSGD_DTYPE_F32,
+                        core::ptr::null(),
+                        0,
+                        &mut id
+                    ),
                     VSGD_RESULT_OK
                 );
             }
@@ -1042,7 +712,7 @@ mod tests {
         unsafe {
             let name = c"w".as_ptr();
             assert_eq!(
-                vsgd_optimizer_add_tensor(h, 4, VSGD_DTYPE_F32, name, 0, &mut id),
+                vsgd_optimizer_add_tensor(h, &4, 1, VSGD_DTYPE_F32, name, 0, &mut id),
                 VSGD_RESULT_OK
             );
             let mut p = [1.0f32; 4];

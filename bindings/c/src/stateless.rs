@@ -1,77 +1,18 @@
 //! The stateless shape: one step of one tensor (or any contiguous shard of it) over
 //! caller-owned buffers, for XLA custom calls, GPU streams and sharded (ZeRO-style) state.
 
-use core::ffi::c_char;
-
 use vsgd::{kernels, Element, StepOutcome};
 
-use crate::buffers::{check_buffer, check_disjoint, check_out, input, slice, slice_mut, write};
+use crate::buffers::{check_buffer, check_disjoint, check_out, slice, slice_mut, write, Span};
 use crate::config::{
-    algorithm_from_c, config_from_c, policy_from_c, vsgd_algorithm, vsgd_config, vsgd_policy,
+    config_arg, policy_from_c, verdict_from_c, vsgd_config, vsgd_finite, vsgd_policy,
     vsgd_step_outcome, VSGD_STEP_APPLIED, VSGD_STEP_SKIPPED,
 };
-use crate::error::{guard, vsgd_result, Failure, VSGD_RESULT_STATE_COUNT};
+use crate::error::{guard, vsgd_result, Failure};
 
-/// The most state arrays any algorithm keeps (VSGD: 3).
-pub const VSGD_MAX_STATE_COUNT: usize = 3;
-
-/// How many state arrays `algorithm` keeps per tensor (VSGD 3, Constant VSGD 2, Adam and
-/// AdamW 2, SGDM 1), into `*out`. Each array is as long as the parameter.
-///
-/// Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_ENUM`.
-///
-/// # Safety
-/// `out` must be NULL or valid for writing one `size_t`.
-#[no_mangle]
-pub unsafe extern "C" fn vsgd_state_count(
-    algorithm: vsgd_algorithm,
-    out: *mut usize,
-) -> vsgd_result {
-    guard("vsgd_state_count", || {
-        check_out(out, "out")?;
-        let a = algorithm_from_c(algorithm)?;
-        // SAFETY: checked; writable (caller).
-        unsafe { write(out, a.state_count()) };
-        Ok(())
-    })
-}
-
-/// The name of state array `index` of `algorithm` (VSGD: `"mug"`, `"bg"`, `"bhg"`; Constant
-/// VSGD: `"mug"`, `"b"`; Adam/AdamW: `"m"`, `"v"`; SGDM: `"momentum"`), in the order the
-/// kernels take them, as a static NUL-terminated string into `*out` (never free it).
-///
-/// Errors: `VSGD_RESULT_NULL_PARAMETER`, `VSGD_RESULT_INVALID_ENUM`,
-/// `VSGD_RESULT_STATE_COUNT` (`index` ≥ the algorithm's state count).
-///
-/// # Safety
-/// `out` must be NULL or valid for writing one pointer.
-#[no_mangle]
-pub unsafe extern "C" fn vsgd_state_name(
-    algorithm: vsgd_algorithm,
-    index: usize,
-    out: *mut *const c_char,
-) -> vsgd_result {
-    guard("vsgd_state_name", || {
-        check_out(out, "out")?;
-        let a = algorithm_from_c(algorithm)?;
-        let names: &[&core::ffi::CStr] = match a {
-            vsgd::Algorithm::Vsgd => &[c"mug", c"bg", c"bhg"],
-            vsgd::Algorithm::ConstantVsgd => &[c"mug", c"b"],
-            vsgd::Algorithm::Adam | vsgd::Algorithm::AdamW => &[c"m", c"v"],
-            vsgd::Algorithm::Sgdm => &[c"momentum"],
-        };
-        debug_assert_eq!(names.len(), a.state_count());
-        let name = names.get(index).ok_or_else(|| {
-            Failure::new(
-                VSGD_RESULT_STATE_COUNT,
-                format!("{a} has {} state arrays, index {index} asked", names.len()),
-            )
-        })?;
-        // SAFETY: checked; writable (caller).
-        unsafe { write(out, name.as_ptr()) };
-        Ok(())
-    })
-}
+/// State arrays a stateless step takes without allocating (every algorithm today has at
+/// most 3); more would be copied into a fallibly allocated list.
+const INLINE_STATE: usize = 8;
 
 /// Shared body of `vsgd_step_f32` / `vsgd_step_f64`.
 ///
@@ -88,11 +29,13 @@ unsafe fn step<T: Element>(
     state: *const *mut T,
     state_count: usize,
     policy: vsgd_policy,
+    finite: vsgd_finite,
     outcome: *mut vsgd_step_outcome,
 ) -> Result<(), Failure> {
-    // SAFETY: NULL or a valid vsgd_config (caller); copied into a Rust value at once.
-    let config = config_from_c(unsafe { input(config, "config") }?)?;
+    // SAFETY: NULL or a live configuration (caller); copied into a Rust value at once.
+    let config = unsafe { config_arg(config) }?;
     let policy = policy_from_c(policy)?;
+    let verdict = verdict_from_c(finite)?;
     if !outcome.is_null() {
         check_out(outcome, "outcome")?;
     }
@@ -104,13 +47,20 @@ unsafe fn step<T: Element>(
         }
         .into());
     }
+    if state_count > INLINE_STATE {
+        return Err(Failure::new(
+            crate::error::VSGD_RESULT_OTHER_ERROR,
+            format!("{state_count} state arrays: this build steps at most {INLINE_STATE}"),
+        ));
+    }
     check_buffer(state, state_count, false, "state", None)?;
-    let mut ptrs = [core::ptr::null_mut::<T>(); VSGD_MAX_STATE_COUNT];
-    // SAFETY: `state` holds `state_count` ≤ 3 readable pointers (checked non-NULL and aligned
+    let mut ptrs = [core::ptr::null_mut::<T>(); INLINE_STATE];
+    // SAFETY: `state` holds `state_count` readable pointers (checked non-NULL and aligned
     // above; readable by the caller's contract). Copied out so no reference to the pointer
     // array outlives this line.
     ptrs[..state_count].copy_from_slice(unsafe { slice(state, state_count) });
-    let mut spans = [check_buffer(param, len, true, "param", None)?; 2 + VSGD_MAX_STATE_COUNT];
+    let mut spans = [Span::EMPTY; 2 + INLINE_STATE];
+    spans[0] = check_buffer(param, len, true, "param", None)?;
     spans[1] = check_buffer(grad, len, false, "grad", None)?;
     for (j, &p) in ptrs[..state_count].iter().enumerate() {
         spans[2 + j] = check_buffer(p, len, true, "state", Some(j))?;
@@ -122,16 +72,12 @@ unsafe fn step<T: Element>(
         let param = unsafe { slice_mut(param, len) };
         // SAFETY: as above; `grad` is only read.
         let grad = unsafe { slice(grad, len) };
-        // SAFETY: as above, for each state array actually passed (the others are NULL
-        // with length 0, i.e. empty).
-        let mut arrays: [&mut [T]; VSGD_MAX_STATE_COUNT] = unsafe {
-            [
-                slice_mut(ptrs[0], if state_count > 0 { len } else { 0 }),
-                slice_mut(ptrs[1], if state_count > 1 { len } else { 0 }),
-                slice_mut(ptrs[2], if state_count > 2 { len } else { 0 }),
-            ]
-        };
-        kernels::step(
+        // SAFETY: as above, for each state array passed; the unused entries stay NULL with
+        // length 0 (empty) and are not handed to the kernel.
+        let mut arrays: [&mut [T]; INLINE_STATE] = core::array::from_fn(|j| unsafe {
+            slice_mut(ptrs[j], if j < state_count { len } else { 0 })
+        });
+        kernels::step_with_verdict(
             &config,
             t,
             lr,
@@ -139,6 +85,7 @@ unsafe fn step<T: Element>(
             grad,
             &mut arrays[..state_count],
             policy,
+            verdict,
         )?
     };
     if !outcome.is_null() {
@@ -146,10 +93,61 @@ unsafe fn step<T: Element>(
             StepOutcome::Applied => VSGD_STEP_APPLIED,
             StepOutcome::Skipped => VSGD_STEP_SKIPPED,
         };
-        // SAFETY: checked above; the slices that could alias it are gone (they would have
-        // failed nothing, but the outcome is written only after the step).
+        // SAFETY: checked above; the slices that could alias it are gone.
         unsafe { write(outcome, o) };
     }
+    Ok(())
+}
+
+/// Whether every element of `x` (`len` floats) is finite, no NaN and no infinity: 1 or 0
+/// into `*out`. The local verdict of one shard, to be combined across shards (logical AND)
+/// and passed to `vsgd_step_f32` as `VSGD_FINITE_YES` / `VSGD_FINITE_NO` (see
+/// `vsgd_finite`). The same scan the steps use (vectorized; NaN payloads and signs do not
+/// matter).
+///
+/// Errors: `NULL_PARAMETER`, `MISALIGNED_BUFFER`, `BUFFER_TOO_LARGE`.
+///
+/// # Safety
+/// `x` must be NULL or valid for reading `len` floats; `out` NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_all_finite_f32(
+    x: *const f32,
+    len: usize,
+    out: *mut u32,
+) -> vsgd_result {
+    guard("vsgd_all_finite_f32", || {
+        // SAFETY: forwarded contract.
+        unsafe { all_finite(x, len, out) }
+    })
+}
+
+/// `vsgd_all_finite_f32` for `double` buffers.
+///
+/// # Safety
+/// As `vsgd_all_finite_f32`.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_all_finite_f64(
+    x: *const f64,
+    len: usize,
+    out: *mut u32,
+) -> vsgd_result {
+    guard("vsgd_all_finite_f64", || {
+        // SAFETY: forwarded contract.
+        unsafe { all_finite(x, len, out) }
+    })
+}
+
+/// Shared body of the `vsgd_all_finite_*` exports.
+///
+/// # Safety
+/// As documented on the exports.
+unsafe fn all_finite<T: Element>(x: *const T, len: usize, out: *mut u32) -> Result<(), Failure> {
+    check_out(out, "out")?;
+    check_buffer(x, len, false, "x", None)?;
+    // SAFETY: checked (non-NULL or empty, aligned, size); `len` readable elements (caller).
+    let finite = kernels::all_finite(unsafe { slice(x, len) });
+    // SAFETY: checked; writable (caller); the slice above is gone.
+    unsafe { write(out, u32::from(finite)) };
     Ok(())
 }
 
@@ -166,6 +164,9 @@ unsafe fn step<T: Element>(
 /// - `state`: an array of `state_count` pointers (`vsgd_state_count`), each to `len`
 ///   elements, in the order of `vsgd_state_name`, all zero before the first step (written).
 /// - `policy`: what to do with a non-finite gradient (`VSGD_POLICY_*`).
+/// - `finite`: who decides whether the gradient is finite (`VSGD_FINITE_*`): `CHECK` scans
+///   `grad`; a sharded tensor passes the verdict all its shards agreed on (`YES`/`NO`, see
+///   `vsgd_finite`), so every shard skips together.
 /// - `outcome`: if not NULL, receives `VSGD_STEP_APPLIED` or `VSGD_STEP_SKIPPED`.
 ///
 /// Buffers may be NULL only when `len` is 0. No written buffer may overlap another.
@@ -190,6 +191,7 @@ pub unsafe extern "C" fn vsgd_step_f32(
     state: *const *mut f32,
     state_count: usize,
     policy: vsgd_policy,
+    finite: vsgd_finite,
     outcome: *mut vsgd_step_outcome,
 ) -> vsgd_result {
     guard("vsgd_step_f32", || {
@@ -205,6 +207,7 @@ pub unsafe extern "C" fn vsgd_step_f32(
                 state,
                 state_count,
                 policy,
+                finite,
                 outcome,
             )
         }
@@ -226,6 +229,7 @@ pub unsafe extern "C" fn vsgd_step_f64(
     state: *const *mut f64,
     state_count: usize,
     policy: vsgd_policy,
+    finite: vsgd_finite,
     outcome: *mut vsgd_step_outcome,
 ) -> vsgd_result {
     guard("vsgd_step_f64", || {
@@ -241,6 +245,7 @@ pub unsafe extern "C" fn vsgd_step_f64(
                 state,
                 state_count,
                 policy,
+                finite,
                 outcome,
             )
         }
@@ -250,7 +255,7 @@ pub unsafe extern "C" fn vsgd_step_f64(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{config_to_c, VSGD_POLICY_SKIP};
+    use crate::config::{VSGD_FINITE_CHECK, VSGD_FINITE_NO, VSGD_FINITE_YES, VSGD_POLICY_SKIP};
     use crate::error::*;
     use vsgd::{Algorithm, Config, NonFinitePolicy};
 
@@ -263,7 +268,7 @@ mod tests {
                 continue;
             }
             let config = Config::default_for(a);
-            let c = config_to_c(&config);
+            let c = vsgd_config { inner: config };
             let k = a.state_count();
             let n = 7;
             let mut p_c: Vec<f32> = (0..n).map(|i| i as f32 * 0.3 - 1.0).collect();
@@ -288,6 +293,7 @@ mod tests {
                         ptrs.as_ptr(),
                         k,
                         VSGD_POLICY_SKIP,
+                        VSGD_FINITE_CHECK,
                         &mut out,
                     )
                 };
@@ -314,7 +320,9 @@ mod tests {
 
     #[test]
     fn aliasing_is_refused_and_nothing_changes() {
-        let c = config_to_c(&Config::default_for(Algorithm::Sgdm));
+        let c = vsgd_config {
+            inner: Config::default_for(Algorithm::Sgdm),
+        };
         let mut p = [1.0f64, 2.0, 3.0];
         let mut m = [0.0f64; 3];
         let ptrs = [m.as_mut_ptr()];
@@ -329,6 +337,7 @@ mod tests {
                 3,
                 ptrs.as_ptr(),
                 1,
+                0,
                 0,
                 core::ptr::null_mut(),
             )
@@ -348,11 +357,141 @@ mod tests {
                 ptrs.as_ptr(),
                 1,
                 0,
+                0,
                 core::ptr::null_mut(),
             )
         };
         assert_eq!(r, VSGD_RESULT_OVERLAPPING_BUFFERS);
         assert_eq!(p, [1.0, 2.0, 3.0]);
         assert_eq!(m, [0.0; 3]);
+    }
+
+    #[test]
+    fn shards_skip_together_on_the_callers_verdict() {
+        let c = vsgd_config {
+            inner: Config::default_for(Algorithm::Adam),
+        };
+        if cfg!(miri) {
+            return; // libm's sqrt (Adam's bias correction) is inline assembly
+        }
+        let n = 12;
+        let p0: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 1.0).collect();
+        let g1: Vec<f32> = (0..n).map(|i| (i as f32 * 0.9).cos()).collect();
+        let mut g2 = g1.clone();
+        g2[10] = f32::NAN; // in the last of three shards
+                           // Unsharded: step 1 applies, step 2 (NaN) skips.
+        let (mut p, mut m, mut v) = (p0.clone(), vec![0f32; n], vec![0f32; n]);
+        let whole = |p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], t| {
+            let ptrs = [m.as_mut_ptr(), v.as_mut_ptr()];
+            let mut out = 9;
+            // SAFETY: disjoint buffers of n elements.
+            let r = unsafe {
+                vsgd_step_f32(
+                    &c,
+                    t,
+                    0.01,
+                    p.as_mut_ptr(),
+                    g.as_ptr(),
+                    n,
+                    ptrs.as_ptr(),
+                    2,
+                    VSGD_POLICY_SKIP,
+                    VSGD_FINITE_CHECK,
+                    &mut out,
+                )
+            };
+            assert_eq!(r, VSGD_RESULT_OK);
+            out
+        };
+        assert_eq!(whole(&mut p, &mut m, &mut v, &g1, 1), VSGD_STEP_APPLIED);
+        assert_eq!(whole(&mut p, &mut m, &mut v, &g2, 2), VSGD_STEP_SKIPPED);
+        // Three shards of 4, each with its own state shard and its own step counter.
+        let (mut ps, mut ms, mut vs) = (p0.clone(), vec![0f32; n], vec![0f32; n]);
+        let mut steps = [0u64; 3];
+        for g in [&g1, &g2] {
+            let mut agreed = 1u32;
+            for k in 0..3 {
+                let mut f = 9;
+                // SAFETY: a readable shard of 4.
+                let r = unsafe { vsgd_all_finite_f32(g[4 * k..].as_ptr(), 4, &mut f) };
+                assert_eq!(r, VSGD_RESULT_OK);
+                agreed &= f;
+            }
+            let finite = if agreed == 1 {
+                VSGD_FINITE_YES
+            } else {
+                VSGD_FINITE_NO
+            };
+            for (k, step) in steps.iter_mut().enumerate() {
+                let r = 4 * k..4 * k + 4;
+                let ptrs = [ms[r.clone()].as_mut_ptr(), vs[r.clone()].as_mut_ptr()];
+                let mut out = 9;
+                // SAFETY: disjoint shards of 4 elements.
+                let res = unsafe {
+                    vsgd_step_f32(
+                        &c,
+                        *step + 1,
+                        0.01,
+                        ps[r.clone()].as_mut_ptr(),
+                        g[r].as_ptr(),
+                        4,
+                        ptrs.as_ptr(),
+                        2,
+                        VSGD_POLICY_SKIP,
+                        finite,
+                        &mut out,
+                    )
+                };
+                assert_eq!(res, VSGD_RESULT_OK);
+                if out == VSGD_STEP_APPLIED {
+                    *step += 1;
+                }
+            }
+        }
+        // Every shard skipped the NaN step: the counters agree and the bits equal unsharded.
+        assert_eq!(steps, [1, 1, 1]);
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&ps), bits(&p));
+        assert_eq!(bits(&ms), bits(&m));
+        assert_eq!(bits(&vs), bits(&v));
+        // Deciding alone (CHECK), the NaN-free shards would have applied.
+        let (mut q, mut mq, mut vq) = (p0[..4].to_vec(), vec![0f32; 4], vec![0f32; 4]);
+        let ptrs = [mq.as_mut_ptr(), vq.as_mut_ptr()];
+        let mut out = 9;
+        // SAFETY: disjoint buffers of 4.
+        let r = unsafe {
+            vsgd_step_f32(
+                &c,
+                1,
+                0.01,
+                q.as_mut_ptr(),
+                g2.as_ptr(),
+                4,
+                ptrs.as_ptr(),
+                2,
+                VSGD_POLICY_SKIP,
+                VSGD_FINITE_CHECK,
+                &mut out,
+            )
+        };
+        assert_eq!((r, out), (VSGD_RESULT_OK, VSGD_STEP_APPLIED));
+        // An unknown verdict is refused.
+        // SAFETY: as above.
+        let r = unsafe {
+            vsgd_step_f32(
+                &c,
+                1,
+                0.01,
+                q.as_mut_ptr(),
+                g2.as_ptr(),
+                4,
+                ptrs.as_ptr(),
+                2,
+                VSGD_POLICY_SKIP,
+                7,
+                &mut out,
+            )
+        };
+        assert_eq!(r, VSGD_RESULT_INVALID_ENUM);
     }
 }

@@ -457,47 +457,28 @@ fn flat_ceiling<T: Element>(pool: &mut WorkerPool, f: &mut Flat<T>) {
 /// in-cache sizes compare the step with an equally vectorized pass.
 fn ceiling_part<T: Element, const K: usize>(p: &mut [T], g: &[T], mut s: [&mut [T]; K]) {
     #[inline(always)]
-    fn body<T: Element>(p: &mut [T], g: &[T], s: &mut [&mut [T]]) {
-        let g = &g[..p.len()];
-        match s {
-            [a] => {
-                for ((p, &g), a) in p.iter_mut().zip(g).zip(a.iter_mut()) {
-                    *p = *p + g;
-                    *a = *a + g;
-                }
+    fn body<T: Element, const K: usize>(p: &mut [T], g: &[T], s: &mut [&mut [T]; K]) {
+        let n = p.len();
+        let g = &g[..n];
+        for a in s.iter_mut() {
+            assert!(a.len() >= n);
+        }
+        for i in 0..n {
+            let gi = g[i];
+            p[i] = p[i] + gi;
+            for a in s.iter_mut() {
+                a[i] = a[i] + gi;
             }
-            [a, b] => {
-                for (((p, &g), a), b) in p.iter_mut().zip(g).zip(a.iter_mut()).zip(b.iter_mut()) {
-                    *p = *p + g;
-                    *a = *a + g;
-                    *b = *b + g;
-                }
-            }
-            [a, b, c] => {
-                let it = p
-                    .iter_mut()
-                    .zip(g)
-                    .zip(a.iter_mut())
-                    .zip(b.iter_mut())
-                    .zip(c.iter_mut());
-                for ((((p, &g), a), b), c) in it {
-                    *p = *p + g;
-                    *a = *a + g;
-                    *b = *b + g;
-                    *c = *c + g;
-                }
-            }
-            _ => unreachable!("1 to 3 state arrays"),
         }
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn avx2<T: Element>(p: &mut [T], g: &[T], s: &mut [&mut [T]]) {
+    unsafe fn avx2<T: Element, const K: usize>(p: &mut [T], g: &[T], s: &mut [&mut [T]; K]) {
         body(p, g, s)
     }
     #[cfg(all(target_arch = "x86_64", vsgd_avx512))]
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512<T: Element>(p: &mut [T], g: &[T], s: &mut [&mut [T]]) {
+    unsafe fn avx512<T: Element, const K: usize>(p: &mut [T], g: &[T], s: &mut [&mut [T]; K]) {
         body(p, g, s)
     }
     #[cfg(all(target_arch = "x86_64", vsgd_avx512))]

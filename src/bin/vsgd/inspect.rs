@@ -101,6 +101,20 @@ pub fn describe(c: &Checkpoint<'_>, size: usize) -> String {
     );
     let _ = writeln!(out, "algorithm: {}", c.algorithm);
     let _ = writeln!(out, "non-finite policy: {}", c.policy.name());
+    if c.version >= 2 {
+        let clock = match c.clock {
+            vsgd::ScheduleClock::PerTensor => "per tensor",
+            vsgd::ScheduleClock::Global => "global",
+        };
+        let _ = writeln!(
+            out,
+            "schedule clock: {clock}, global step {}",
+            c.global_step
+        );
+        if let Some(m) = c.clip_norm {
+            let _ = writeln!(out, "gradient clipping: global norm at most {m}");
+        }
+    }
     if c.shard_count > 1 {
         let _ = writeln!(
             out,

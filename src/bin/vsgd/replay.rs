@@ -1,5 +1,5 @@
 //! `vsgd replay`: runs a conformance case (format `vsgd-conformance/1`, see
-//! `shared/spec/algorithms.md`) through [`vsgd::Optimizer`] and prints
+//! `docs/spec.md`) through [`vsgd::Optimizer`] and prints
 //! `{"checkpoints": [...], "param": [[tensor...] per checkpoint], "state": {name: [tensor...]}}`.
 
 use serde_json::{json, Map, Value};

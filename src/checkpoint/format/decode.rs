@@ -1,445 +1,6 @@
-//! Format v1 (`docs/checkpoint-format.md`): the encoder, writing from an [`Optimizer`] into any
-//! byte sink, and the decoder, a zero-copy [`Checkpoint`] view of a byte slice.
-//!
-//! MessagePack primitives come from `rmp` (no_std); the schema is walked by hand so that every
-//! length is checked against the bytes actually present before anything is allocated, and the
-//! state arrays are borrowed from the input rather than copied.
+//! The decoder: checkpoint bytes, checked before anything is allocated, as a borrowed view.
 
-use alloc::string::{String, ToString};
-use alloc::vec::Vec;
-use alloc::{format, vec};
-use core::ops::Range;
-
-use rmp::decode::{self as dec, Bytes, NumValueReadError, ValueReadError};
-use rmp::encode as enc;
-use rmp::Marker;
-use xxhash_rust::xxh3::Xxh3;
-
-use super::error::{tensor_label, CheckpointError};
-use crate::config::{Algorithm, Config};
-use crate::element::{DType, Element};
-use crate::kernels::NonFinitePolicy;
-use crate::optimizer::{GroupId, Optimizer, TensorId};
-use crate::schedule::{LrSchedule, Schedule};
-
-/// The format's name: the first element of every checkpoint, so every file starts with the
-/// bytes `95 af 76 73 67 64 2d 63 68 65 63 6b 70 6f 69 6e 74` (`[` 5 elements, `"vsgd-checkpoint"`).
-pub const FORMAT_NAME: &str = "vsgd-checkpoint";
-/// The newest format version this library writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
-/// The checksum element: MessagePack `uint 64` (marker `0xcf`, 8 bytes big-endian).
-const TRAILER_LEN: usize = 9;
-/// Hyperparameters stored as MessagePack booleans (the rest are `float 64`).
-const BOOLEAN_HYPERS: [&str; 2] = ["maximize", "nesterov"];
-/// Bytes hashed and copied at a time: small enough to stay in cache between the two.
-const CHUNK: usize = 256 * 1024;
-
-// ------------------------------------------------------------------------------------- bytes
-
-/// Element types with a little-endian byte form.
-pub(crate) trait Le: Element {
-    fn put_le(self, out: &mut [u8]);
-    fn get_le(b: &[u8]) -> Self;
-}
-
-impl Le for f32 {
-    #[inline]
-    fn put_le(self, out: &mut [u8]) {
-        out.copy_from_slice(&self.to_le_bytes());
-    }
-    #[inline]
-    fn get_le(b: &[u8]) -> Self {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(b);
-        f32::from_le_bytes(a)
-    }
-}
-
-impl Le for f64 {
-    #[inline]
-    fn put_le(self, out: &mut [u8]) {
-        out.copy_from_slice(&self.to_le_bytes());
-    }
-    #[inline]
-    fn get_le(b: &[u8]) -> Self {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        f64::from_le_bytes(a)
-    }
-}
-
-/// Calls `f` with the little-endian bytes of `data`, a chunk at a time.
-pub(crate) fn le_chunks<T: Le>(data: &[T], mut f: impl FnMut(&[u8])) {
-    #[cfg(target_endian = "little")]
-    {
-        // SAFETY: f32/f64 have no padding and every byte of them is initialized; u8 has
-        // alignment 1; the view lives no longer than the borrow of `data`. On a little-endian
-        // target these are exactly the bytes the format stores.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(data.as_ptr().cast::<u8>(), core::mem::size_of_val(data))
-        };
-        for c in bytes.chunks(CHUNK) {
-            f(c);
-        }
-    }
-    #[cfg(not(target_endian = "little"))]
-    le_chunks_portable(data, f);
-}
-
-/// [`le_chunks`] element by element (the big-endian path; tested on every target).
-#[cfg_attr(target_endian = "little", allow(dead_code))]
-pub(crate) fn le_chunks_portable<T: Le>(data: &[T], mut f: impl FnMut(&[u8])) {
-    let size = core::mem::size_of::<T>();
-    let mut buf = vec![0u8; CHUNK.min(core::mem::size_of_val(data))];
-    for c in data.chunks(CHUNK / size) {
-        let out = &mut buf[..core::mem::size_of_val(c)];
-        for (x, o) in c.iter().zip(out.chunks_exact_mut(size)) {
-            x.put_le(o);
-        }
-        f(out);
-    }
-}
-
-/// Fills `dst` from little-endian bytes (`src.len() == dst.len() · size`, checked by the
-/// decoder).
-pub(crate) fn from_le<T: Le>(src: &[u8], dst: &mut [T]) {
-    #[cfg(target_endian = "little")]
-    {
-        // SAFETY: every bit pattern is a valid f32/f64, u8 has alignment 1, and the view is
-        // the only access to `dst` while it lives.
-        let bytes = unsafe {
-            core::slice::from_raw_parts_mut(
-                dst.as_mut_ptr().cast::<u8>(),
-                core::mem::size_of_val(dst),
-            )
-        };
-        bytes.copy_from_slice(src);
-    }
-    #[cfg(not(target_endian = "little"))]
-    from_le_portable(src, dst);
-}
-
-/// [`from_le`] element by element.
-#[cfg_attr(target_endian = "little", allow(dead_code))]
-pub(crate) fn from_le_portable<T: Le>(src: &[u8], dst: &mut [T]) {
-    for (d, b) in dst
-        .iter_mut()
-        .zip(src.chunks_exact(core::mem::size_of::<T>()))
-    {
-        *d = T::get_le(b);
-    }
-}
-
-/// Where encoded bytes go.
-pub(crate) trait Sink {
-    type Err;
-    fn put(&mut self, bytes: &[u8]) -> Result<(), Self::Err>;
-}
-
-impl Sink for Vec<u8> {
-    type Err = core::convert::Infallible;
-    fn put(&mut self, bytes: &[u8]) -> Result<(), Self::Err> {
-        self.extend_from_slice(bytes);
-        Ok(())
-    }
-}
-
-/// Counts bytes only (sizes the output before writing).
-pub(crate) struct Counter(pub(crate) usize);
-
-impl Sink for Counter {
-    type Err = core::convert::Infallible;
-    fn put(&mut self, bytes: &[u8]) -> Result<(), Self::Err> {
-        self.0 += bytes.len();
-        Ok(())
-    }
-}
-
-/// Hashes everything passed on to the inner sink.
-pub(crate) struct Hashing<'s, S> {
-    pub(crate) inner: &'s mut S,
-    pub(crate) hasher: Xxh3,
-}
-
-impl<S: Sink> Sink for Hashing<'_, S> {
-    type Err = S::Err;
-    fn put(&mut self, bytes: &[u8]) -> Result<(), S::Err> {
-        self.hasher.update(bytes);
-        self.inner.put(bytes)
-    }
-}
-
-/// The checksum element that ends every checkpoint.
-pub(crate) fn trailer(checksum: u64) -> [u8; TRAILER_LEN] {
-    let mut t = [0u8; TRAILER_LEN];
-    t[0] = 0xcf;
-    t[1..].copy_from_slice(&checksum.to_be_bytes());
-    t
-}
-
-// ----------------------------------------------------------------------------------- encoder
-
-/// MessagePack scalars into a small buffer. Writing into a `Vec` cannot fail (an allocation
-/// failure aborts before any error could be returned), so rmp's results are dropped.
-struct Head(Vec<u8>);
-
-impl Head {
-    fn array(&mut self, n: u32) {
-        let _ = enc::write_array_len(&mut self.0, n);
-    }
-    fn map(&mut self, n: u32) {
-        let _ = enc::write_map_len(&mut self.0, n);
-    }
-    fn str(&mut self, s: &str) {
-        let _ = enc::write_str(&mut self.0, s);
-    }
-    fn uint(&mut self, v: u64) {
-        let _ = enc::write_uint(&mut self.0, v);
-    }
-    fn f64(&mut self, v: f64) {
-        let _ = enc::write_f64(&mut self.0, v);
-    }
-    fn bool(&mut self, v: bool) {
-        let _ = enc::write_bool(&mut self.0, v);
-    }
-    fn nil(&mut self) {
-        let _ = enc::write_nil(&mut self.0);
-    }
-    fn bin_len(&mut self, n: u32) {
-        let _ = enc::write_bin_len(&mut self.0, n);
-    }
-    /// Moves the buffered bytes into `sink`.
-    fn flush<S: Sink>(&mut self, sink: &mut S) -> Result<(), S::Err> {
-        let r = sink.put(&self.0);
-        self.0.clear();
-        r
-    }
-}
-
-fn u32_len(n: usize, tensor: &dyn Fn() -> String) -> Result<u32, CheckpointError> {
-    u32::try_from(n).map_err(|_| CheckpointError::TooLarge {
-        tensor: tensor(),
-        bytes: n as u64,
-    })
-}
-
-fn write_schedule(h: &mut Head, s: &LrSchedule) {
-    let (kind, fields): (&str, &[(&str, Num)]) = match s.schedule {
-        Schedule::Constant => ("constant", &[]),
-        Schedule::StepDecay { every, factor } => (
-            "step_decay",
-            &[("every", Num::U(every)), ("factor", Num::F(factor))],
-        ),
-        Schedule::Cosine { total, min_factor } => (
-            "cosine",
-            &[("total", Num::U(total)), ("min_factor", Num::F(min_factor))],
-        ),
-        Schedule::OneCycle {
-            total,
-            pct_start,
-            div_factor,
-            final_div_factor,
-        } => (
-            "one_cycle",
-            &[
-                ("total", Num::U(total)),
-                ("pct_start", Num::F(pct_start)),
-                ("div_factor", Num::F(div_factor)),
-                ("final_div_factor", Num::F(final_div_factor)),
-            ],
-        ),
-    };
-    h.map(2 + fields.len() as u32);
-    h.str("kind");
-    h.str(kind);
-    for (k, v) in fields {
-        h.str(k);
-        match *v {
-            Num::U(u) => h.uint(u),
-            Num::F(f) => h.f64(f),
-        }
-    }
-    h.str("warmup");
-    h.uint(s.warmup);
-}
-
-#[derive(Clone, Copy)]
-enum Num {
-    U(u64),
-    F(f64),
-}
-
-/// Elements `[lo, hi)` of the concatenation of all tensors (in registration order) that shard
-/// `index` of `count` holds: the ZeRO partition, as even as integers allow.
-pub(crate) fn shard_bounds(total: u64, index: u64, count: u64) -> (u64, u64) {
-    let at = |i: u64| ((total as u128 * i as u128) / count as u128) as u64;
-    (at(index), at(index + 1))
-}
-
-/// Writes everything before the checksum: shard `index` of `count` of `opt`'s state
-/// (0 of 1: all of it).
-pub(crate) fn encode_body<S: Sink>(
-    opt: &Optimizer,
-    index: u64,
-    count: u64,
-    library: &str,
-    sink: &mut S,
-) -> Result<Result<(), S::Err>, CheckpointError> {
-    let algorithm = opt.algorithm();
-    let mut h = Head(Vec::with_capacity(512));
-    h.array(5);
-    h.str(FORMAT_NAME);
-    h.uint(FORMAT_VERSION);
-
-    h.map(5);
-    h.str("library");
-    h.str(library);
-    h.str("algorithm");
-    h.str(algorithm.name());
-    h.str("policy");
-    h.str(opt.policy().name());
-    h.str("groups");
-    h.array(opt.num_groups() as u32);
-    for g in 0..opt.num_groups() {
-        let config = opt.config(GroupId(g))?;
-        h.map(2);
-        h.str("hyper");
-        h.map(algorithm.hyper_names().len() as u32);
-        for &name in algorithm.hyper_names() {
-            h.str(name);
-            let v = config.get(name).unwrap_or(f64::NAN);
-            if BOOLEAN_HYPERS.contains(&name) {
-                h.bool(v != 0.0);
-            } else {
-                h.f64(v);
-            }
-        }
-        h.str("schedule");
-        write_schedule(&mut h, opt.schedule(GroupId(g))?);
-    }
-    h.str("shard");
-    h.array(2);
-    h.uint(index);
-    h.uint(count);
-
-    let n = opt.num_tensors();
-    let total: u64 = (0..n)
-        .map(|k| opt.tensor_info(TensorId(k)).map(|t| t.len as u64))
-        .sum::<Result<u64, _>>()?;
-    let (lo, hi) = shard_bounds(total, index, count);
-    h.array(n as u32);
-    let mut offset = 0u64;
-    for k in 0..n {
-        let t = opt.tensor_info(TensorId(k))?;
-        let label = || tensor_label(k, t.name);
-        let len = t.len as u64;
-        let start = lo.clamp(offset, offset + len) - offset;
-        let end = hi.clamp(offset, offset + len) - offset;
-        offset += len;
-        let (start, end) = (start as usize, end.max(start) as usize);
-        h.map(7);
-        h.str("name");
-        match t.name {
-            Some(name) => {
-                u32_len(name.len(), &label)?;
-                h.str(name);
-            }
-            None => h.nil(),
-        }
-        h.str("shape");
-        h.array(u32_len(t.shape.len(), &label)?);
-        for &d in t.shape {
-            h.uint(d as u64);
-        }
-        h.str("dtype");
-        h.str(t.dtype.name());
-        h.str("group");
-        h.uint(t.group.0 as u64);
-        h.str("step");
-        h.uint(t.step);
-        h.str("range");
-        h.array(2);
-        h.uint(start as u64);
-        h.uint(end as u64);
-        h.str("state");
-        h.map(algorithm.state_count() as u32);
-        for &name in algorithm.state_names() {
-            h.str(name);
-            let bytes = (end - start) * t.dtype.size();
-            h.bin_len(u32_len(bytes, &label)?);
-            if let Err(e) = h.flush(sink) {
-                return Ok(Err(e));
-            }
-            let mut r = Ok(());
-            let mut put = |c: &[u8]| {
-                if r.is_ok() {
-                    r = sink.put(c);
-                }
-            };
-            match t.dtype {
-                DType::F32 => {
-                    le_chunks(&opt.state::<f32>(TensorId(k), name)?[start..end], &mut put)
-                }
-                DType::F64 => {
-                    le_chunks(&opt.state::<f64>(TensorId(k), name)?[start..end], &mut put)
-                }
-            }
-            if let Err(e) = r {
-                return Ok(Err(e));
-            }
-        }
-    }
-    Ok(h.flush(sink))
-}
-
-/// Encodes shard `index` of `count` into a new vector, sized exactly.
-pub(crate) fn encode_to_vec(
-    opt: &Optimizer,
-    index: u64,
-    count: u64,
-    library: &str,
-) -> Result<Vec<u8>, CheckpointError> {
-    let mut out = Vec::new();
-    encode_into(opt, index, count, library, &mut out)?;
-    Ok(out)
-}
-
-/// The encoded size of shard `index` of `count`, trailer included.
-pub(crate) fn encoded_len(
-    opt: &Optimizer,
-    index: u64,
-    count: u64,
-    library: &str,
-) -> Result<usize, CheckpointError> {
-    let mut counter = Counter(0);
-    let _ = encode_body(opt, index, count, library, &mut counter)?;
-    Ok(counter.0 + TRAILER_LEN)
-}
-
-/// Appends shard `index` of `count` to `out`, reserving the exact size first.
-pub(crate) fn encode_into(
-    opt: &Optimizer,
-    index: u64,
-    count: u64,
-    library: &str,
-    out: &mut Vec<u8>,
-) -> Result<(), CheckpointError> {
-    out.reserve_exact(encoded_len(opt, index, count, library)?);
-    let start = out.len();
-    let mut hs = Hashing {
-        inner: out,
-        hasher: Xxh3::new(),
-    };
-    if let Err(e) = encode_body(opt, index, count, library, &mut hs) {
-        out.truncate(start);
-        return Err(e);
-    }
-    let sum = hs.hasher.digest();
-    out.extend_from_slice(&trailer(sum));
-    Ok(())
-}
-
-// ----------------------------------------------------------------------------------- decoder
+use super::*;
 
 /// A parameter group as stored: its configuration and schedule.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -524,6 +85,12 @@ pub struct Checkpoint<'a> {
     pub algorithm: Algorithm,
     /// The non-finite-gradient policy.
     pub policy: NonFinitePolicy,
+    /// What the schedules' step number is (version 1: always per tensor).
+    pub clock: ScheduleClock,
+    /// The optimizer's global step (version 1: 0).
+    pub global_step: u64,
+    /// Gradient clipping's maximum norm, if on (version 1: off).
+    pub clip_norm: Option<f64>,
     /// Parameter groups (group 0 first).
     pub groups: Vec<GroupState>,
     /// This shard's index (0 when not sharded).
@@ -829,9 +396,6 @@ fn group_config(
     Ok(GroupState { config, schedule })
 }
 
-const HEADER_KEYS: [&str; 5] = ["library", "algorithm", "policy", "groups", "shard"];
-const TENSOR_KEYS: [&str; 7] = ["name", "shape", "dtype", "group", "step", "range", "state"];
-
 impl<'a> Checkpoint<'a> {
     /// Decodes and verifies a checkpoint (or one shard of one). Every length is checked
     /// against the input before use, the checksum is verified, and every value is validated;
@@ -901,17 +465,31 @@ fn stored_vs_computed(data: &[u8]) -> Option<(u64, u64)> {
 
 fn parse_v1<'a>(r: &mut Reader<'a>, version: u64) -> Result<Checkpoint<'a>, CheckpointError> {
     // ---- header
-    let mut seen = [false; 5];
+    // Version 1 has the first 5 keys; version 2 adds "clock" and "clip".
+    let keys = if version >= 2 {
+        &HEADER_KEYS[..]
+    } else {
+        &HEADER_KEYS[..5]
+    };
+    let mut seen = [false; HEADER_KEYS.len()];
+    let seen = &mut seen[..keys.len()];
     let (mut library, mut algorithm, mut policy) = ("", None, None);
     let mut groups_raw: Vec<RawGroup<'a>> = Vec::new();
     let (mut shard_index, mut shard_count) = (0, 1);
+    let (mut clock, mut global_step) = (ScheduleClock::PerTensor, 0);
+    let mut clip_norm = None;
     let hat = r.pos;
     let n = r.map_len("header")?;
-    if n != HEADER_KEYS.len() {
-        return Err(malformed(hat, "header", "a map of 5 keys"));
+    if n != keys.len() {
+        let expected = if version >= 2 {
+            "a map of 7 keys"
+        } else {
+            "a map of 5 keys"
+        };
+        return Err(malformed(hat, "header", expected));
     }
     for _ in 0..n {
-        match key(r, "header key", &HEADER_KEYS, &mut seen)? {
+        match key(r, "header key", keys, seen)? {
             0 => library = r.str("library")?,
             1 => {
                 let name = r.str("algorithm")?;
@@ -945,7 +523,7 @@ fn parse_v1<'a>(r: &mut Reader<'a>, version: u64) -> Result<Checkpoint<'a>, Chec
                     groups_raw.push(RawGroup { hyper, schedule });
                 }
             }
-            _ => {
+            4 => {
                 let at = r.pos;
                 if r.array_len("shard")? != 2 {
                     return Err(malformed(at, "shard", "an array [index, count]"));
@@ -953,9 +531,40 @@ fn parse_v1<'a>(r: &mut Reader<'a>, version: u64) -> Result<Checkpoint<'a>, Chec
                 shard_index = r.uint("shard index")?;
                 shard_count = r.uint("shard count")?;
             }
+            5 => {
+                // "clock" (version 2).
+                let at = r.pos;
+                if r.array_len("clock")? != 2 {
+                    return Err(malformed(at, "clock", "an array [kind, global step]"));
+                }
+                let name = r.str("clock kind")?;
+                clock = [ScheduleClock::PerTensor, ScheduleClock::Global]
+                    .into_iter()
+                    .find(|c| clock_name(*c) == name)
+                    .ok_or_else(|| invalid("clock", format!("unknown schedule clock '{name}'")))?;
+                global_step = r.uint("global step")?;
+            }
+            _ => {
+                // 6: "clip" (version 2): nil, or the maximum gradient norm.
+                if r.peek() == Some(Marker::Null) {
+                    r.nil();
+                } else {
+                    let at = r.pos;
+                    match r.scalar("clip")? {
+                        Scalar::Num(m, _) if m.is_finite() && m > 0.0 => clip_norm = Some(m),
+                        Scalar::Num(m, _) => {
+                            return Err(invalid(
+                                "clip",
+                                format!("maximum norm {m} (allowed: finite and > 0)"),
+                            ))
+                        }
+                        _ => return Err(malformed(at, "clip", "nil or a number")),
+                    }
+                }
+            }
         }
     }
-    missing("header", &HEADER_KEYS, &seen)?;
+    missing("header", keys, seen)?;
     let (algorithm, policy) = match (algorithm, policy) {
         (Some(a), Some(p)) => (a, p),
         _ => return Err(invalid("header", "missing algorithm or policy")),
@@ -1121,6 +730,9 @@ fn parse_v1<'a>(r: &mut Reader<'a>, version: u64) -> Result<Checkpoint<'a>, Chec
         library,
         algorithm,
         policy,
+        clock,
+        global_step,
+        clip_norm,
         groups,
         shard_index,
         shard_count,

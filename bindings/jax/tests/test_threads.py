@@ -1,0 +1,50 @@
+"""A large step is cut into parts that XLA's thread pool shares (bindings/jax/src/parallel.rs):
+the bits are those of the same step on one thread (VSGD_JAX_THREADS=1, in a subprocess), for
+one large array and for many arrays whose parts straddle array boundaries, under vmap too."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    import jax, jax.numpy as jnp, numpy as np
+    import vsgd_jax
+    rng = np.random.default_rng(0)
+    layout = sys.argv[1]
+    if layout == "one":
+        shapes = {"big": (3_000_001,)}
+    else:
+        shapes = {f"a{i:02d}": (100_003 + 17 * i,) for i in range(40)}
+    params = {k: jnp.asarray(rng.normal(size=s).astype(np.float32)) for k, s in shapes.items()}
+    tx = vsgd_jax.vsgd(0.01)
+    state = tx.init(params)
+    step = jax.jit(lambda p, s, g: tx.step(g, s, p))
+    for _ in range(3):
+        g = {k: jnp.asarray(rng.normal(size=s).astype(np.float32)) for k, s in shapes.items()}
+        params, state = step(params, state, g)
+    # a vmapped step of two rows, each row one large problem
+    two = jax.tree_util.tree_map(lambda x: jnp.stack([x, -x]), params)
+    two_state = jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), state)
+    g2 = jax.tree_util.tree_map(lambda x: jnp.stack([x, 2 * x]), g)
+    two, two_state = jax.jit(jax.vmap(tx.step))(g2, two_state, two)
+    leaves = jax.tree_util.tree_leaves((params, state, two, two_state))
+    sys.stdout.buffer.write(b"".join(np.asarray(x).tobytes() for x in leaves))
+""")
+
+
+def run(layout, threads):
+    env = {**os.environ, "VSGD_JAX_THREADS": str(threads), "XLA_FLAGS": ""}
+    return subprocess.run([sys.executable, "-c", SCRIPT, layout], capture_output=True,
+                          check=True, env=env).stdout
+
+
+@pytest.mark.parametrize("layout", ["one", "many"])
+def test_threaded_parts_give_the_single_thread_bits(layout):
+    one = run(layout, 1)
+    assert len(one) > 10_000_000
+    assert run(layout, 4) == one
