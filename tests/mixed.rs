@@ -46,7 +46,13 @@ fn specials() -> Vec<f32> {
         3.0e-8,
     ];
     // Exact ties and near-ties of bf16 at several magnitudes, both parities of the kept bit.
-    for base in [0x3f80_0000u32, 0x3f81_0000, 0x0080_0000, 0x7f7f_0000, 0x7f7e_0000] {
+    for base in [
+        0x3f80_0000u32,
+        0x3f81_0000,
+        0x0080_0000,
+        0x7f7f_0000,
+        0x7f7e_0000,
+    ] {
         for low in [0x7fffu32, 0x8000, 0x8001, 0xffff, 0x0001] {
             v.push(f32::from_bits(base | low));
             v.push(-f32::from_bits(base | low));
@@ -129,7 +135,11 @@ fn widening_is_exact() {
             assert!(Storage::widen(x).is_nan());
         } else {
             assert_eq!(Storage::widen(x), x.to_f32());
-            assert_eq!(bf16_rne(Storage::widen(x)), b, "bf16 round trip of {b:#06x}");
+            assert_eq!(
+                bf16_rne(Storage::widen(x)),
+                b,
+                "bf16 round trip of {b:#06x}"
+            );
         }
         if !h.is_nan() {
             assert_eq!(<f16 as Storage>::narrow(Storage::widen(h)).to_bits(), b);
@@ -164,7 +174,10 @@ fn stochastic_rounding_picks_a_neighbour_and_is_unbiased() {
         for i in 0..N {
             let r = rounding_bits(case as u64, 1, 0, i);
             let v = bf16::from_bits(bf16_stochastic(x, r)).to_f32() as f64;
-            assert!(v == down || v == up, "{x:e} rounded to {v}, not {down} or {up}");
+            assert!(
+                v == down || v == up,
+                "{x:e} rounded to {v}, not {down} or {up}"
+            );
             ups += u64::from(v == up && up != down);
             sum += v;
         }
@@ -178,7 +191,10 @@ fn stochastic_rounding_picks_a_neighbour_and_is_unbiased() {
         // P(up) is the fraction of the way from `down` to `up`.
         let p = ((x as f64 - down) / (up - down)).abs();
         let seen = ups as f64 / N as f64;
-        assert!((seen - p).abs() <= 6.0 * 0.5 / (N as f64).sqrt(), "P(up) {seen} vs {p}");
+        assert!(
+            (seen - p).abs() <= 6.0 * 0.5 / (N as f64).sqrt(),
+            "P(up) {seen} vs {p}"
+        );
     }
 }
 
@@ -196,14 +212,32 @@ fn rounding_bits_are_uniform_and_independent_of_position_bookkeeping() {
         }
         for c in counts {
             let f = c as f64 / N as f64;
-            assert!((f - 0.5).abs() < 0.01, "array {array}: a bit set {f} of the time");
+            assert!(
+                (f - 0.5).abs() < 0.01,
+                "array {array}: a bit set {f} of the time"
+            );
         }
     }
     // Different steps, seeds and arrays give different streams.
     let a: Vec<u16> = (0..64).map(|i| rounding_bits(1, 1, 0, i)).collect();
-    assert_ne!(a, (0..64).map(|i| rounding_bits(1, 2, 0, i)).collect::<Vec<_>>());
-    assert_ne!(a, (0..64).map(|i| rounding_bits(2, 1, 0, i)).collect::<Vec<_>>());
-    assert_ne!(a, (0..64).map(|i| rounding_bits(1, 1, 1, i)).collect::<Vec<_>>());
+    assert_ne!(
+        a,
+        (0..64)
+            .map(|i| rounding_bits(1, 2, 0, i))
+            .collect::<Vec<_>>()
+    );
+    assert_ne!(
+        a,
+        (0..64)
+            .map(|i| rounding_bits(2, 1, 0, i))
+            .collect::<Vec<_>>()
+    );
+    assert_ne!(
+        a,
+        (0..64)
+            .map(|i| rounding_bits(1, 1, 1, i))
+            .collect::<Vec<_>>()
+    );
 }
 
 fn config(a: Algorithm) -> Config {
@@ -218,7 +252,9 @@ fn config(a: Algorithm) -> Config {
 }
 
 fn random_storage<P: Storage>(rng: &mut Rng, n: usize, scale: f64) -> Vec<P> {
-    (0..n).map(|_| P::narrow((rng.unit() * scale) as f32)).collect()
+    (0..n)
+        .map(|_| P::narrow((rng.unit() * scale) as f32))
+        .collect()
 }
 
 /// Several steps of a `P` tensor with f32 state, against the reference: widen, step the f32
@@ -252,8 +288,16 @@ fn mixed_matches_reference<P: Storage + PartialEq + core::fmt::Debug>() {
             let mut p32: Vec<f32> = reference.iter().map(|v| v.widen()).collect();
             let g32: Vec<f32> = grad.iter().map(|v| v.widen()).collect();
             let mut arrays: Vec<&mut [f32]> = ref_state.iter_mut().map(|v| &mut v[..]).collect();
-            kernels::step(&c, t, 0.01, &mut p32, &g32, &mut arrays, NonFinitePolicy::Skip)
-                .unwrap();
+            kernels::step(
+                &c,
+                t,
+                0.01,
+                &mut p32,
+                &g32,
+                &mut arrays,
+                NonFinitePolicy::Skip,
+            )
+            .unwrap();
             reference = p32.iter().map(|&v| P::narrow(v)).collect();
             assert_eq!(param, reference, "{a:?} {} t={t}", P::NAME);
             for (s, r) in state.iter().zip(&ref_state) {
@@ -342,8 +386,16 @@ fn bf16_state_matches_the_reference_and_any_sharding() {
                 .map(|v| v.iter().map(|x| x.to_f32()).collect())
                 .collect();
             let mut arrays: Vec<&mut [f32]> = s32.iter_mut().map(|v| &mut v[..]).collect();
-            kernels::step(&c, t, 0.01, &mut p32, &g32, &mut arrays, NonFinitePolicy::Skip)
-                .unwrap();
+            kernels::step(
+                &c,
+                t,
+                0.01,
+                &mut p32,
+                &g32,
+                &mut arrays,
+                NonFinitePolicy::Skip,
+            )
+            .unwrap();
             reference = p32.iter().map(|&v| bf16::from_bits(bf16_rne(v))).collect();
             for (j, (dst, src)) in ref_state.iter_mut().zip(&s32).enumerate() {
                 for (i, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
@@ -388,7 +440,10 @@ fn bf16_state_with_stochastic_rounding_tracks_small_updates() {
     // The exact f32 value of v after 3000 steps: 1 − 0.999^3000 ≈ 0.9503.
     let exact = 1.0 - 0.999f64.powi(3000);
     let mean = v.iter().map(|x| x.to_f32() as f64).sum::<f64>() / n as f64;
-    assert!((mean - exact).abs() < 0.005, "mean of v {mean}, exact {exact}");
+    assert!(
+        (mean - exact).abs() < 0.005,
+        "mean of v {mean}, exact {exact}"
+    );
     // Round-to-nearest in bf16 (8 bits of mantissa) stalls far below: v·0.999 + 0.001 rounds
     // back to v once 0.001·(1 − v) is under half an ulp.
     let mut rne = 0.0f32;
@@ -429,7 +484,15 @@ fn bad_input_is_an_error_and_changes_nothing() {
     );
     bad[2] = bf16::INFINITY;
     assert!(matches!(
-        run(&mut p, &bad, &mut m, &mut v, 1, NonFinitePolicy::Error, Verdict::Check),
+        run(
+            &mut p,
+            &bad,
+            &mut m,
+            &mut v,
+            1,
+            NonFinitePolicy::Error,
+            Verdict::Check
+        ),
         Err(Error::NonFiniteGradient { .. })
     ));
     assert_eq!(
@@ -438,7 +501,7 @@ fn bad_input_is_an_error_and_changes_nothing() {
     );
     assert_eq!(p, before);
     assert!(m.iter().chain(&v).all(|x| *x == 0.0));
-    let mut s = vec![0.0f32; 4];
+    let mut s = [0.0f32; 4];
     assert!(matches!(
         mixed::step(
             &c,

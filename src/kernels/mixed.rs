@@ -275,7 +275,10 @@ pub fn apply_mixed<P: Storage, S: StateStorage>(
     let n = param.len();
     let k = state.len();
     assert!(k == s.state_count() && k <= MAX_STATES, "wrong state count");
-    assert!(grad.len() == n && state.iter().all(|a| a.len() == n), "wrong lengths");
+    assert!(
+        grad.len() == n && state.iter().all(|a| a.len() == n),
+        "wrong lengths"
+    );
     let mut p = [0.0f32; CHUNK];
     let mut g = [0.0f32; CHUNK];
     let mut st = [[0.0f32; CHUNK]; MAX_STATES];
