@@ -56,6 +56,20 @@ pub trait Storage: Copy + Send + Sync + sealed::Sealed + 'static {
     fn narrow(x: f32) -> Self;
     /// `true` unless NaN or ±∞.
     fn is_finite(self) -> bool;
+    /// [`Storage::widen`] of each element of `src` into `dst` (as long as `src`).
+    #[inline(always)]
+    fn widen_slice(src: &[Self], dst: &mut [f32]) {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d = v.widen();
+        }
+    }
+    /// [`Storage::narrow`] of each element of `src` into `dst` (as long as `src`).
+    #[inline(always)]
+    fn narrow_slice(src: &[f32], dst: &mut [Self]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = Self::narrow(v);
+        }
+    }
 }
 
 impl Storage for f32 {
@@ -88,6 +102,73 @@ impl Storage for bf16 {
     fn is_finite(self) -> bool {
         self.to_bits() & 0x7f80 != 0x7f80
     }
+    fn widen_slice(src: &[bf16], dst: &mut [f32]) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { avx2::widen_bf16(src, dst) };
+        }
+        widen_loop(src, dst)
+    }
+    fn narrow_slice(src: &[f32], dst: &mut [bf16]) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { avx2::narrow_bf16(src, dst) };
+        }
+        narrow_loop(src, dst)
+    }
+}
+
+/// The loop of [`Storage::widen_slice`]: one source, compiled by [`avx2`] with wider vectors.
+#[inline(always)]
+fn widen_loop<P: Storage>(src: &[P], dst: &mut [f32]) {
+    for (d, v) in dst.iter_mut().zip(src) {
+        *d = v.widen();
+    }
+}
+
+/// The loop of [`Storage::narrow_slice`] (see [`widen_loop`]).
+#[inline(always)]
+fn narrow_loop<P: Storage>(src: &[f32], dst: &mut [P]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = P::narrow(v);
+    }
+}
+
+/// The integer loops of bfloat16 conversion and stochastic rounding compiled with AVX2 enabled,
+/// so that they run 8 elements per instruction: the same source as the portable loops, integer
+/// operations only, so the same bits.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod avx2 {
+    use super::*;
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn widen_bf16(src: &[bf16], dst: &mut [f32]) {
+        widen_loop(src, dst)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn narrow_bf16(src: &[f32], dst: &mut [bf16]) {
+        narrow_loop(src, dst)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn round_pair(
+        key2: u32,
+        first: u32,
+        src: &[f32],
+        dst: &mut [bf16],
+        second: Option<(&[f32], &mut [bf16])>,
+    ) {
+        super::round_pair_loop(key2, first, src, dst, second)
+    }
 }
 
 impl Storage for f16 {
@@ -104,6 +185,76 @@ impl Storage for f16 {
     fn is_finite(self) -> bool {
         self.to_bits() & 0x7c00 != 0x7c00
     }
+    fn widen_slice(src: &[f16], dst: &mut [f32]) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has F16C and AVX (checked just above).
+            return unsafe { f16c::widen(src, dst) };
+        }
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d = v.to_f32();
+        }
+    }
+    fn narrow_slice(src: &[f32], dst: &mut [f16]) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has F16C and AVX (checked just above).
+            return unsafe { f16c::narrow(src, dst) };
+        }
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = f16::from_f32(v);
+        }
+    }
+}
+
+/// IEEE binary16 conversions with x86's F16C instructions, 8 at a time: `vcvtph2ps` (exact)
+/// and `vcvtps2ph` with round-to-nearest-even, the same results as `half`'s software
+/// conversion for every non-NaN value (NaN stays NaN). The tail goes through `half`.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod f16c {
+    use core::arch::x86_64::*;
+    use half::f16;
+
+    /// # Safety
+    /// The CPU must have F16C and AVX.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn widen(src: &[f16], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        let body = n - n % 8;
+        let mut i = 0;
+        while i < body {
+            // SAFETY: i + 8 ≤ n elements in both slices; unaligned loads and stores.
+            unsafe {
+                let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+            i += 8;
+        }
+        for (d, v) in dst[body..n].iter_mut().zip(&src[body..n]) {
+            *d = v.to_f32();
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have F16C and AVX.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn narrow(src: &[f32], dst: &mut [f16]) {
+        let n = src.len().min(dst.len());
+        let body = n - n % 8;
+        let mut i = 0;
+        while i < body {
+            // SAFETY: as in `widen`.
+            unsafe {
+                let x = _mm256_loadu_ps(src.as_ptr().add(i));
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+                _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, h);
+            }
+            i += 8;
+        }
+        for (d, &v) in dst[body..n].iter_mut().zip(&src[body..n]) {
+            *d = f16::from_f32(v);
+        }
+    }
 }
 
 /// `x` rounded to bfloat16, round-to-nearest-even, as bits: add `0x7fff` plus the lowest kept
@@ -112,10 +263,14 @@ impl Storage for f16 {
 #[inline(always)]
 pub fn bf16_rne(x: f32) -> u16 {
     let b = x.to_bits();
-    if b & 0x7fff_ffff > 0x7f80_0000 {
-        return ((b >> 16) | 0x0040) as u16;
+    let nan = b & 0x7fff_ffff > 0x7f80_0000;
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    // A select, not a branch, so that loops over slices vectorize.
+    if nan {
+        ((b >> 16) | 0x0040) as u16
+    } else {
+        rounded
     }
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
 /// `x` rounded to bfloat16 stochastically, as bits, given 16 random bits `r`: the magnitude
@@ -125,14 +280,15 @@ pub fn bf16_rne(x: f32) -> u16 {
 #[inline(always)]
 pub fn bf16_stochastic(x: f32, r: u16) -> u16 {
     let b = x.to_bits();
-    if b & 0x7f80_0000 == 0x7f80_0000 {
-        return bf16_rne(x);
-    }
-    let up = ((b + u32::from(r)) >> 16) as u16;
-    if up & 0x7f80 == 0x7f80 {
-        (b >> 16) as u16
+    let special = b & 0x7f80_0000 == 0x7f80_0000;
+    let up = (b.wrapping_add(u32::from(r)) >> 16) as u16;
+    let overflow = up & 0x7f80 == 0x7f80;
+    // Selects, not branches, so that loops over slices vectorize.
+    let finite = if overflow { (b >> 16) as u16 } else { up };
+    if special {
+        bf16_rne(x)
     } else {
-        up
+        finite
     }
 }
 
@@ -144,30 +300,89 @@ fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+/// A bijective 32-bit integer hash of low bias ("lowbias32", C. Wellons 2018): two multiplies
+/// in 32 bits, so a loop over elements vectorizes.
+#[inline(always)]
+fn hash32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
 
 /// The key of the stochastic rounding of one tensor's step `t`.
 #[inline(always)]
 fn rounding_key(seed: u64, t: u64) -> u64 {
-    mix64(seed ^ mix64(t.wrapping_add(GOLDEN)))
+    mix64(seed ^ mix64(t.wrapping_add(0x9e37_79b9_7f4a_7c15)))
 }
 
-/// 64 random bits for element `index` and state arrays `4·quad … 4·quad + 3` under `key`.
+/// The 32-bit key of state arrays `2·pair` and `2·pair + 1` for the elements whose index has
+/// the high 32 bits `hi`.
 #[inline(always)]
-fn rounding_word(key: u64, quad: usize, index: u64) -> u64 {
+fn pair_key(key: u64, pair: usize, hi: u32) -> u32 {
     mix64(
-        key.wrapping_add((quad as u64).wrapping_mul(0xd1b5_4a32_d192_ed03))
-            .wrapping_add(index.wrapping_mul(GOLDEN)),
-    )
+        key ^ (pair as u64).wrapping_mul(0xd1b5_4a32_d192_ed03)
+            ^ u64::from(hi).wrapping_mul(0x8cb9_2ba7_2f3d_8dd7),
+    ) as u32
 }
 
 /// The counter-based generator of stochastic rounding: the 16 random bits for element `index`
 /// (counted from the start of the whole tensor) of state array `array` at step `t` of the
-/// tensor seeded `seed`. A pure function of its arguments (SplitMix64 over a counter), so the
-/// bits do not depend on how the tensor is split into threads, shards or calls.
+/// tensor seeded `seed`: the low (even `array`) or high (odd) half of
+/// `hash32(index_lo ^ pair_key(seed, t, array / 2, index_hi))`. A pure function of its
+/// arguments, so the bits do not depend on how the tensor is split into threads, shards or
+/// calls.
 pub fn rounding_bits(seed: u64, t: u64, array: usize, index: u64) -> u16 {
-    let word = rounding_word(rounding_key(seed, t), array / 4, index);
-    (word >> (16 * (array % 4))) as u16
+    let k = pair_key(rounding_key(seed, t), array / 2, (index >> 32) as u32);
+    (hash32(index as u32 ^ k) >> (16 * (array % 2))) as u16
+}
+
+/// Stochastically rounds `src` into `dst` (and `src2` into `dst2`, if given) for the elements
+/// `first ..` of the tensor, all of whose indices share the high 32 bits, with the bits of
+/// one state-array pair (`key2` its key).
+#[inline(always)]
+fn round_pair_loop(
+    key2: u32,
+    first: u32,
+    src: &[f32],
+    dst: &mut [bf16],
+    second: Option<(&[f32], &mut [bf16])>,
+) {
+    let n = dst.len();
+    let src = &src[..n];
+    match second {
+        Some((src2, dst2)) => {
+            let (src2, dst2) = (&src2[..n], &mut dst2[..n]);
+            for i in 0..n {
+                let h = hash32(first.wrapping_add(i as u32) ^ key2);
+                dst[i] = bf16::from_bits(bf16_stochastic(src[i], h as u16));
+                dst2[i] = bf16::from_bits(bf16_stochastic(src2[i], (h >> 16) as u16));
+            }
+        }
+        None => {
+            for i in 0..n {
+                let h = hash32(first.wrapping_add(i as u32) ^ key2);
+                dst[i] = bf16::from_bits(bf16_stochastic(src[i], h as u16));
+            }
+        }
+    }
+}
+
+/// [`round_pair_loop`] with the widest integer vectors this CPU has.
+fn round_pair(
+    key2: u32,
+    first: u32,
+    src: &[f32],
+    dst: &mut [bf16],
+    second: Option<(&[f32], &mut [bf16])>,
+) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { avx2::round_pair(key2, first, src, dst, second) };
+    }
+    round_pair_loop(key2, first, src, dst, second)
 }
 
 /// How optimizer state is stored in a mixed-precision step: [`F32State`] (the state is the
@@ -182,6 +397,16 @@ pub trait StateStorage: Copy + Send + Sync + 'static {
     fn as_f32(x: &mut [Self::Elem]) -> Option<&mut [f32]>;
     /// Widens one element to `f32` (exact).
     fn widen(x: Self::Elem) -> f32;
+    /// [`StateStorage::widen`] of each element of `src` into `dst` (as long as `src`).
+    #[inline(always)]
+    fn widen_slice(src: &[Self::Elem], dst: &mut [f32]) {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d = Self::widen(*v);
+        }
+    }
+    /// The same storage for the part of the slices that starts `offset` elements further (a
+    /// thread's or a shard's part): the random bits of stochastic rounding follow the index.
+    fn at(&self, offset: u64) -> Self;
     /// Writes the new values `src[j][i]` into `dst[j][i]` for every state array `j`, rounded;
     /// element `i` is element `index + i` of the tensor slice given to the step, at step `t`.
     fn store(&self, t: u64, index: u64, src: &[[f32; CHUNK]], dst: &mut [&mut [Self::Elem]]);
@@ -201,6 +426,9 @@ impl StateStorage for F32State {
     #[inline(always)]
     fn widen(x: f32) -> f32 {
         x
+    }
+    fn at(&self, _: u64) -> Self {
+        F32State
     }
     fn store(&self, _: u64, _: u64, src: &[[f32; CHUNK]], dst: &mut [&mut [f32]]) {
         for (d, s) in dst.iter_mut().zip(src) {
@@ -231,20 +459,41 @@ impl StateStorage for Bf16Sr {
     fn widen(x: bf16) -> f32 {
         Storage::widen(x)
     }
+    fn widen_slice(src: &[bf16], dst: &mut [f32]) {
+        <bf16 as Storage>::widen_slice(src, dst)
+    }
+    fn at(&self, offset: u64) -> Self {
+        Bf16Sr {
+            seed: self.seed,
+            offset: self.offset.wrapping_add(offset),
+        }
+    }
     fn store(&self, t: u64, index: u64, src: &[[f32; CHUNK]], dst: &mut [&mut [bf16]]) {
         let key = rounding_key(self.seed, t);
-        let first = self.offset.wrapping_add(index);
         let m = dst.first().map_or(0, |d| d.len());
-        for i in 0..m {
-            let at = first.wrapping_add(i as u64);
-            let mut word = 0;
-            for (j, (d, s)) in dst.iter_mut().zip(src).enumerate() {
-                if j % 4 == 0 {
-                    word = rounding_word(key, j / 4, at);
+        let first = self.offset.wrapping_add(index);
+        // Split where the high 32 bits of the index change (at most once in a chunk).
+        let mut lo = 0;
+        while lo < m {
+            let at = first.wrapping_add(lo as u64);
+            let to_boundary = (1u64 << 32) - (at & 0xffff_ffff);
+            let hi = m.min(lo + usize::try_from(to_boundary).unwrap_or(usize::MAX));
+            let mut pairs = dst.chunks_mut(2).zip(src.chunks(2)).enumerate();
+            for (pair, (d, s)) in &mut pairs {
+                let key2 = pair_key(key, pair, (at >> 32) as u32);
+                match d {
+                    [d0, d1] => round_pair(
+                        key2,
+                        at as u32,
+                        &s[0][lo..hi],
+                        &mut d0[lo..hi],
+                        Some((&s[1][lo..hi], &mut d1[lo..hi])),
+                    ),
+                    [d0] => round_pair(key2, at as u32, &s[0][lo..hi], &mut d0[lo..hi], None),
+                    _ => {}
                 }
-                let r = (word >> (16 * (j % 4))) as u16;
-                d[i] = bf16::from_bits(bf16_stochastic(s[i], r));
             }
+            lo = hi;
         }
     }
 }
@@ -286,12 +535,8 @@ pub fn apply_mixed<P: Storage, S: StateStorage>(
     while start < n {
         let end = n.min(start + CHUNK);
         let m = end - start;
-        for (d, v) in p.iter_mut().zip(&param[start..end]) {
-            *d = v.widen();
-        }
-        for (d, v) in g.iter_mut().zip(&grad[start..end]) {
-            *d = v.widen();
-        }
+        P::widen_slice(&param[start..end], &mut p[..m]);
+        P::widen_slice(&grad[start..end], &mut g[..m]);
         let mut copied = false;
         {
             let mut arrays: [&mut [f32]; MAX_STATES] = Default::default();
@@ -300,9 +545,7 @@ pub fn apply_mixed<P: Storage, S: StateStorage>(
                 if S::as_f32(a).is_some() {
                     *slot = S::as_f32(a).unwrap_or_default();
                 } else {
-                    for (d, v) in buf.iter_mut().zip(a.iter()) {
-                        *d = S::widen(*v);
-                    }
+                    S::widen_slice(a, &mut buf[..m]);
                     *slot = &mut buf[..m];
                     copied = true;
                 }
@@ -316,9 +559,7 @@ pub fn apply_mixed<P: Storage, S: StateStorage>(
             }
             storage.store(t, start as u64, &st[..k], &mut dst[..k]);
         }
-        for (d, &v) in param[start..end].iter_mut().zip(p.iter()) {
-            *d = P::narrow(v);
-        }
+        P::narrow_slice(&p[..m], &mut param[start..end]);
         start = end;
     }
 }
