@@ -267,6 +267,85 @@ static void test_schedule(void) {
     vsgd_schedule_free(s);
 }
 
+/* bfloat16 bits of a float, round-to-nearest-even (NaN excluded): the C reference. */
+static uint16_t to_bf16(float x) {
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+static float from_bf16(uint16_t h) {
+    uint32_t b = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &b, 4);
+    return x;
+}
+
+/* The 16-bit steps: the same checks as vsgd_step_f32, and the result is the float step of the
+ * widened values, rounded once. */
+static void test_half(void) {
+    vsgd_config *cfg;
+    CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_SGDM, &cfg));
+    const vsgd_config *c = cfg;
+    float pf[5] = {1, -2, 0.3f, 4, -0.7f}, gf[5] = {0.5f, -0.25f, 0.125f, 1, 0.3f};
+    _Alignas(4) uint16_t p[5];
+    uint16_t g[5], p0[5], buf[16] = {0};
+    for (int i = 0; i < 5; i++) {
+        p[i] = to_bf16(pf[i]);
+        g[i] = to_bf16(gf[i]);
+        pf[i] = from_bf16(p[i]);
+        gf[i] = from_bf16(g[i]);
+    }
+    memcpy(p0, p, sizeof p);
+    float m[5] = {0}, mf[5] = {0};
+    float *st[1] = {m}, *stf[1] = {mf}, *st_null[1] = {NULL};
+    float *st_param[1] = {(float *)(void *)p};
+    vsgd_step_outcome o = 42;
+    ROW(NUL, vsgd_step_bf16(NULL, 1, 0.1, p, g, 5, st, 1, 0, VSGD_FINITE_CHECK, &o));
+    ROW(NUL, vsgd_step_bf16(c, 1, 0.1, NULL, g, 5, st, 1, 0, VSGD_FINITE_CHECK, &o));
+    ROW(NUL, vsgd_step_bf16(c, 1, 0.1, p, g, 5, st_null, 1, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_STATE_COUNT, vsgd_step_bf16(c, 1, 0.1, p, g, 5, st, 2, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_INVALID_STEP, vsgd_step_bf16(c, 0, 0.1, p, g, 5, st, 1, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER,
+        vsgd_step_bf16(c, 1, 0.1, (uint16_t *)misaligned(buf), g, 5, st, 1, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_bf16(c, 1, 0.1, p, p, 5, st, 1, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS,
+        vsgd_step_bf16(c, 1, 0.1, p, g, 5, st_param, 1, 0, VSGD_FINITE_CHECK, &o));
+    ROW(NUL, vsgd_step_f16(c, 1, 0.1, p, NULL, 5, st, 1, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_step_f16(c, 1, 0.1, p, g, SIZE_MAX / 2, st, 1, 0, VSGD_FINITE_CHECK, &o));
+    ROW(ENUM, vsgd_step_f16(c, 1, 0.1, p, g, 5, st, 1, 9, VSGD_FINITE_CHECK, &o));
+    uint16_t gnan[5] = {0x7fc0, 0, 0, 0, 0}, s16[5] = {0};
+    uint16_t *st16[1] = {s16}, *st16_alias[1] = {p};
+    ROW(NUL, vsgd_step_bf16_sr(c, 1, 0.1, p, g, 5, NULL, 1, 7, 0, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS,
+        vsgd_step_bf16_sr(c, 1, 0.1, p, g, 5, st16_alias, 1, 7, 0, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_NON_FINITE_GRADIENT,
+        vsgd_step_bf16_sr(c, 1, 0.1, p, gnan, 5, st16, 1, 7, 0, VSGD_POLICY_ERROR, VSGD_FINITE_CHECK, &o));
+    ROW(OK, vsgd_step_bf16(c, 1, 0.1, p, gnan, 5, st, 1, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    CHECK(o == VSGD_STEP_SKIPPED);
+    CHECK(memcmp(p, p0, sizeof p) == 0 && m[0] == 0 && s16[0] == 0);
+    /* A good step: the float step of the widened values, rounded to nearest even. */
+    ROW(OK, vsgd_step_bf16(c, 1, 0.1, p, g, 5, st, 1, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    CHECK(o == VSGD_STEP_APPLIED);
+    ROW(OK, vsgd_step_f32(c, 1, 0.1, pf, gf, 5, stf, 1, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    for (int i = 0; i < 5; i++) CHECK(p[i] == to_bf16(pf[i]) && m[i] == mf[i]);
+    CHECK(memcmp(p, p0, sizeof p) != 0);
+    /* bf16 state: the state moved and is a neighbour of the float state. */
+    ROW(OK, vsgd_step_bf16_sr(c, 1, 0.1, p0, g, 5, st16, 1, 7, 0, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
+    for (int i = 0; i < 5; i++) {
+        float v = from_bf16(s16[i]);
+        CHECK(fabsf(v - mf[i]) <= fabsf(mf[i]) * (1.0f / 128));
+    }
+    uint32_t fin = 7;
+    ROW(NUL, vsgd_all_finite_bf16(NULL, 5, &fin));
+    ROW(NUL, vsgd_all_finite_f16(g, 5, NULL));
+    ROW(OK, vsgd_all_finite_bf16(gnan, 5, &fin));
+    CHECK(fin == 0);
+    ROW(OK, vsgd_all_finite_f16(g, 5, &fin));
+    CHECK(fin == 1);
+    vsgd_config_free(cfg);
+}
+
 static void test_stateless(void) {
     vsgd_config *cfg, *bad;
     CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_VSGD, &cfg));
@@ -1067,6 +1146,7 @@ int main(int argc, char **argv) {
     test_config();
     test_schedule();
     test_stateless();
+    test_half();
     test_handle();
     test_checkpoint(argv[1]);
     test_cuda();

@@ -1470,6 +1470,100 @@ vsgd_result vsgd_step_f64(const struct vsgd_config *config,
                           vsgd_step_outcome *outcome);
 
 /**
+ * One step of one bfloat16 tensor (or shard) with `float` state: the common mixed-precision
+ * recipe. `param` and `grad` hold bfloat16 values as `uint16_t` bits (the top half of a
+ * `float`'s bits); the update is computed in `float` by the same rule as `vsgd_step_f32` and
+ * the new parameter rounded once to bfloat16, round-to-nearest-even. The state arrays are
+ * `float`, exactly as `vsgd_step_f32` keeps them. A gradient is finite when every bfloat16
+ * element is. Everything else (arguments, errors, sharding, reentrancy) is as
+ * `vsgd_step_f32`.
+ *
+ * # Safety
+ * As `vsgd_step_f32`.
+ */
+vsgd_result vsgd_step_bf16(const struct vsgd_config *config,
+                           uint64_t t,
+                           double lr,
+                           uint16_t *param,
+                           const uint16_t *grad,
+                           size_t len,
+                           float *const *state,
+                           size_t state_count,
+                           vsgd_policy policy,
+                           vsgd_finite finite,
+                           vsgd_step_outcome *outcome);
+
+/**
+ * `vsgd_step_bf16` for IEEE binary16 (`_Float16`, CUDA's `__half`) parameters and gradients,
+ * as `uint16_t` bits; `float` state.
+ *
+ * # Safety
+ * As `vsgd_step_f32`.
+ */
+vsgd_result vsgd_step_f16(const struct vsgd_config *config,
+                          uint64_t t,
+                          double lr,
+                          uint16_t *param,
+                          const uint16_t *grad,
+                          size_t len,
+                          float *const *state,
+                          size_t state_count,
+                          vsgd_policy policy,
+                          vsgd_finite finite,
+                          vsgd_step_outcome *outcome);
+
+/**
+ * One step of one bfloat16 tensor (or shard) whose state is bfloat16 too, written back with
+ * stochastic rounding: 6 bytes of VSGD state per parameter instead of 12. Parameter,
+ * gradient and each state array hold bfloat16 bits (`uint16_t`). Each state element is
+ * widened to `float`, updated by the rule of `vsgd_step_f32`, and rounded up or down to a
+ * neighbouring bfloat16 with the probability that makes the expected value exact; the
+ * parameter is rounded to nearest even.
+ *
+ * The random bits are a pure function of (`seed`, `t`, state array, element index), the
+ * index counted from the start of the whole tensor: `offset` is the index of `param[0]` in
+ * it (0 for a whole tensor, the shard's start for a shard). So a resumed run, any sharding
+ * and any thread split give the same bits. Give each tensor its own `seed` and keep it.
+ * Everything else is as `vsgd_step_f32`.
+ *
+ * # Safety
+ * As `vsgd_step_f32` (state arrays of `uint16_t`).
+ */
+vsgd_result vsgd_step_bf16_sr(const struct vsgd_config *config,
+                              uint64_t t,
+                              double lr,
+                              uint16_t *param,
+                              const uint16_t *grad,
+                              size_t len,
+                              uint16_t *const *state,
+                              size_t state_count,
+                              uint64_t seed,
+                              uint64_t offset,
+                              vsgd_policy policy,
+                              vsgd_finite finite,
+                              vsgd_step_outcome *outcome);
+
+/**
+ * `vsgd_all_finite_f32` for bfloat16 buffers (`uint16_t` bits).
+ *
+ * # Safety
+ * As `vsgd_all_finite_f32`.
+ */
+vsgd_result vsgd_all_finite_bf16(const uint16_t *x,
+                                 size_t len,
+                                 uint32_t *out);
+
+/**
+ * `vsgd_all_finite_f32` for IEEE binary16 buffers (`uint16_t` bits).
+ *
+ * # Safety
+ * As `vsgd_all_finite_f32`.
+ */
+vsgd_result vsgd_all_finite_f16(const uint16_t *x,
+                                size_t len,
+                                uint32_t *out);
+
+/**
  * The tensors skipped by the last step call (non-finite gradients under
  * `VSGD_POLICY_SKIP`): their indices into `buf` (`cap` entries), their count into
  * `*out_count`. Returns `VSGD_RESULT_BUFFER_TOO_SMALL` (after writing the first `cap`) when

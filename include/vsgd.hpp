@@ -395,6 +395,57 @@ inline StepOutcome step(const Config& config, std::uint64_t t, double lr, double
   return static_cast<StepOutcome>(o);
 }
 
+/// Mixed precision: one stateless step of a bfloat16 tensor (uint16_t bits) with float state,
+/// rounded once to nearest even (vsgd_step_bf16).
+inline StepOutcome step_bf16(const Config& config, std::uint64_t t, double lr,
+                             std::uint16_t* param, const std::uint16_t* grad, std::size_t len,
+                             float* const* state, std::size_t count,
+                             Policy policy = Policy::Skip, Finite finite = Finite::Check) {
+  vsgd_step_outcome o = VSGD_STEP_APPLIED;
+  detail::check(vsgd_step_bf16(config.get(), t, lr, param, grad, len, state, count,
+                               static_cast<vsgd_policy>(policy),
+                               static_cast<vsgd_finite>(finite), &o));
+  return static_cast<StepOutcome>(o);
+}
+
+/// As step_bf16, for IEEE binary16 parameters and gradients (vsgd_step_f16).
+inline StepOutcome step_f16(const Config& config, std::uint64_t t, double lr,
+                            std::uint16_t* param, const std::uint16_t* grad, std::size_t len,
+                            float* const* state, std::size_t count,
+                            Policy policy = Policy::Skip, Finite finite = Finite::Check) {
+  vsgd_step_outcome o = VSGD_STEP_APPLIED;
+  detail::check(vsgd_step_f16(config.get(), t, lr, param, grad, len, state, count,
+                              static_cast<vsgd_policy>(policy),
+                              static_cast<vsgd_finite>(finite), &o));
+  return static_cast<StepOutcome>(o);
+}
+
+/// bfloat16 parameters and bfloat16 state with stochastic rounding keyed by (seed, t, array,
+/// offset + index) (vsgd_step_bf16_sr).
+inline StepOutcome step_bf16_sr(const Config& config, std::uint64_t t, double lr,
+                                std::uint16_t* param, const std::uint16_t* grad,
+                                std::size_t len, std::uint16_t* const* state, std::size_t count,
+                                std::uint64_t seed, std::uint64_t offset = 0,
+                                Policy policy = Policy::Skip, Finite finite = Finite::Check) {
+  vsgd_step_outcome o = VSGD_STEP_APPLIED;
+  detail::check(vsgd_step_bf16_sr(config.get(), t, lr, param, grad, len, state, count, seed,
+                                  offset, static_cast<vsgd_policy>(policy),
+                                  static_cast<vsgd_finite>(finite), &o));
+  return static_cast<StepOutcome>(o);
+}
+
+/// Whether every bfloat16 (all_finite_bf16) or binary16 (all_finite_f16) element is finite.
+inline bool all_finite_bf16(const std::uint16_t* x, std::size_t len) {
+  std::uint32_t out = 0;
+  detail::check(vsgd_all_finite_bf16(x, len, &out));
+  return out != 0;
+}
+inline bool all_finite_f16(const std::uint16_t* x, std::size_t len) {
+  std::uint32_t out = 0;
+  detail::check(vsgd_all_finite_f16(x, len, &out));
+  return out != 0;
+}
+
 /// Whether a GPU can be used (the CUDA driver loads and initializes). Without one it returns
 /// false; `reason`, if given, receives vsgd_last_error's explanation.
 inline bool cuda_available(std::string* reason = nullptr) {

@@ -58,6 +58,8 @@ pub use config::{
 };
 pub use element::{DType, Element};
 pub use error::Error;
+/// The 16-bit float types of mixed precision ([`kernels::mixed`]), re-exported from `half`.
+pub use half::{bf16, f16};
 pub use kernels::{NonFinitePolicy, StepOutcome};
 #[cfg(feature = "alloc")]
 pub use optimizer::{GroupId, Optimizer, StepReport, TensorId, TensorInfo, TensorSpec};

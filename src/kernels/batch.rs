@@ -235,7 +235,10 @@ impl Engine {
         #[cfg(feature = "std")]
         let parallel = threads > 1;
         #[cfg(not(feature = "std"))]
-        let parallel = false;
+        let parallel = {
+            let _ = threads; // no worker threads without std
+            false
+        };
         if parallel {
             #[cfg(feature = "std")]
             {

@@ -20,6 +20,7 @@ mod simd;
 #[cfg(feature = "alloc")]
 pub(crate) mod batch;
 mod dispatch;
+pub mod mixed;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod neon;
 pub mod portable;
@@ -428,12 +429,22 @@ pub fn check_lengths<T>(
     grad: &[T],
     state: &[&mut [T]],
 ) -> Result<(), Error> {
-    let n = param.len();
-    if grad.len() != n {
+    check_lengths_of(algorithm, param.len(), grad.len(), state)
+}
+
+/// [`check_lengths`] for a parameter of `n` elements and a gradient of `grad` elements, with
+/// state arrays of any element type (the mixed-precision steps).
+pub(crate) fn check_lengths_of<S>(
+    algorithm: Algorithm,
+    n: usize,
+    grad: usize,
+    state: &[&mut [S]],
+) -> Result<(), Error> {
+    if grad != n {
         return Err(Error::LengthMismatch {
             what: "grad",
             expected: n,
-            got: grad.len(),
+            got: grad,
         });
     }
     if state.len() != algorithm.state_count() {

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! vsgd bench [--json] [--algorithm NAME|all] [--elements N] [--threads T] [--tensors K]
-//!            [--dtype f32|f64] [--policy propagate|skip] [--samples S]
+//!            [--dtype f32|f64] [--policy propagate|skip] [--samples S] [--mixed]
 //! ```
+//!
+//! `--mixed` times the mixed-precision kernel instead (`bench_mixed.rs`).
 //!
 //! (defaults: vsgd, 16M elements, the available parallelism, 1 tensor, f32, propagate, 25)
 //!
@@ -40,22 +42,25 @@ use vsgd::kernels::{KernelPath, Scalars};
 use vsgd::{Algorithm, Config, DType, Element, NonFinitePolicy, Optimizer, TensorSpec};
 
 const USAGE: &str = "usage: vsgd bench [--json] [--algorithm NAME|all] [--elements N] \
-[--threads T] [--tensors K] [--dtype f32|f64] [--policy propagate|skip] [--samples S]";
+[--threads T] [--tensors K] [--dtype f32|f64] [--policy propagate|skip] [--samples S] \
+[--mixed]";
 
-struct Options {
-    json: bool,
-    algorithms: Vec<Algorithm>,
-    elements: usize,
-    threads: usize,
+pub(crate) struct Options {
+    pub(crate) json: bool,
+    mixed: bool,
+    pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) elements: usize,
+    pub(crate) threads: usize,
     tensors: usize,
     dtype: DType,
     policy: NonFinitePolicy,
-    samples: usize,
+    pub(crate) samples: usize,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         json: false,
+        mixed: false,
         algorithms: vec![Algorithm::Vsgd],
         elements: 1 << 24,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -88,6 +93,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         };
         match a.as_str() {
             "--json" => o.json = true,
+            "--mixed" => o.mixed = true,
             "--algorithm" => {
                 let v = value("--algorithm")?;
                 o.algorithms = if v == "all" {
@@ -134,6 +140,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
 /// Entry point of `vsgd bench`.
 pub fn main(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
+    if o.mixed {
+        return crate::bench_mixed::main(&o);
+    }
     let results: Vec<Measured> = o
         .algorithms
         .iter()
@@ -267,13 +276,13 @@ fn fill<T: Element>(n: usize, seed: u64, scale: f64) -> Vec<T> {
 
 /// Best time in seconds of `f` over interleaved samples, each long enough to time (≥ 0.3 ms)
 /// and short enough that, on a busy machine, some samples run undisturbed.
-struct Timer {
+pub(crate) struct Timer {
     reps: usize,
-    best: f64,
+    pub(crate) best: f64,
 }
 
 impl Timer {
-    fn new(f: &mut dyn FnMut()) -> Timer {
+    pub(crate) fn new(f: &mut dyn FnMut()) -> Timer {
         f(); // warm up (pages touched, workers awake)
         let t = Instant::now();
         f();
@@ -284,7 +293,7 @@ impl Timer {
         }
     }
 
-    fn sample(&mut self, f: &mut dyn FnMut()) {
+    pub(crate) fn sample(&mut self, f: &mut dyn FnMut()) {
         let t = Instant::now();
         for _ in 0..self.reps {
             f();
@@ -402,7 +411,7 @@ struct Flat<T> {
 
 /// A raw pointer shared with the pool's threads, each of which touches a disjoint range.
 #[derive(Clone, Copy)]
-struct Ptr<T>(*mut T);
+pub(crate) struct Ptr<T>(pub(crate) *mut T);
 // SAFETY: parts write disjoint ranges (see `par`).
 unsafe impl<T> Send for Ptr<T> {}
 // SAFETY: as above.
@@ -412,14 +421,14 @@ impl<T> Ptr<T> {
     /// # Safety
     /// `r` within the buffer; no other thread touches `r` meanwhile.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, r: &Range<usize>) -> &mut [T] {
+    pub(crate) unsafe fn slice(&self, r: &Range<usize>) -> &mut [T] {
         std::slice::from_raw_parts_mut(self.0.add(r.start), r.len())
     }
 }
 
 /// Runs `f` over `0..n` shared by the pool's threads the way the optimizer shares a step:
 /// about 8 chunks per thread taken in turn (no thread below 32768 elements, torch's grain).
-fn par(pool: &mut WorkerPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+pub(crate) fn par(pool: &mut WorkerPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
     let threads = pool.threads().min(n / 32768).max(1);
     let chunks = if threads == 1 { 1 } else { threads * 8 };
     let next = AtomicUsize::new(0);

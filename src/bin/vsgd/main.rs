@@ -2,6 +2,7 @@
 //! case through the owning optimizer and prints the result as JSON (see `replay.rs`).
 
 mod bench;
+mod bench_mixed;
 mod inspect;
 mod replay;
 mod replay_ckpt;
@@ -15,7 +16,7 @@ usage:
        [--save FILE]                        ... saving the final optimizer state to FILE
   vsgd inspect FILE                         describe a checkpoint (fails, one line on stderr, if invalid)
   vsgd bench [--json] [--algorithm NAME|all] [--elements N] [--threads T] [--tensors K]
-                                            time the step against the memory-bandwidth ceiling
+       [--mixed]                            time the step against the memory-bandwidth ceiling
   vsgd help                                 this text";
 
 fn main() -> ExitCode {
