@@ -548,6 +548,12 @@ fn bf16_state_is_a_third_of_the_bytes_of_f32() {
 fn a_part_of_a_shard_keeps_the_whole_tensor_index() {
     use vsgd::kernels::mixed::StateStorage;
     let sr = Bf16Sr { seed: 9, offset: 5 };
-    assert_eq!(sr.at(10), Bf16Sr { seed: 9, offset: 15 });
+    assert_eq!(
+        sr.at(10),
+        Bf16Sr {
+            seed: 9,
+            offset: 15
+        }
+    );
     assert_eq!(F32State.at(10), F32State);
 }
