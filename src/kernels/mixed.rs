@@ -27,7 +27,7 @@
 
 use half::{bf16, f16};
 
-use super::{apply, check_lr, Scalars, StepOutcome, Verdict};
+use super::{apply, Scalars, StepOutcome, Verdict};
 use crate::config::Config;
 use crate::error::Error;
 use crate::kernels::NonFinitePolicy;
@@ -596,28 +596,17 @@ pub fn step<P: Storage, S: StateStorage>(
     policy: NonFinitePolicy,
     verdict: Verdict,
 ) -> Result<StepOutcome, Error> {
-    config.validate_runtime()?;
-    check_lr(config, lr)?;
-    if t == 0 {
-        return Err(Error::InvalidStep { step: t });
-    }
-    super::check_lengths_of(config.algorithm(), param.len(), grad.len(), state)?;
     if state.len() > MAX_STATES {
         return Err(Error::StateCount {
             expected: MAX_STATES,
             got: state.len(),
         });
     }
-    let finite = || match verdict {
-        Verdict::Check => all_finite(grad),
-        Verdict::Finite => true,
-        Verdict::NotFinite => false,
-    };
-    if policy != NonFinitePolicy::Propagate && !finite() {
-        return match policy {
-            NonFinitePolicy::Error => Err(Error::NonFiniteGradient { tensor: 0 }),
-            _ => Ok(StepOutcome::Skipped),
-        };
+    let lengths = (param.len(), grad.len());
+    if let Some(skipped) = super::pre_step(config, t, lr, lengths, state, policy, verdict, || {
+        all_finite(grad)
+    })? {
+        return Ok(skipped);
     }
     let s = Scalars::<f32>::new(config, t, lr);
     apply_mixed(&s, t, param, grad, state, storage);

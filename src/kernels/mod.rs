@@ -541,26 +541,52 @@ pub fn step_with_verdict<T: Element>(
     policy: NonFinitePolicy,
     verdict: Verdict,
 ) -> Result<StepOutcome, Error> {
+    let lengths = (param.len(), grad.len());
+    if let Some(skipped) = pre_step(config, t, lr, lengths, state, policy, verdict, || {
+        all_finite(grad)
+    })? {
+        return Ok(skipped);
+    }
+    let s = Scalars::<T>::new(config, t, lr);
+    apply(&s, param, grad, state);
+    Ok(StepOutcome::Applied)
+}
+
+/// The checks and the non-finite decision every step function makes before it touches
+/// anything ([`step_with_verdict`] and the mixed-precision [`mixed::step`]): the config, the
+/// learning rate, `t ≥ 1`, the lengths `(param, grad)` and the state arrays, then the policy
+/// applied to the verdict (`scan` reads the gradient when the verdict is [`Verdict::Check`]).
+/// `Ok(None)`: apply the update; `Ok(Some(Skipped))`: skip it; `Err`: nothing was touched.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pre_step<S>(
+    config: &Config,
+    t: u64,
+    lr: f64,
+    (param, grad): (usize, usize),
+    state: &[&mut [S]],
+    policy: NonFinitePolicy,
+    verdict: Verdict,
+    scan: impl FnOnce() -> bool,
+) -> Result<Option<StepOutcome>, Error> {
     config.validate_runtime()?;
     check_lr(config, lr)?;
     if t == 0 {
         return Err(Error::InvalidStep { step: t });
     }
-    check_lengths(config.algorithm(), param, grad, state)?;
-    let finite = || match verdict {
-        Verdict::Check => all_finite(grad),
+    check_lengths_of(config.algorithm(), param, grad, state)?;
+    if policy == NonFinitePolicy::Propagate {
+        return Ok(None);
+    }
+    let finite = match verdict {
+        Verdict::Check => scan(),
         Verdict::Finite => true,
         Verdict::NotFinite => false,
     };
-    if policy != NonFinitePolicy::Propagate && !finite() {
-        return match policy {
-            NonFinitePolicy::Error => Err(Error::NonFiniteGradient { tensor: 0 }),
-            _ => Ok(StepOutcome::Skipped),
-        };
+    match (finite, policy) {
+        (true, _) => Ok(None),
+        (false, NonFinitePolicy::Error) => Err(Error::NonFiniteGradient { tensor: 0 }),
+        (false, _) => Ok(Some(StepOutcome::Skipped)),
     }
-    let s = Scalars::<T>::new(config, t, lr);
-    apply(&s, param, grad, state);
-    Ok(StepOutcome::Applied)
 }
 
 /// Effective momentum of VSGD per element, `bhg / (bg + bhg)` (the authors'
