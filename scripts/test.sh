@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TERM_COLOR=never
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints the minutes since the start, so a slow CI run shows where its time went.
+START=$SECONDS
+step() { printf '\n==> [%dm%02ds] %s\n' $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*"; }
 
 step "toolchain components"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
