@@ -564,6 +564,7 @@ fn main() -> ExitCode {
         let (cases, steps, bad) = match dtype {
             DType::F32 => conformance::<f32>(&ctx, &dir)?,
             DType::F64 => conformance::<f64>(&ctx, &dir)?,
+            d => return Err(format!("no GPU conformance for {}", d.name())),
         };
         t.row(
             &format!("conformance {}", dtype.name()),

@@ -277,6 +277,18 @@ typedef struct vsgd_tensor_info {
 #define VSGD_DTYPE_F64 1
 
 /**
+ * bfloat16 (`uint16_t` bits): reported for a mixed-precision tensor loaded from a checkpoint
+ * (its parameter type); the handle's typed steps for it are not in this version (the
+ * stateless `vsgd_step_bf16` family steps such tensors).
+ */
+#define VSGD_DTYPE_BF16 2
+
+/**
+ * IEEE-754 binary16 (`uint16_t` bits): as `VSGD_DTYPE_BF16`.
+ */
+#define VSGD_DTYPE_F16 3
+
+/**
  * Leave the tensor untouched (parameter, state, step counter) and report it as skipped.
  * The default of a new handle.
  */

@@ -91,6 +91,13 @@ fn to_host(t: &Tensor, dtype: DType) -> candle_core::Result<Host> {
     Ok(match dtype {
         DType::F32 => Host::F32(flat.to_dtype(CandleDType::F32)?.to_vec1()?),
         DType::F64 => Host::F64(flat.to_dtype(CandleDType::F64)?.to_vec1()?),
+        // `dtype_of` refuses 16-bit variables before they get here.
+        d => {
+            return Err(candle_core::Error::msg(format!(
+                "vsgd: {} variables are not supported (use f32 or f64)",
+                d.name()
+            )))
+        }
     })
 }
 

@@ -1,4 +1,5 @@
-//! Element types the kernels run on: `f32` and `f64`.
+//! Element types the kernels run on (`f32` and `f64`), and the storage types of mixed
+//! precision (`bf16`, `f16`: see [`crate::kernels::mixed`]).
 
 use core::fmt::Debug;
 use core::ops::{Add, Div, Mul, Neg, Sub};
@@ -11,22 +12,32 @@ pub enum DType {
     F32 = 0,
     /// IEEE-754 binary64.
     F64 = 1,
+    /// bfloat16 (8 exponent bits, 7 mantissa bits): a mixed-precision tensor's parameter and
+    /// gradient, or its state with stochastic rounding. Computation is in `f32`.
+    Bf16 = 2,
+    /// IEEE-754 binary16: a mixed-precision tensor's parameter and gradient (state in `f32`).
+    F16 = 3,
 }
 
 impl DType {
-    /// The lower-case name used by the CLI and checkpoints (`"f32"`, `"f64"`).
+    /// The lower-case name used by the CLI and checkpoints (`"f32"`, `"f64"`, `"bf16"`,
+    /// `"f16"`).
     pub const fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::F64 => "f64",
+            DType::Bf16 => "bf16",
+            DType::F16 => "f16",
         }
     }
 
-    /// Parses `"f32"` or `"f64"`.
+    /// Parses a name of [`DType::name`].
     pub fn from_name(name: &str) -> Option<DType> {
         match name {
             "f32" => Some(DType::F32),
             "f64" => Some(DType::F64),
+            "bf16" => Some(DType::Bf16),
+            "f16" => Some(DType::F16),
             _ => None,
         }
     }
@@ -36,7 +47,23 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F64 => 8,
+            DType::Bf16 | DType::F16 => 2,
         }
+    }
+
+    /// Whether a tensor may hold its parameter (and gradient) in `self` and its state in
+    /// `state`: `f32` and `f64` with state of their own type; `f32`, `bf16` and `f16`
+    /// parameters with `f32` state (the common mixed-precision recipe) or `bf16` state (with
+    /// stochastic rounding; [`crate::kernels::mixed::Bf16Sr`]).
+    pub const fn allows_state(self, state: DType) -> bool {
+        matches!(
+            (self, state),
+            (DType::F64, DType::F64)
+                | (
+                    DType::F32 | DType::Bf16 | DType::F16,
+                    DType::F32 | DType::Bf16
+                )
+        )
     }
 }
 

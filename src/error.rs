@@ -54,6 +54,23 @@ pub enum Error {
         /// The type passed.
         got: DType,
     },
+    /// A parameter type with a state type no step supports ([`DType::allows_state`]).
+    DTypeCombination {
+        /// The parameter's element type.
+        param: DType,
+        /// The state's element type asked for.
+        state: DType,
+    },
+    /// A mixed-precision tensor (16-bit parameter, or `bf16` state) given to a step of one
+    /// element type: it steps with [`crate::Optimizer::step_mixed`].
+    MixedPrecision {
+        /// The tensor index.
+        tensor: usize,
+        /// Its parameter's element type.
+        param: DType,
+        /// Its state's element type.
+        state: DType,
+    },
     /// No tensor with this index.
     UnknownTensor {
         /// The index given.
@@ -150,6 +167,23 @@ impl fmt::Display for Error {
                 "tensor {tensor} holds {} but {} buffers were given",
                 expected.name(),
                 got.name()
+            ),
+            Error::DTypeCombination { param, state } => write!(
+                f,
+                "a {} parameter cannot have {} state (f64 with f64; f32, bf16 or f16 with f32 \
+                 or bf16)",
+                param.name(),
+                state.name()
+            ),
+            Error::MixedPrecision {
+                tensor,
+                param,
+                state,
+            } => write!(
+                f,
+                "tensor {tensor} holds {} parameters with {} state: step it with step_mixed",
+                param.name(),
+                state.name()
             ),
             Error::UnknownTensor { tensor } => write!(f, "no tensor with index {tensor}"),
             Error::UnknownGroup { group } => write!(f, "no parameter group with index {group}"),

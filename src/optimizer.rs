@@ -10,8 +10,10 @@ use crate::config::{Algorithm, Config};
 use crate::element::{DType, Element};
 use crate::error::Error;
 use crate::kernels::batch::{Engine, Item};
+use crate::kernels::mixed::{self, Bf16Sr, F32State, StateStorage, Storage};
 use crate::kernels::{self, NonFinitePolicy, Scalars, StepOutcome};
 use crate::schedule::{LrSchedule, ScheduleClock};
+use half::bf16;
 
 /// Index of a registered tensor (in registration order, from 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,13 +23,24 @@ pub struct TensorId(pub usize);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(pub usize);
 
-/// How to register a tensor: shape, element type, optional name and group.
+/// How to register a tensor: shape, element types, optional name and group.
+///
+/// Mixed precision: a `bf16` or `f16` parameter (and gradient) keeps `f32` state by default
+/// (the common GPU recipe) and is stepped with [`Optimizer::step_mixed`]; `.state_dtype(Bf16)`
+/// stores the state in `bf16` too, with stochastic rounding keyed by the tensor's `seed`
+/// ([`DType::allows_state`] lists the combinations).
 #[derive(Clone, Copy, Debug)]
 pub struct TensorSpec<'a> {
     /// Shape (row-major); `[]` is a scalar. The element count is the product.
     pub shape: &'a [usize],
-    /// Element type of the parameter, gradient and state (default `f32`).
+    /// Element type of the parameter and gradient (default `f32`).
     pub dtype: DType,
+    /// Element type of the state; `None` (the default): `f32` for a `bf16`/`f16` parameter,
+    /// else the parameter's type.
+    pub state_dtype: Option<DType>,
+    /// Seed of the stochastic rounding of `bf16` state (give each tensor its own; kept in
+    /// checkpoints). `None`: the tensor's index. Ignored for other state.
+    pub seed: Option<u64>,
     /// Optional name, reported in errors, read-outs and checkpoints.
     pub name: Option<&'a str>,
     /// Parameter group (default group 0).
@@ -40,15 +53,37 @@ impl<'a> TensorSpec<'a> {
         TensorSpec {
             shape,
             dtype: DType::F32,
+            state_dtype: None,
+            seed: None,
             name: None,
             group: GroupId(0),
         }
     }
 
-    /// Sets the element type.
+    /// Sets the element type of the parameter and gradient.
     pub fn dtype(mut self, dtype: DType) -> Self {
         self.dtype = dtype;
         self
+    }
+
+    /// Sets the element type of the state (see [`DType::allows_state`]).
+    pub fn state_dtype(mut self, dtype: DType) -> Self {
+        self.state_dtype = Some(dtype);
+        self
+    }
+
+    /// Sets the seed of the state's stochastic rounding (`bf16` state).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The state's element type this spec asks for.
+    fn resolved_state_dtype(&self) -> DType {
+        self.state_dtype.unwrap_or(match self.dtype {
+            DType::Bf16 | DType::F16 => DType::F32,
+            d => d,
+        })
     }
 
     /// Sets the name.
@@ -81,6 +116,7 @@ fn try_copy<T: Copy>(items: &[T]) -> Result<Vec<T>, Error> {
 pub(crate) enum StateBuf {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    Bf16(Vec<bf16>),
 }
 
 impl StateBuf {
@@ -98,6 +134,13 @@ impl StateBuf {
         Ok(match dtype {
             DType::F32 => StateBuf::F32(alloc(n, 0.0)?),
             DType::F64 => StateBuf::F64(alloc(n, 0.0)?),
+            DType::Bf16 => StateBuf::Bf16(alloc(n, bf16::ZERO)?),
+            DType::F16 => {
+                return Err(Error::DTypeCombination {
+                    param: dtype,
+                    state: dtype,
+                })
+            }
         })
     }
 
@@ -105,6 +148,7 @@ impl StateBuf {
         match self {
             StateBuf::F32(_) => DType::F32,
             StateBuf::F64(_) => DType::F64,
+            StateBuf::Bf16(_) => DType::Bf16,
         }
     }
 
@@ -112,6 +156,7 @@ impl StateBuf {
         match self {
             StateBuf::F32(v) => (v as &dyn Any).downcast_ref::<Vec<T>>(),
             StateBuf::F64(v) => (v as &dyn Any).downcast_ref::<Vec<T>>(),
+            StateBuf::Bf16(_) => None,
         }
         .map(|v| v.as_slice())
     }
@@ -120,6 +165,7 @@ impl StateBuf {
         match self {
             StateBuf::F32(v) => (v as &mut dyn Any).downcast_mut::<Vec<T>>(),
             StateBuf::F64(v) => (v as &mut dyn Any).downcast_mut::<Vec<T>>(),
+            StateBuf::Bf16(_) => None,
         }
         .map(|v| v.as_mut_slice())
     }
@@ -138,6 +184,10 @@ pub(crate) struct Tensor {
     pub(crate) len: usize,
     pub(crate) group: usize,
     pub(crate) step: u64,
+    /// Element type of the parameter and gradient (the state's is `state.dtype()`).
+    pub(crate) param_dtype: DType,
+    /// Seed of the stochastic rounding of `bf16` state.
+    pub(crate) seed: u64,
     pub(crate) state: StateBuf,
 }
 
@@ -150,8 +200,12 @@ pub struct TensorInfo<'a> {
     pub shape: &'a [usize],
     /// Element count.
     pub len: usize,
-    /// Element type.
+    /// Element type of the parameter and gradient.
     pub dtype: DType,
+    /// Element type of the state arrays (the parameter's, or `f32`/`bf16` for mixed precision).
+    pub state_dtype: DType,
+    /// Seed of the stochastic rounding of `bf16` state (0 for other state).
+    pub seed: u64,
     /// Parameter group.
     pub group: GroupId,
     /// Updates applied so far (skipped steps do not count).
@@ -412,7 +466,14 @@ impl Optimizer {
         let total = len
             .checked_mul(self.algorithm().state_count())
             .ok_or(Error::ShapeOverflow)?;
-        let state = StateBuf::zeros(spec.dtype, total)?;
+        let state_dtype = spec.resolved_state_dtype();
+        if !spec.dtype.allows_state(state_dtype) {
+            return Err(Error::DTypeCombination {
+                param: spec.dtype,
+                state: state_dtype,
+            });
+        }
+        let state = StateBuf::zeros(state_dtype, total)?;
         // The name and shape are the caller's sizes too: copied with fallible allocations.
         let name = match spec.name {
             Some(n) => {
@@ -433,6 +494,12 @@ impl Optimizer {
             len,
             group: spec.group.0,
             step: 0,
+            param_dtype: spec.dtype,
+            // Only bf16 state rounds stochastically (and checkpoints keep only its seed).
+            seed: match state_dtype {
+                DType::Bf16 => spec.seed.unwrap_or(self.tensors.len() as u64),
+                _ => 0,
+            },
             state,
         });
         Ok(TensorId(self.tensors.len() - 1))
@@ -464,7 +531,9 @@ impl Optimizer {
             name: t.name.as_deref(),
             shape: &t.shape,
             len: t.len,
-            dtype: t.state.dtype(),
+            dtype: t.param_dtype,
+            state_dtype: t.state.dtype(),
+            seed: t.seed,
             group: GroupId(t.group),
             step: t.step,
         })
@@ -515,6 +584,39 @@ impl Optimizer {
         Ok(&mut buf[j * len..(j + 1) * len])
     }
 
+    /// A `bf16` state array of a tensor by name (a tensor registered with
+    /// `.state_dtype(DType::Bf16)`).
+    pub fn state_bf16(&self, id: TensorId, name: &str) -> Result<&[bf16], Error> {
+        let j = self.state_index(name)?;
+        let t = self.tensor(id)?;
+        match &t.state {
+            StateBuf::Bf16(v) => Ok(&v[j * t.len..(j + 1) * t.len]),
+            other => Err(Error::DTypeMismatch {
+                tensor: id.0,
+                expected: other.dtype(),
+                got: DType::Bf16,
+            }),
+        }
+    }
+
+    /// A `bf16` state array of a tensor by name, writable (for restoring state from elsewhere).
+    pub fn state_bf16_mut(&mut self, id: TensorId, name: &str) -> Result<&mut [bf16], Error> {
+        let j = self.state_index(name)?;
+        let t = self
+            .tensors
+            .get_mut(id.0)
+            .ok_or(Error::UnknownTensor { tensor: id.0 })?;
+        let len = t.len;
+        match &mut t.state {
+            StateBuf::Bf16(v) => Ok(&mut v[j * len..(j + 1) * len]),
+            other => Err(Error::DTypeMismatch {
+                tensor: id.0,
+                expected: other.dtype(),
+                got: DType::Bf16,
+            }),
+        }
+    }
+
     fn state_index(&self, name: &str) -> Result<usize, Error> {
         let a = self.algorithm();
         a.state_names()
@@ -544,10 +646,17 @@ impl Optimizer {
     /// values are looked at later, by the (parallel) finite scan.
     fn check_meta<T: Element>(&self, id: TensorId, param: &[T], grad: &[T]) -> Result<(), Error> {
         let t = self.tensor(id)?;
-        if t.state.dtype() != T::DTYPE {
+        if t.param_dtype != t.state.dtype() {
+            return Err(Error::MixedPrecision {
+                tensor: id.0,
+                param: t.param_dtype,
+                state: t.state.dtype(),
+            });
+        }
+        if t.param_dtype != T::DTYPE {
             return Err(Error::DTypeMismatch {
                 tensor: id.0,
-                expected: t.state.dtype(),
+                expected: t.param_dtype,
                 got: T::DTYPE,
             });
         }
@@ -576,25 +685,36 @@ impl Optimizer {
         grad: &[T],
         last: &mut Option<(usize, u64, Scalars<T>)>,
     ) -> Item<T> {
+        let s = self.scalars(i, last);
+        let buf = self.tensors[i].state.get_mut::<T>().expect("dtype checked");
+        Item::new(i, param, grad, buf, s)
+    }
+
+    /// This step's constants for tensor `i` (its next update number, the group's learning rate
+    /// at the schedule's position). `last` carries the previous tensor's: tensors of one group
+    /// at the same step share them (computing them takes two `pow`s).
+    fn scalars<T: Element>(
+        &self,
+        i: usize,
+        last: &mut Option<(usize, u64, Scalars<T>)>,
+    ) -> Scalars<T> {
         let clock_step = match self.clock {
             ScheduleClock::PerTensor => None,
             ScheduleClock::Global => Some(self.global_step.saturating_add(1)),
         };
-        let t = &mut self.tensors[i];
-        let group = &self.groups[t.group];
+        let t = &self.tensors[i];
         let step = t.step + 1;
-        let s = match *last {
+        match *last {
             Some((g, st, s)) if g == t.group && st == step => s,
             _ => {
+                let group = &self.groups[t.group];
                 let position = clock_step.unwrap_or(step);
                 let lr = group.config.lr() * group.schedule.factor(position);
                 let s = Scalars::<T>::new(&group.config, step, lr);
                 *last = Some((t.group, step, s));
                 s
             }
-        };
-        let buf = t.state.get_mut::<T>().expect("dtype checked");
-        Item::new(i, param, grad, buf, s)
+        }
     }
 
     /// Scans the gradients of checked tensors (unless the policy is `Propagate`), then
@@ -787,4 +907,269 @@ impl Optimizer {
             frozen,
         })
     }
+
+    // ------------------------------------------------------------------ mixed precision
+
+    /// One update of every registered tensor whose parameter is of type `P` (`f32`, [`bf16`]
+    /// or [`half::f16`]), with `f32` or `bf16` state: mixed precision. Otherwise as
+    /// [`Optimizer::step_some`]: `grads[i]` is tensor `i`'s gradient or `None` (frozen); the
+    /// tensors given gradients are all checked before any is touched; the non-finite policy,
+    /// gradient clipping, schedules and step counters work as in [`Optimizer::step`]. Large
+    /// tensors are split across [`Optimizer::threads`] threads (the same bits for every split).
+    ///
+    /// The update of each element is the `f32` rule (`kernels::mixed::apply_mixed`) over the
+    /// widened values; the parameter is rounded to `P` once, to nearest even. `bf16` state is
+    /// rounded stochastically with bits keyed by the tensor's seed, step and element index, so
+    /// a resumed run gives the same bits as an uninterrupted one.
+    ///
+    /// ```
+    /// use vsgd::{bf16, Algorithm, Config, DType, Optimizer, TensorSpec};
+    /// let mut opt = Optimizer::new(Config::default_for(Algorithm::Vsgd))?;
+    /// let w = opt.add_tensor(TensorSpec::new(&[2]).dtype(DType::Bf16))?; // f32 state
+    /// let b = opt.add_tensor(TensorSpec::new(&[1]).dtype(DType::Bf16).state_dtype(DType::Bf16))?;
+    /// let mut pw = [bf16::from_f32(1.0); 2];
+    /// let mut pb = [bf16::from_f32(0.5)];
+    /// let (gw, gb) = ([bf16::from_f32(0.25); 2], [bf16::from_f32(-1.0)]);
+    /// let r = opt.step_mixed(&mut [&mut pw, &mut pb], &[Some(&gw), Some(&gb)])?;
+    /// assert_eq!(r.applied, 2);
+    /// assert!(pw[0].to_f32() < 1.0 && pb[0].to_f32() > 0.5);
+    /// assert_eq!(opt.state_bf16(b, "mug")?.len(), 1);
+    /// # Ok::<(), vsgd::Error>(())
+    /// ```
+    pub fn step_mixed<P: Storage>(
+        &mut self,
+        params: &mut [&mut [P]],
+        grads: &[Option<&[P]>],
+    ) -> Result<StepReport, Error> {
+        let n = self.tensors.len();
+        for (what, len) in [("params", params.len()), ("grads", grads.len())] {
+            if len != n {
+                return Err(Error::LengthMismatch {
+                    what,
+                    expected: n,
+                    got: len,
+                });
+            }
+        }
+        let mut frozen = 0;
+        for (i, param) in params.iter().enumerate() {
+            let Some(g) = grads[i] else {
+                frozen += 1;
+                continue;
+            };
+            if let Err(e) = self.check_mixed::<P>(TensorId(i), param.len(), g.len()) {
+                if self.policy == NonFinitePolicy::Error {
+                    let bad = (0..i).find(|&j| grads[j].is_some_and(|g| !mixed::all_finite(g)));
+                    if let Some(j) = bad {
+                        return Err(Error::NonFiniteGradient { tensor: j });
+                    }
+                }
+                return Err(e);
+            }
+        }
+        // The finite scan, before anything changes.
+        let nonfinite = |i: usize| {
+            self.policy != NonFinitePolicy::Propagate
+                && grads[i].is_some_and(|g| !mixed::all_finite(g))
+        };
+        if self.policy == NonFinitePolicy::Error {
+            if let Some(j) = (0..n).find(|&i| nonfinite(i)) {
+                return Err(Error::NonFiniteGradient { tensor: j });
+            }
+        }
+        self.skipped.clear();
+        for i in 0..n {
+            if nonfinite(i) {
+                self.skipped.push(TensorId(i));
+            }
+        }
+        // Tensor `i` is updated when it has a gradient and was not skipped (`skipped` is in
+        // index order).
+        // (Out of `self` while the tensors are updated; put back after.)
+        let skipped = core::mem::take(&mut self.skipped);
+        let apply = |i: usize| grads[i].is_some() && skipped.binary_search(&TensorId(i)).is_err();
+        self.last_norm = None;
+        let mut grad_scale = None;
+        if let Some(max_norm) = self.clip_norm {
+            let sum: f64 = (0..n)
+                .filter(|&i| apply(i))
+                .map(|i| sum_squares_widened(grads[i].unwrap_or(&[])))
+                .sum();
+            let norm = libm::sqrt(sum);
+            let c = max_norm / (norm + 1e-6);
+            if c < 1.0 {
+                grad_scale = Some(c);
+            }
+            self.last_norm = Some(norm);
+        }
+        let mut last = None;
+        let mut applied = 0;
+        for (i, param) in params.iter_mut().enumerate() {
+            let Some(g) = grads[i].filter(|_| apply(i)) else {
+                continue;
+            };
+            let mut s = self.scalars::<f32>(i, &mut last);
+            if let Some(c) = grad_scale {
+                s = s.with_grad_scale(c);
+            }
+            self.apply_mixed_tensor(i, param, g, &s);
+            self.tensors[i].step += 1;
+            applied += 1;
+        }
+        self.skipped = skipped;
+        if self.clock == ScheduleClock::Global {
+            self.global_step = self.global_step.saturating_add(1);
+        }
+        Ok(StepReport {
+            applied,
+            skipped: self.skipped.len(),
+            frozen,
+        })
+    }
+
+    /// One mixed-precision update of one tensor (see [`Optimizer::step_mixed`]). On error
+    /// nothing changes; a non-finite gradient under [`NonFinitePolicy::Skip`] returns
+    /// [`StepOutcome::Skipped`]. Advances the global clock only through
+    /// [`Optimizer::step_mixed`], as [`Optimizer::step_tensor`] does.
+    pub fn step_tensor_mixed<P: Storage>(
+        &mut self,
+        id: TensorId,
+        param: &mut [P],
+        grad: &[P],
+    ) -> Result<StepOutcome, Error> {
+        self.check_mixed::<P>(id, param.len(), grad.len())?;
+        if self.policy != NonFinitePolicy::Propagate && !mixed::all_finite(grad) {
+            if self.policy == NonFinitePolicy::Error {
+                return Err(Error::NonFiniteGradient { tensor: id.0 });
+            }
+            self.skipped.clear();
+            self.skipped.push(id);
+            return Ok(StepOutcome::Skipped);
+        }
+        self.skipped.clear();
+        self.last_norm = None;
+        let mut s = self.scalars::<f32>(id.0, &mut None);
+        if let Some(max_norm) = self.clip_norm {
+            let sum = sum_squares_widened(grad);
+            let norm = libm::sqrt(sum);
+            let c = max_norm / (norm + 1e-6);
+            if c < 1.0 {
+                s = s.with_grad_scale(c);
+            }
+            self.last_norm = Some(norm);
+        }
+        self.apply_mixed_tensor(id.0, param, grad, &s);
+        self.tensors[id.0].step += 1;
+        Ok(StepOutcome::Applied)
+    }
+
+    /// Checks a tensor for a mixed-precision step with `P` buffers of `param`/`grad` elements.
+    fn check_mixed<P: Storage>(
+        &self,
+        id: TensorId,
+        param: usize,
+        grad: usize,
+    ) -> Result<(), Error> {
+        let t = self.tensor(id)?;
+        if t.param_dtype != P::DTYPE || !matches!(t.state, StateBuf::F32(_) | StateBuf::Bf16(_)) {
+            return Err(Error::DTypeMismatch {
+                tensor: id.0,
+                expected: t.param_dtype,
+                got: P::DTYPE,
+            });
+        }
+        for (what, len) in [("param", param), ("grad", grad)] {
+            if len != t.len {
+                return Err(Error::LengthMismatch {
+                    what,
+                    expected: t.len,
+                    got: len,
+                });
+            }
+        }
+        if t.step == u64::MAX {
+            return Err(Error::InvalidStep { step: t.step });
+        }
+        Ok(())
+    }
+
+    /// Applies `s` to checked tensor `i`, split across threads.
+    fn apply_mixed_tensor<P: Storage>(
+        &mut self,
+        i: usize,
+        param: &mut [P],
+        grad: &[P],
+        s: &Scalars<f32>,
+    ) {
+        let t = &mut self.tensors[i];
+        let (len, step) = (t.len, t.step + 1);
+        match &mut t.state {
+            StateBuf::F32(v) => {
+                apply_parts(&mut self.engine, s, step, param, grad, v, len, &F32State)
+            }
+            StateBuf::Bf16(v) => {
+                let sr = Bf16Sr {
+                    seed: t.seed,
+                    offset: 0,
+                };
+                apply_parts(&mut self.engine, s, step, param, grad, v, len, &sr)
+            }
+            // Excluded by `check_mixed`.
+            StateBuf::F64(_) => {}
+        }
+    }
+}
+
+/// Σ g² over a 16-bit (or f32) gradient, widened, in `f64`: the global norm of gradient
+/// clipping for mixed-precision tensors.
+fn sum_squares_widened<P: Storage>(grad: &[P]) -> f64 {
+    grad.iter()
+        .map(|g| {
+            let x = g.widen() as f64;
+            x * x
+        })
+        .sum()
+}
+
+/// A pointer that may cross to the worker threads: each part of [`apply_parts`] derives
+/// disjoint slices from it.
+#[derive(Clone, Copy)]
+struct SharedPtr<T>(*mut T);
+// SAFETY: only used by `apply_parts`, whose parts touch disjoint ranges of the pointee while
+// the caller's exclusive borrow of it lasts.
+unsafe impl<T: Send> Send for SharedPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedPtr<T> {}
+
+/// [`mixed::apply_mixed`] over `param`, `grad` and the `k` state arrays laid end to end in
+/// `state` (`k·len` elements), in parts across the engine's threads; each part's stochastic
+/// rounding is keyed by its whole-tensor index ([`StateStorage::at`]).
+#[allow(clippy::too_many_arguments)]
+fn apply_parts<P: Storage, S: StateStorage>(
+    engine: &mut Engine,
+    s: &Scalars<f32>,
+    t: u64,
+    param: &mut [P],
+    grad: &[P],
+    state: &mut [S::Elem],
+    len: usize,
+    storage: &S,
+) {
+    let k = s.state_count();
+    assert!(param.len() == len && grad.len() == len && state.len() == k * len);
+    let bytes = (3 * core::mem::size_of::<P>() + 2 * k * core::mem::size_of::<S::Elem>()).max(1);
+    let (p, st) = (SharedPtr(param.as_mut_ptr()), SharedPtr(state.as_mut_ptr()));
+    engine.split(len, bytes, &|r: core::ops::Range<usize>| {
+        let (p, st) = (p, st);
+        // SAFETY: `r` lies within `0..len`, and the parts `split` makes are disjoint, so each
+        // slice below is touched by this part alone while `param`/`state` stay borrowed.
+        let param = unsafe { core::slice::from_raw_parts_mut(p.0.add(r.start), r.len()) };
+        let mut arrays: [&mut [S::Elem]; mixed::MAX_STATES] = Default::default();
+        for (j, a) in arrays.iter_mut().enumerate().take(k) {
+            // SAFETY: as above; array `j` is `[j·len, (j+1)·len)` of `state`.
+            *a = unsafe { core::slice::from_raw_parts_mut(st.0.add(j * len + r.start), r.len()) };
+        }
+        let part = storage.at(r.start as u64);
+        mixed::apply_mixed(s, t, param, &grad[r], &mut arrays[..k], &part);
+    });
 }

@@ -207,14 +207,22 @@ fn check_matches(opt: &Optimizer, c: &Checkpoint<'_>) -> Result<(), CheckpointEr
                 format!("shape {:?}, checkpoint has {:?}", m.shape, t.shape),
             ));
         }
-        if m.dtype != t.dtype {
+        if (m.dtype, m.state_dtype) != (t.param_dtype, t.dtype) {
             return Err(mismatch(
                 label,
                 format!(
-                    "element type {}, checkpoint has {}",
+                    "element types {}/{} (parameter/state), checkpoint has {}/{}",
                     m.dtype.name(),
+                    m.state_dtype.name(),
+                    t.param_dtype.name(),
                     t.dtype.name()
                 ),
+            ));
+        }
+        if m.state_dtype == DType::Bf16 && m.seed != t.seed {
+            return Err(mismatch(
+                label,
+                format!("rounding seed {}, checkpoint has {}", m.seed, t.seed),
             ));
         }
         if m.group.0 != t.group {
@@ -234,21 +242,29 @@ fn copy_in(
     k: usize,
     t: &TensorState<'_>,
 ) -> Result<(), CheckpointError> {
+    type Dst<T> =
+        for<'o> fn(&'o mut Optimizer, TensorId, &str) -> Result<&'o mut [T], crate::Error>;
     fn copy<T: Le>(
         opt: &mut Optimizer,
         algorithm: Algorithm,
         k: usize,
         t: &TensorState<'_>,
+        dst: Dst<T>,
     ) -> Result<(), CheckpointError> {
         for (j, &name) in algorithm.state_names().iter().enumerate() {
-            let dst = &mut opt.state_mut::<T>(TensorId(k), name)?[t.range.clone()];
-            from_le(t.arrays[j], dst);
+            from_le(
+                t.arrays[j],
+                &mut dst(opt, TensorId(k), name)?[t.range.clone()],
+            );
         }
         Ok(())
     }
     match t.dtype {
-        DType::F32 => copy::<f32>(opt, algorithm, k, t)?,
-        DType::F64 => copy::<f64>(opt, algorithm, k, t)?,
+        DType::F32 => copy::<f32>(opt, algorithm, k, t, Optimizer::state_mut)?,
+        DType::F64 => copy::<f64>(opt, algorithm, k, t, Optimizer::state_mut)?,
+        DType::Bf16 => copy(opt, algorithm, k, t, Optimizer::state_bf16_mut)?,
+        // The decoder rejects f16 state (`DType::allows_state`).
+        DType::F16 => {}
     }
     opt.set_step_count(TensorId(k), t.step)?;
     Ok(())
@@ -269,7 +285,9 @@ fn build(parts: &[Checkpoint<'_>]) -> Result<Optimizer, CheckpointError> {
     opt.set_clip_norm(c.clip_norm)?;
     for t in &c.tensors {
         let mut spec = TensorSpec::new(&t.shape)
-            .dtype(t.dtype)
+            .dtype(t.param_dtype)
+            .state_dtype(t.dtype)
+            .seed(t.seed)
             .group(GroupId(t.group));
         if let Some(name) = t.name {
             spec = spec.name(name);
@@ -351,9 +369,23 @@ fn check_shards(parts: &[Checkpoint<'_>]) -> Result<(), CheckpointError> {
             ));
         }
         for (k, (a, b)) in p.tensors.iter().zip(&first.tensors).enumerate() {
-            if (a.name, &a.shape, a.dtype, a.group, a.step)
-                != (b.name, &b.shape, b.dtype, b.group, b.step)
-            {
+            if (
+                a.name,
+                &a.shape,
+                a.dtype,
+                a.param_dtype,
+                a.seed,
+                a.group,
+                a.step,
+            ) != (
+                b.name,
+                &b.shape,
+                b.dtype,
+                b.param_dtype,
+                b.seed,
+                b.group,
+                b.step,
+            ) {
                 return bad(format!(
                     "shard {i} disagrees with shard {} on {}",
                     first.shard_index,

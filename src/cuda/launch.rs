@@ -14,10 +14,11 @@ use super::error::CudaError;
 use super::layout::{
     AdamDev, Args, ConstantVsgdDev, DeviceScalars, SgdmDev, VsgdDev, PHASE_APPLY, PHASE_SCAN,
 };
+use super::module::DevType;
 use super::module::Kernel;
 use super::plan::{Plan, Work, BLOCK};
 use crate::config::{Algorithm, Config};
-use crate::element::{DType, Element};
+use crate::element::Element;
 use crate::kernels::{NonFinitePolicy, Scalars};
 
 /// A plan of one algorithm and element type, its types erased.
@@ -115,29 +116,29 @@ fn typed<T: Element, S: DeviceScalars<T> + Send + 'static>(
 /// An empty plan for `algorithm`'s kernel over `dtype`.
 pub(crate) fn new_plan(
     algorithm: Algorithm,
-    dtype: DType,
+    dtype: DevType,
     chunk: u64,
     policy: NonFinitePolicy,
     any_flag: u32,
 ) -> Box<dyn AnyPlan> {
     let k = Kernel::multi_tensor(algorithm, dtype);
     match (algorithm, dtype) {
-        (Algorithm::Vsgd, DType::F32) => typed::<f32, VsgdDev<f32>>(k, chunk, policy, any_flag),
-        (Algorithm::Vsgd, DType::F64) => typed::<f64, VsgdDev<f64>>(k, chunk, policy, any_flag),
-        (Algorithm::ConstantVsgd, DType::F32) => {
+        (Algorithm::Vsgd, DevType::F32) => typed::<f32, VsgdDev<f32>>(k, chunk, policy, any_flag),
+        (Algorithm::Vsgd, DevType::F64) => typed::<f64, VsgdDev<f64>>(k, chunk, policy, any_flag),
+        (Algorithm::ConstantVsgd, DevType::F32) => {
             typed::<f32, ConstantVsgdDev<f32>>(k, chunk, policy, any_flag)
         }
-        (Algorithm::ConstantVsgd, DType::F64) => {
+        (Algorithm::ConstantVsgd, DevType::F64) => {
             typed::<f64, ConstantVsgdDev<f64>>(k, chunk, policy, any_flag)
         }
-        (Algorithm::Adam | Algorithm::AdamW, DType::F32) => {
+        (Algorithm::Adam | Algorithm::AdamW, DevType::F32) => {
             typed::<f32, AdamDev<f32>>(k, chunk, policy, any_flag)
         }
-        (Algorithm::Adam | Algorithm::AdamW, DType::F64) => {
+        (Algorithm::Adam | Algorithm::AdamW, DevType::F64) => {
             typed::<f64, AdamDev<f64>>(k, chunk, policy, any_flag)
         }
-        (Algorithm::Sgdm, DType::F32) => typed::<f32, SgdmDev<f32>>(k, chunk, policy, any_flag),
-        (Algorithm::Sgdm, DType::F64) => typed::<f64, SgdmDev<f64>>(k, chunk, policy, any_flag),
+        (Algorithm::Sgdm, DevType::F32) => typed::<f32, SgdmDev<f32>>(k, chunk, policy, any_flag),
+        (Algorithm::Sgdm, DevType::F64) => typed::<f64, SgdmDev<f64>>(k, chunk, policy, any_flag),
     }
 }
 
@@ -170,7 +171,7 @@ impl StepLaunch {
     }
 
     /// Adds a tensor (see [`AnyPlan::push`]).
-    pub fn push(&mut self, dtype: DType, w: Work, config: &Config, t: u64, lr: f64) {
+    pub fn push(&mut self, dtype: DevType, w: Work, config: &Config, t: u64, lr: f64) {
         let (algorithm, chunk, policy, any) =
             (self.algorithm, self.chunk, self.policy, self.any_flag);
         self.plans[dtype as usize]

@@ -16,6 +16,37 @@ use super::error::CudaError;
 use crate::config::Algorithm;
 use crate::element::DType;
 
+/// The element types the GPU kernels run on (a mixed-precision tensor stays on the CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DevType {
+    F32 = 0,
+    F64 = 1,
+}
+
+impl DevType {
+    /// The device type of `dtype`, if the kernels have one.
+    pub(crate) fn of(dtype: DType) -> Option<DevType> {
+        match dtype {
+            DType::F32 => Some(DevType::F32),
+            DType::F64 => Some(DevType::F64),
+            DType::Bf16 | DType::F16 => None,
+        }
+    }
+
+    /// Size of one element in bytes.
+    pub(crate) fn size(self) -> usize {
+        self.dtype().size()
+    }
+
+    /// Back to the library's tag.
+    pub(crate) fn dtype(self) -> DType {
+        match self {
+            DevType::F32 => DType::F32,
+            DevType::F64 => DType::F64,
+        }
+    }
+}
+
 /// SASS for sm_90.
 pub(crate) static CUBIN: &[u8] = include_bytes!("kernels/build/multi_tensor.sm_90.cubin");
 /// PTX for compute_75 and later.
@@ -51,7 +82,7 @@ pub(crate) struct Kernel(pub usize);
 
 impl Kernel {
     /// The multi-tensor kernel of `algorithm` (AdamW runs Adam's) for `dtype`.
-    pub fn multi_tensor(algorithm: Algorithm, dtype: DType) -> Kernel {
+    pub(crate) fn multi_tensor(algorithm: Algorithm, dtype: DevType) -> Kernel {
         let a = match algorithm {
             Algorithm::Vsgd => 0,
             Algorithm::ConstantVsgd => 1,
@@ -59,8 +90,8 @@ impl Kernel {
             Algorithm::Sgdm => 3,
         };
         let d = match dtype {
-            DType::F32 => 0,
-            DType::F64 => 1,
+            DevType::F32 => 0,
+            DevType::F64 => 1,
         };
         Kernel(2 * a + d)
     }

@@ -10,10 +10,11 @@ use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceP
 use super::driver::{Backend, Ctx, Cuda};
 use super::error::CudaError;
 use super::launch::StepLaunch;
+use super::module::DevType;
 use super::plan::Work;
 use crate::checkpoint;
 use crate::config::{Algorithm, Config};
-use crate::element::{DType, Element};
+use crate::element::Element;
 use crate::error::Error;
 use crate::kernels::NonFinitePolicy;
 use crate::optimizer::{GroupId, Optimizer, StepReport, TensorId, TensorInfo, TensorSpec};
@@ -81,7 +82,7 @@ struct DeviceTensor {
     name: Option<String>,
     shape: Vec<usize>,
     len: usize,
-    dtype: DType,
+    dtype: DevType,
     group: usize,
     step: u64,
     /// `state_count` arrays of `len` elements, contiguous (as the CPU optimizer).
@@ -225,6 +226,7 @@ impl DeviceOptimizer {
             let info = opt.tensor_info(TensorId(k))?;
             let mut spec = TensorSpec::new(info.shape)
                 .dtype(info.dtype)
+                .state_dtype(info.state_dtype)
                 .group(info.group);
             if let Some(name) = info.name {
                 spec = spec.name(name);
@@ -296,6 +298,15 @@ impl DeviceOptimizer {
         self.host.config(spec.group)?;
         // The pending verdict is about the tensors registered before.
         self.resolve()?;
+        // The GPU kernels run f32 and f64 tensors; mixed precision stays on the CPU.
+        let state_dtype = spec.state_dtype.unwrap_or(spec.dtype);
+        let dtype = DevType::of(spec.dtype)
+            .filter(|_| state_dtype == spec.dtype)
+            .ok_or(Error::MixedPrecision {
+                tensor: self.tensors.len(),
+                param: spec.dtype,
+                state: state_dtype,
+            })?;
         let len = spec
             .shape
             .iter()
@@ -312,7 +323,7 @@ impl DeviceOptimizer {
             name: spec.name.map(String::from),
             shape: spec.shape.to_vec(),
             len,
-            dtype: spec.dtype,
+            dtype,
             group: spec.group.0,
             step: 0,
             state,
@@ -365,7 +376,9 @@ impl DeviceOptimizer {
             name: t.name.as_deref(),
             shape: &t.shape,
             len: t.len,
-            dtype: t.dtype,
+            dtype: t.dtype.dtype(),
+            state_dtype: t.dtype.dtype(),
+            seed: 0,
             group: GroupId(t.group),
             step: t.step,
         })
@@ -463,10 +476,10 @@ impl DeviceOptimizer {
             }
         }
         for (i, t) in self.tensors.iter().enumerate() {
-            if t.dtype != T::DTYPE {
+            if t.dtype.dtype() != T::DTYPE {
                 return Err(Error::DTypeMismatch {
                     tensor: i,
-                    expected: t.dtype,
+                    expected: t.dtype.dtype(),
                     got: T::DTYPE,
                 }
                 .into());
@@ -631,10 +644,10 @@ impl DeviceOptimizer {
         self.synchronize()?;
         let j = self.state_index(name)?;
         let t = self.tensor(id)?;
-        if t.dtype != T::DTYPE {
+        if t.dtype.dtype() != T::DTYPE {
             return Err(Error::DTypeMismatch {
                 tensor: id.0,
-                expected: t.dtype,
+                expected: t.dtype.dtype(),
                 got: T::DTYPE,
             }
             .into());
@@ -670,7 +683,7 @@ impl DeviceOptimizer {
         let mut opt = self.host.clone();
         for (k, t) in self.tensors.iter().enumerate() {
             let mut spec = TensorSpec::new(&t.shape)
-                .dtype(t.dtype)
+                .dtype(t.dtype.dtype())
                 .group(GroupId(t.group));
             if let Some(name) = &t.name {
                 spec = spec.name(name);
@@ -680,8 +693,8 @@ impl DeviceOptimizer {
         }
         for k in 0..self.tensors.len() {
             match self.tensors[k].dtype {
-                DType::F32 => self.download_state::<f32>(&mut opt, k)?,
-                DType::F64 => self.download_state::<f64>(&mut opt, k)?,
+                DevType::F32 => self.download_state::<f32>(&mut opt, k)?,
+                DevType::F64 => self.download_state::<f64>(&mut opt, k)?,
             }
         }
         Ok(opt)
@@ -729,8 +742,8 @@ impl DeviceOptimizer {
         self.synchronize()?;
         for k in 0..self.tensors.len() {
             match self.tensors[k].dtype {
-                DType::F32 => up::<f32>(self, opt, k)?,
-                DType::F64 => up::<f64>(self, opt, k)?,
+                DevType::F32 => up::<f32>(self, opt, k)?,
+                DevType::F64 => up::<f64>(self, opt, k)?,
             }
         }
         for (k, t) in self.tensors.iter_mut().enumerate() {

@@ -10,6 +10,7 @@ use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use super::driver::{Backend, Ctx, Cuda};
 use super::error::CudaError;
 use super::launch::StepLaunch;
+use super::module::DevType;
 use super::plan::Work;
 use crate::config::Config;
 use crate::element::{DType, Element};
@@ -87,6 +88,15 @@ pub(crate) fn check(
         if t.len == 0 {
             continue;
         }
+        if DevType::of(t.dtype).is_none() {
+            // The GPU kernels run f32 and f64 (mixed precision stays on the CPU).
+            return Err(Error::DTypeMismatch {
+                tensor: i,
+                expected: DType::F32,
+                got: t.dtype,
+            }
+            .into());
+        }
         let align = t.dtype.size() as u64;
         let bad = |addr: u64| addr == 0 || addr % align != 0;
         for (what, addr) in [("param", t.param), ("grad", t.grad)] {
@@ -148,7 +158,10 @@ pub(crate) unsafe fn step_on(
             len: t.len as u64,
             flag: i as u32,
         };
-        launch.push(t.dtype, w, config, t.t, t.lr);
+        let Some(dtype) = DevType::of(t.dtype) else {
+            continue; // refused by `check`
+        };
+        launch.push(dtype, w, config, t.t, t.lr);
     }
     let need = launch.table_bytes();
     let mut scratch = Vec::new();

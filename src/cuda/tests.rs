@@ -23,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use super::driver::Backend;
 use super::error::CudaError;
 use super::layout::{AdamDev, Args, ConstantVsgdDev, SgdmDev, VsgdDev};
-use super::module::{self, Kernel, KERNEL_NAMES, PTX};
+use super::module::{self, DevType, Kernel, KERNEL_NAMES, PTX};
 use super::optimizer::{DeviceOptimizer, TensorPtrs};
 use super::stateless::{self, RawTensor};
 use crate::checkpoint;
@@ -142,7 +142,7 @@ fn argument_sizes_match_the_ptx() {
         assert!(size <= 4096, "{name}: {size} bytes of arguments");
     }
     assert_eq!(
-        Kernel::multi_tensor(Algorithm::AdamW, DType::F64).name(),
+        Kernel::multi_tensor(Algorithm::AdamW, DevType::F64).name(),
         "vsgd_mt_adam_f64"
     );
     assert_eq!(Kernel::UNFUSED[0].name(), "vsgd_unfused_f32_posterior");
@@ -354,7 +354,7 @@ fn bits<T: Element>(x: &[T]) -> Vec<u64> {
     x.iter()
         .map(|v| match T::DTYPE {
             DType::F32 => (v.to_f64() as f32).to_bits() as u64,
-            DType::F64 => v.to_f64().to_bits(),
+            _ => v.to_f64().to_bits(),
         })
         .collect()
 }
@@ -517,7 +517,7 @@ fn conformance_cases_bit_identical_on_the_host_emulation() {
 fn value<T: Element>(rng: &mut Rng, bad: bool) -> T {
     let tiny = match T::DTYPE {
         DType::F32 => f32::MIN_POSITIVE as f64,
-        DType::F64 => f64::MIN_POSITIVE,
+        _ => f64::MIN_POSITIVE,
     };
     let x = match rng.below(if bad { 12 } else { 9 }) {
         0 => rng.unit() * tiny,       // subnormal
@@ -640,7 +640,7 @@ fn random_both(
         // the first non-finite gradient stops the step before anything changes.
         let finite = |k: usize| match dtypes[k] {
             DType::F32 => kernels::all_finite(&g32[k]),
-            DType::F64 => kernels::all_finite(&g64[k]),
+            _ => kernels::all_finite(&g64[k]),
         };
         let first_bad = (0..tensors).find(|&k| !finite(k));
         let want_err = policy == NonFinitePolicy::Error && first_bad.is_some();
@@ -649,7 +649,7 @@ fn random_both(
             for k in 0..tensors {
                 let r = match dtypes[k] {
                     DType::F32 => cpu.step_tensor(TensorId(k), &mut p32[k], &g32[k]),
-                    DType::F64 => cpu.step_tensor(TensorId(k), &mut p64[k], &g64[k]),
+                    _ => cpu.step_tensor(TensorId(k), &mut p64[k], &g64[k]),
                 };
                 if r.unwrap() == StepOutcome::Skipped {
                     skipped.push(TensorId(k));
@@ -662,7 +662,7 @@ fn random_both(
                     param: d32[k].as_mut_ptr() as u64,
                     grad: g32[k].as_ptr() as u64,
                 },
-                DType::F64 => TensorPtrs {
+                _ => TensorPtrs {
                     param: d64[k].as_mut_ptr() as u64,
                     grad: g64[k].as_ptr() as u64,
                 },
@@ -690,7 +690,7 @@ fn random_both(
             let what = format!("{config:?} {policy:?} step {step} tensor {k}");
             match dtypes[k] {
                 DType::F32 => assert_eq!(bits(&p32[k]), bits(&d32[k]), "{what}"),
-                DType::F64 => assert_eq!(bits(&p64[k]), bits(&d64[k]), "{what}"),
+                _ => assert_eq!(bits(&p64[k]), bits(&d64[k]), "{what}"),
             }
         }
     }
@@ -789,8 +789,8 @@ fn one_launch_per_phase_and_element_type() {
         .collect();
     // Scan f32, scan f64, apply f32, apply f64.
     let (a32, a64) = (
-        Kernel::multi_tensor(Algorithm::Adam, DType::F32).0,
-        Kernel::multi_tensor(Algorithm::Adam, DType::F64).0,
+        Kernel::multi_tensor(Algorithm::Adam, DevType::F32).0,
+        Kernel::multi_tensor(Algorithm::Adam, DevType::F64).0,
     );
     assert_eq!(launches, [a32, a64, a32, a64]);
     assert_eq!(dev.report().unwrap().applied, 60);

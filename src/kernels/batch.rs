@@ -345,6 +345,40 @@ impl Engine {
         self.run(items, bytes, Op::Apply);
     }
 
+    /// Calls `f` on parts of `0..len` that together cover it once, across the worker threads
+    /// when the traffic (`bytes_per_element` each) is large enough, else on the whole range
+    /// on this thread. The parts are disjoint; which thread runs which is not fixed.
+    pub(crate) fn split(
+        &mut self,
+        len: usize,
+        bytes_per_element: usize,
+        f: &(dyn Fn(core::ops::Range<usize>) + Sync),
+    ) {
+        let bytes = len.saturating_mul(bytes_per_element);
+        let threads = self.threads().min((bytes / MIN_BYTES_PER_PART).max(1));
+        #[cfg(feature = "std")]
+        if threads > 1 {
+            let pool = self.pool();
+            let threads = threads.min(pool.threads());
+            let chunks = (threads * CHUNKS_PER_THREAD)
+                .min(bytes / MIN_BYTES_PER_CHUNK)
+                .max(threads);
+            let next = core::sync::atomic::AtomicUsize::new(0);
+            let next = &next;
+            pool.run(threads, &move |_| loop {
+                let c = next.fetch_add(1, Ordering::Relaxed);
+                if c >= chunks {
+                    break;
+                }
+                f(super::threads::part_range(len, chunks, c));
+            });
+            return;
+        }
+        #[cfg(not(feature = "std"))]
+        let _ = threads;
+        f(0..len);
+    }
+
     fn run<T: Element>(&mut self, items: &mut [Item<T>], bytes_per_element: usize, op: Op) {
         let mut total = 0usize;
         for it in items.iter_mut() {

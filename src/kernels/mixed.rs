@@ -50,6 +50,8 @@ mod sealed {
 pub trait Storage: Copy + Send + Sync + sealed::Sealed + 'static {
     /// Lower-case name (`"f32"`, `"bf16"`, `"f16"`).
     const NAME: &'static str;
+    /// The runtime tag of this type.
+    const DTYPE: crate::element::DType;
     /// Widens to `f32` (exact for all three types).
     fn widen(self) -> f32;
     /// Rounds an `f32` to this type, round-to-nearest-even (overflow gives ±∞, NaN stays NaN).
@@ -74,6 +76,7 @@ pub trait Storage: Copy + Send + Sync + sealed::Sealed + 'static {
 
 impl Storage for f32 {
     const NAME: &'static str = "f32";
+    const DTYPE: crate::element::DType = crate::element::DType::F32;
     #[inline(always)]
     fn widen(self) -> f32 {
         self
@@ -90,6 +93,7 @@ impl Storage for f32 {
 
 impl Storage for bf16 {
     const NAME: &'static str = "bf16";
+    const DTYPE: crate::element::DType = crate::element::DType::Bf16;
     #[inline(always)]
     fn widen(self) -> f32 {
         f32::from_bits(u32::from(self.to_bits()) << 16)
@@ -173,6 +177,7 @@ mod avx2 {
 
 impl Storage for f16 {
     const NAME: &'static str = "f16";
+    const DTYPE: crate::element::DType = crate::element::DType::F16;
     #[inline(always)]
     fn widen(self) -> f32 {
         self.to_f32()

@@ -33,6 +33,12 @@ pub type vsgd_dtype = u32;
 pub const VSGD_DTYPE_F32: vsgd_dtype = 0;
 /// IEEE-754 binary64 (`double`).
 pub const VSGD_DTYPE_F64: vsgd_dtype = 1;
+/// bfloat16 (`uint16_t` bits): reported for a mixed-precision tensor loaded from a checkpoint
+/// (its parameter type); the handle's typed steps for it are not in this version (the
+/// stateless `vsgd_step_bf16` family steps such tensors).
+pub const VSGD_DTYPE_BF16: vsgd_dtype = 2;
+/// IEEE-754 binary16 (`uint16_t` bits): as `VSGD_DTYPE_BF16`.
+pub const VSGD_DTYPE_F16: vsgd_dtype = 3;
 
 /// What a step does with a gradient holding NaN or infinity: one of `VSGD_POLICY_*`.
 pub type vsgd_policy = u32;
@@ -159,6 +165,8 @@ pub(crate) fn dtype_to_c(d: DType) -> vsgd_dtype {
     match d {
         DType::F32 => VSGD_DTYPE_F32,
         DType::F64 => VSGD_DTYPE_F64,
+        DType::Bf16 => VSGD_DTYPE_BF16,
+        DType::F16 => VSGD_DTYPE_F16,
     }
 }
 

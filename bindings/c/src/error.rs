@@ -296,7 +296,9 @@ impl From<vsgd::Error> for Failure {
             E::InvalidSchedule { .. } => VSGD_RESULT_INVALID_SCHEDULE,
             E::LengthMismatch { .. } => VSGD_RESULT_LENGTH_MISMATCH,
             E::StateCount { .. } => VSGD_RESULT_STATE_COUNT,
-            E::DTypeMismatch { .. } => VSGD_RESULT_DTYPE_MISMATCH,
+            E::DTypeMismatch { .. } | E::DTypeCombination { .. } | E::MixedPrecision { .. } => {
+                VSGD_RESULT_DTYPE_MISMATCH
+            }
             E::UnknownTensor { .. } => VSGD_RESULT_UNKNOWN_TENSOR,
             E::UnknownGroup { .. } => VSGD_RESULT_UNKNOWN_GROUP,
             E::UnknownStateArray { .. } => VSGD_RESULT_UNKNOWN_STATE_ARRAY,

@@ -90,5 +90,6 @@ fn main() -> Result<()> {
     match dtype {
         DType::F32 => run::<f32>(&mut opt, &args),
         DType::F64 => run::<f64>(&mut opt, &args),
+        d => Err(format!("{} tensors: this example resumes f32 or f64", d.name()).into()),
     }
 }

@@ -214,6 +214,7 @@ pub unsafe extern "C" fn vsgd_jax_save(
                     match dtype {
                         DType::F32 => copy_in::<f32>(&mut opt, id, s, src)?,
                         DType::F64 => copy_in::<f64>(&mut opt, id, s, src)?,
+                        d => return Err(format!("tensor '{name}': {} is not supported", d.name())),
                     }
                 }
             }
@@ -397,9 +398,10 @@ pub unsafe extern "C" fn vsgd_jax_ckpt_tensor(
             for (d, &x) in info.shape.iter().enumerate() {
                 *dims.add(d) = x as u64;
             }
-            *dtype = match info.dtype {
-                DType::F32 => 0,
-                DType::F64 => 1,
+            *dtype = match (info.dtype, info.state_dtype) {
+                (DType::F32, DType::F32) => 0,
+                (DType::F64, DType::F64) => 1,
+                (p, s) => return Err(mixed_unsupported(i, p, s)),
             };
             *step = info.step;
             *group = info.group.0;
@@ -455,10 +457,23 @@ pub unsafe extern "C" fn vsgd_jax_ckpt_state(
                 .state_names()
                 .get(j)
                 .ok_or_else(|| format!("{} has no state array {j}", opt.algorithm()))?;
-            match opt.tensor_info(id).map_err(|e| e.to_string())?.dtype {
-                DType::F32 => copy::<f32>(opt, id, name, out, len),
-                DType::F64 => copy::<f64>(opt, id, name, out, len),
+            let info = opt.tensor_info(id).map_err(|e| e.to_string())?;
+            match (info.dtype, info.state_dtype) {
+                (DType::F32, DType::F32) => copy::<f32>(opt, id, name, out, len),
+                (DType::F64, DType::F64) => copy::<f64>(opt, id, name, out, len),
+                (p, s) => Err(mixed_unsupported(i, p, s)),
             }
         })
     }
+}
+
+/// The error for a checkpoint tensor this bridge does not carry: mixed precision (a 16-bit
+/// parameter or `bf16` state), which the JAX optimizer state has no slot for yet.
+fn mixed_unsupported(i: usize, param: DType, state: DType) -> String {
+    format!(
+        "tensor {i}: {} parameters with {} state (mixed precision) are not supported by the JAX \
+         checkpoint bridge",
+        param.name(),
+        state.name()
+    )
 }

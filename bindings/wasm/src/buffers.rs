@@ -4,7 +4,7 @@
 use vsgd::{DType, Optimizer, StepReport};
 use wasm_bindgen::JsValue;
 
-use crate::convert::{try_vec, JsElement, Result};
+use crate::convert::{err, try_vec, JsElement, Result};
 
 /// One buffer of a tensor's element type. Never resized after creation, so a view of it
 /// stays valid until wasm memory grows.
@@ -21,6 +21,12 @@ impl Buf {
         Ok(match dtype {
             DType::F32 => Buf::F32(try_vec(len)?),
             DType::F64 => Buf::F64(try_vec(len)?),
+            d => {
+                return Err(err(&format!(
+                    "{} buffers (mixed precision) are not supported in wasm yet",
+                    d.name()
+                )))
+            }
         })
     }
 

@@ -205,6 +205,7 @@ pub fn type_name(d: DType) -> &'static str {
     match d {
         DType::F32 => f32::name(),
         DType::F64 => f64::name(),
+        DType::Bf16 | DType::F16 => "Uint16Array",
     }
 }
 

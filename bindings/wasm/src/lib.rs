@@ -430,6 +430,7 @@ impl Optimizer {
             Some(d) => d
                 .as_string()
                 .and_then(|d| DType::from_name(&d))
+                .filter(|d| matches!(d, DType::F32 | DType::F64))
                 .ok_or_else(|| err("dtype: expected \"f32\" or \"f64\""))?,
             None => DType::F32,
         };
@@ -530,6 +531,7 @@ impl Optimizer {
         let report = match dtype {
             DType::F32 => self.step_copies::<f32>(&params, &grads)?,
             DType::F64 => self.step_copies::<f64>(&params, &grads)?,
+            d => return Err(err(&format!("{} tensors (mixed precision) are not supported in wasm yet", d.name()))),
         };
         report_object(report)
     }
@@ -556,6 +558,7 @@ impl Optimizer {
         let outcome = match param.dtype() {
             DType::F32 => self.step_tensor_copy::<f32>(t, &param, &grad)?,
             DType::F64 => self.step_tensor_copy::<f64>(t, &param, &grad)?,
+            d => return Err(err(&format!("{} tensors (mixed precision) are not supported in wasm yet", d.name()))),
         };
         Ok(match outcome {
             StepOutcome::Applied => "applied",
@@ -608,6 +611,7 @@ impl Optimizer {
         let report = match dtype {
             DType::F32 => buffers::step_all::<f32>(&mut self.inner, &mut self.buffers),
             DType::F64 => buffers::step_all::<f64>(&mut self.inner, &mut self.buffers),
+            d => return Err(err(&format!("{} tensors (mixed precision) are not supported in wasm yet", d.name()))),
         }
         .js()?;
         report_object(report)
@@ -625,6 +629,7 @@ impl Optimizer {
         match info.dtype {
             DType::F32 => self.state_copy::<f32>(t, &string_arg(&name, "name")?),
             DType::F64 => self.state_copy::<f64>(t, &string_arg(&name, "name")?),
+            d => Err(err(&format!("{} tensors (mixed precision) are not supported in wasm yet", d.name()))),
         }
     }
 
@@ -640,6 +645,7 @@ impl Optimizer {
         match info.dtype {
             DType::F32 => self.momentum_copy::<f32>(t, info.len),
             DType::F64 => self.momentum_copy::<f64>(t, info.len),
+            d => Err(err(&format!("{} tensors (mixed precision) are not supported in wasm yet", d.name()))),
         }
     }
 

@@ -147,10 +147,14 @@ pub fn main(args: &[String]) -> Result<(), String> {
         .algorithms
         .iter()
         .map(|&a| match o.dtype {
-            DType::F32 => measure::<f32>(a, &o),
-            DType::F64 => measure::<f64>(a, &o),
+            DType::F32 => Ok(measure::<f32>(a, &o)),
+            DType::F64 => Ok(measure::<f64>(a, &o)),
+            d => Err(format!(
+                "--dtype {}: 16-bit types run with --mixed",
+                d.name()
+            )),
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let ceiling = results.iter().map(|m| m.ceiling_gbps).fold(0.0, f64::max);
     let kernel = KernelPath::active().name();
     if o.json {

@@ -43,6 +43,8 @@ impl Stats {
         let num = |x: f64| match dtype {
             DType::F32 => format!("{:e}", x as f32),
             DType::F64 => format!("{x:e}"),
+            DType::Bf16 => format!("{:e}", vsgd::bf16::from_f64(x)),
+            DType::F16 => format!("{:e}", vsgd::f16::from_f64(x)),
         };
         if self.finite == 0 {
             return format!(
@@ -79,14 +81,28 @@ fn schedule(s: &vsgd::LrSchedule) -> String {
     format!("{body}, warmup={}", s.warmup)
 }
 
+/// The element type as v1 printed it, or for a mixed-precision tensor `param bf16, state f32`
+/// (with the seed when the state is bf16).
+fn dtypes(t: &TensorState<'_>) -> String {
+    if t.param_dtype == t.dtype && t.dtype != DType::Bf16 {
+        return t.dtype.name().to_string();
+    }
+    let mut s = format!("param {}, state {}", t.param_dtype.name(), t.dtype.name());
+    if t.dtype == DType::Bf16 {
+        s.push_str(&format!(" (rounding seed {})", t.seed));
+    }
+    s
+}
+
 fn effective_momentum(t: &TensorState<'_>) -> Stats {
     // In the tensor's own precision, as the optimizer computes it.
+    // bf16 state is computed in f32 (kernels::mixed), so is this.
     let em = t.values(1).zip(t.values(2)).map(|(b, h)| match t.dtype {
-        DType::F32 => {
+        DType::F64 => h / (b + h),
+        _ => {
             let (b, h) = (b as f32, h as f32);
             f64::from(h / (b + h))
         }
-        DType::F64 => h / (b + h),
     });
     Stats::of(em)
 }
@@ -158,7 +174,7 @@ pub fn describe(c: &Checkpoint<'_>, size: usize) -> String {
             out,
             "tensor {k}{name}: shape {:?}, {}, group {}, step {}{part}",
             t.shape,
-            t.dtype.name(),
+            dtypes(t),
             t.group,
             t.step
         );

@@ -279,6 +279,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let out = match dtype {
         DType::F32 => replay::<f32>(&case, &opts),
         DType::F64 => replay::<f64>(&case, &opts),
+        d => return Err(format!("--dtype {}: replay runs f32 or f64", d.name())),
     }
     .map_err(|e| format!("{path}: {e}"))?;
     println!("{out}");

@@ -20,8 +20,12 @@ pub struct TensorState<'a> {
     pub shape: Vec<usize>,
     /// Element count (product of the shape).
     pub len: usize,
-    /// Element type.
+    /// Element type of the state arrays (the bytes in `arrays`).
     pub dtype: DType,
+    /// Element type of the parameter (version 2's `param_dtype`; else `dtype`).
+    pub param_dtype: DType,
+    /// Seed of the stochastic rounding of `bf16` state (version 2's `seed`; else 0).
+    pub seed: u64,
     /// Parameter group index.
     pub group: usize,
     /// Updates applied so far (the schedule's position for this tensor).
@@ -45,6 +49,8 @@ impl TensorState<'_> {
             .map(move |b| match dtype {
                 DType::F32 => f32::get_le(b).to_f64(),
                 DType::F64 => f64::get_le(b),
+                DType::Bf16 => half::bf16::get_le(b).to_f64(),
+                DType::F16 => half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f64(),
             })
     }
 
@@ -58,12 +64,17 @@ impl TensorState<'_> {
         self.array::<f64>(j)
     }
 
+    /// State array `j` as `bf16` values, if the tensor's state is `bf16`.
+    pub fn array_bf16(&self, j: usize) -> Option<Vec<half::bf16>> {
+        self.array::<half::bf16>(j)
+    }
+
     fn array<T: Le>(&self, j: usize) -> Option<Vec<T>> {
         if self.dtype != T::DTYPE {
             return None;
         }
         let src = self.arrays.get(j)?;
-        let mut v = vec![T::ZERO; src.len() / T::DTYPE.size()];
+        let mut v = vec![T::default(); src.len() / T::DTYPE.size()];
         from_le(src, &mut v);
         Some(v)
     }
@@ -590,16 +601,24 @@ fn parse_v1<'a>(r: &mut Reader<'a>, version: u64) -> Result<Checkpoint<'a>, Chec
     let state_names = algorithm.state_names();
     for k in 0..n {
         let at = r.pos;
-        if r.map_len("tensor")? != TENSOR_KEYS.len() {
-            return Err(malformed(at, "tensor", "a map of 7 keys"));
+        // 7 keys; a mixed-precision tensor (version 2) has 9.
+        let nkeys = r.map_len("tensor")?;
+        if nkeys != 7 && (nkeys != 9 || version < 2) {
+            let want = if version < 2 {
+                "a map of 7 keys"
+            } else {
+                "a map of 7 or 9 keys"
+            };
+            return Err(malformed(at, "tensor", want));
         }
-        let mut seen = [false; 7];
+        let mut seen = [false; 9];
         let mut name = None;
         let mut shape = Vec::new();
         let (mut dtype, mut group, mut step) = (DType::F32, 0u64, 0u64);
+        let (mut param_dtype, mut seed) = (None, 0u64);
         let mut range = (0u64, 0u64);
         let mut arrays: Vec<&'a [u8]> = Vec::new();
-        for _ in 0..TENSOR_KEYS.len() {
+        for _ in 0..nkeys {
             match key(r, "tensor key", &TENSOR_KEYS, &mut seen)? {
                 0 => {
                     if r.peek() == Some(Marker::Null) {
@@ -625,9 +644,16 @@ fn parse_v1<'a>(r: &mut Reader<'a>, version: u64) -> Result<Checkpoint<'a>, Chec
                     dtype = DType::from_name(s)
                         .ok_or_else(|| invalid("dtype", format!("unknown element type '{s}'")))?;
                 }
-                3 => group = r.uint("group")?,
-                4 => step = r.uint("step")?,
-                5 => {
+                3 => {
+                    let s = r.str("param_dtype")?;
+                    param_dtype = Some(DType::from_name(s).ok_or_else(|| {
+                        invalid("param_dtype", format!("unknown element type '{s}'"))
+                    })?);
+                }
+                4 => seed = r.uint("seed")?,
+                5 => group = r.uint("group")?,
+                6 => step = r.uint("step")?,
+                7 => {
                     let at = r.pos;
                     if r.array_len("range")? != 2 {
                         return Err(malformed(at, "range", "an array [start, end]"));
@@ -648,11 +674,43 @@ fn parse_v1<'a>(r: &mut Reader<'a>, version: u64) -> Result<Checkpoint<'a>, Chec
                 }
             }
         }
+        for (i, &required) in TENSOR_KEY_REQUIRED.iter().enumerate() {
+            if required && !seen[i] {
+                return Err(invalid(
+                    "tensor",
+                    format!("missing key '{}'", TENSOR_KEYS[i]),
+                ));
+            }
+        }
         let label = tensor_label(k, name);
         let inconsistent = |reason: String| CheckpointError::Inconsistent {
             tensor: label.clone(),
             reason,
         };
+        if version < 2 && !matches!(dtype, DType::F32 | DType::F64) {
+            return Err(invalid(
+                "dtype",
+                format!("version 1 holds f32 or f64 state, not {}", dtype.name()),
+            ));
+        }
+        let keyed = param_dtype.is_some();
+        let param_dtype = param_dtype.unwrap_or(dtype);
+        // What the encoder writes: the two keys exactly for a mixed-precision tensor.
+        if keyed != (param_dtype != dtype || dtype == DType::Bf16) {
+            return Err(inconsistent(format!(
+                "'param_dtype' and 'seed' belong to mixed-precision tensors (here {} \
+                 parameters with {} state)",
+                param_dtype.name(),
+                dtype.name()
+            )));
+        }
+        if !param_dtype.allows_state(dtype) {
+            return Err(inconsistent(format!(
+                "a {} parameter cannot have {} state",
+                param_dtype.name(),
+                dtype.name()
+            )));
+        }
         let len = shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
@@ -693,6 +751,8 @@ fn parse_v1<'a>(r: &mut Reader<'a>, version: u64) -> Result<Checkpoint<'a>, Chec
             shape,
             len,
             dtype,
+            param_dtype,
+            seed,
             group: group as usize,
             step,
             range: start..end,

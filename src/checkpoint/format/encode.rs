@@ -99,6 +99,12 @@ pub(crate) fn shard_bounds(total: u64, index: u64, count: u64) -> (u64, u64) {
     (at(index), at(index + 1))
 }
 
+/// Whether a tensor needs version 2's mixed-precision keys: a parameter type other than its
+/// state's, or `bf16` state (whose seed must be kept).
+fn is_mixed(t: &crate::optimizer::TensorInfo<'_>) -> bool {
+    t.dtype != t.state_dtype || t.state_dtype == DType::Bf16
+}
+
 /// Writes everything before the checksum: shard `index` of `count` of `opt`'s state
 /// (0 of 1: all of it).
 pub(crate) fn encode_body<S: Sink>(
@@ -113,11 +119,12 @@ pub(crate) fn encode_body<S: Sink>(
     h.array(5);
     h.str(FORMAT_NAME);
     // Version 1 unless the optimizer holds something only version 2 can say (a schedule
-    // clock other than the default, a global step, gradient clipping): the default checkpoint
-    // keeps the bytes every reader since version 1 understands.
+    // clock other than the default, a global step, gradient clipping, a mixed-precision
+    // tensor): the default checkpoint keeps the bytes every reader since version 1 understands.
     let v2 = opt.schedule_clock() != ScheduleClock::PerTensor
         || opt.global_step() != 0
-        || opt.clip_norm().is_some();
+        || opt.clip_norm().is_some()
+        || (0..opt.num_tensors()).any(|k| opt.tensor_info(TensorId(k)).is_ok_and(|t| is_mixed(&t)));
     h.uint(if v2 { 2 } else { 1 });
 
     h.map(if v2 { 7 } else { 5 });
@@ -177,7 +184,8 @@ pub(crate) fn encode_body<S: Sink>(
         let end = hi.clamp(offset, offset + len) - offset;
         offset += len;
         let (start, end) = (start as usize, end.max(start) as usize);
-        h.map(7);
+        let mixed = is_mixed(&t);
+        h.map(if mixed { 9 } else { 7 });
         h.str("name");
         match t.name {
             Some(name) => {
@@ -191,8 +199,16 @@ pub(crate) fn encode_body<S: Sink>(
         for &d in t.shape {
             h.uint(d as u64);
         }
+        // "dtype" is the state's element type (the bytes below); a mixed-precision tensor
+        // (version 2) adds its parameter's type and its stochastic rounding's seed.
         h.str("dtype");
-        h.str(t.dtype.name());
+        h.str(t.state_dtype.name());
+        if mixed {
+            h.str("param_dtype");
+            h.str(t.dtype.name());
+            h.str("seed");
+            h.uint(t.seed);
+        }
         h.str("group");
         h.uint(t.group.0 as u64);
         h.str("step");
@@ -205,7 +221,7 @@ pub(crate) fn encode_body<S: Sink>(
         h.map(algorithm.state_count() as u32);
         for &name in algorithm.state_names() {
             h.str(name);
-            let bytes = (end - start) * t.dtype.size();
+            let bytes = (end - start) * t.state_dtype.size();
             h.bin_len(u32_len(bytes, &label)?);
             if let Err(e) = h.flush(sink) {
                 return Ok(Err(e));
@@ -216,13 +232,16 @@ pub(crate) fn encode_body<S: Sink>(
                     r = sink.put(c);
                 }
             };
-            match t.dtype {
+            match t.state_dtype {
                 DType::F32 => {
                     le_chunks(&opt.state::<f32>(TensorId(k), name)?[start..end], &mut put)
                 }
                 DType::F64 => {
                     le_chunks(&opt.state::<f64>(TensorId(k), name)?[start..end], &mut put)
                 }
+                DType::Bf16 => le_chunks(&opt.state_bf16(TensorId(k), name)?[start..end], &mut put),
+                // No tensor holds f16 state (`DType::allows_state`).
+                DType::F16 => {}
             }
             if let Err(e) = r {
                 return Ok(Err(e));

@@ -36,13 +36,16 @@ const CHUNK: usize = 256 * 1024;
 
 // ------------------------------------------------------------------------------------- bytes
 
-/// Element types with a little-endian byte form.
-pub(crate) trait Le: Element {
+/// Element types with a little-endian byte form (`f32`, `f64`, and `bf16` state).
+pub(crate) trait Le: Copy + Default + 'static {
+    /// The element type's tag in checkpoints.
+    const DTYPE: DType;
     fn put_le(self, out: &mut [u8]);
     fn get_le(b: &[u8]) -> Self;
 }
 
 impl Le for f32 {
+    const DTYPE: DType = DType::F32;
     #[inline]
     fn put_le(self, out: &mut [u8]) {
         out.copy_from_slice(&self.to_le_bytes());
@@ -56,6 +59,7 @@ impl Le for f32 {
 }
 
 impl Le for f64 {
+    const DTYPE: DType = DType::F64;
     #[inline]
     fn put_le(self, out: &mut [u8]) {
         out.copy_from_slice(&self.to_le_bytes());
@@ -68,11 +72,23 @@ impl Le for f64 {
     }
 }
 
+impl Le for half::bf16 {
+    const DTYPE: DType = DType::Bf16;
+    #[inline]
+    fn put_le(self, out: &mut [u8]) {
+        out.copy_from_slice(&self.to_bits().to_le_bytes());
+    }
+    #[inline]
+    fn get_le(b: &[u8]) -> Self {
+        half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]]))
+    }
+}
+
 /// Calls `f` with the little-endian bytes of `data`, a chunk at a time.
 pub(crate) fn le_chunks<T: Le>(data: &[T], mut f: impl FnMut(&[u8])) {
     #[cfg(target_endian = "little")]
     {
-        // SAFETY: f32/f64 have no padding and every byte of them is initialized; u8 has
+        // SAFETY: f32/f64/bf16 have no padding and every byte of them is initialized; u8 has
         // alignment 1; the view lives no longer than the borrow of `data`. On a little-endian
         // target these are exactly the bytes the format stores.
         let bytes = unsafe {
@@ -105,7 +121,7 @@ pub(crate) fn le_chunks_portable<T: Le>(data: &[T], mut f: impl FnMut(&[u8])) {
 pub(crate) fn from_le<T: Le>(src: &[u8], dst: &mut [T]) {
     #[cfg(target_endian = "little")]
     {
-        // SAFETY: every bit pattern is a valid f32/f64, u8 has alignment 1, and the view is
+        // SAFETY: every bit pattern is a valid f32/f64/bf16, u8 has alignment 1, and the view is
         // the only access to `dst` while it lives.
         let bytes = unsafe {
             core::slice::from_raw_parts_mut(
@@ -210,9 +226,22 @@ pub(crate) const HEADER_KEYS: [&str; 7] = [
     "clip",
 ];
 
-/// The tensor keys, in the order writers emit them.
-pub(crate) const TENSOR_KEYS: [&str; 7] =
-    ["name", "shape", "dtype", "group", "step", "range", "state"];
+/// The tensor keys, in the order writers emit them: the first 7 always, the last two
+/// (version 2) for a mixed-precision tensor only.
+pub(crate) const TENSOR_KEYS: [&str; 9] = [
+    "name",
+    "shape",
+    "dtype",
+    "param_dtype",
+    "seed",
+    "group",
+    "step",
+    "range",
+    "state",
+];
+/// Which of [`TENSOR_KEYS`] every tensor has.
+pub(crate) const TENSOR_KEY_REQUIRED: [bool; 9] =
+    [true, true, true, false, false, true, true, true, true];
 
 /// The name of a schedule clock in checkpoints (version 2).
 pub(crate) fn clock_name(c: ScheduleClock) -> &'static str {
