@@ -7,6 +7,7 @@
  *
  * usage: bad_input SCRATCH_DIR   (the checkpoint file rows write and remove files there) */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common.h"
@@ -640,7 +641,7 @@ static void test_handle(void) {
     size_t id = 99;
     ROW(NUL, vsgd_optimizer_add_tensor(NULL, (size_t[]){4}, 1, VSGD_DTYPE_F32, "w", 0, &id));
     ROW(NUL, vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, VSGD_DTYPE_F32, "w", 0, NULL));
-    ROW(ENUM, vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, 2, "w", 0, &id));
+    ROW(ENUM, vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, 4, "w", 0, &id));
     ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, VSGD_DTYPE_F32, "w", 2, &id));
     ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_add_tensor(h, (size_t[]){4}, 1, VSGD_DTYPE_F32, bad_utf8, 0, &id));
     ROW(VSGD_RESULT_SHAPE_OVERFLOW, vsgd_optimizer_add_tensor(h, (size_t[]){SIZE_MAX}, 1, VSGD_DTYPE_F32, NULL, 0, &id));
@@ -667,13 +668,15 @@ static void test_handle(void) {
     ROW(NUL, vsgd_optimizer_num_tensors(h, NULL));
     ROW(OK, vsgd_optimizer_num_tensors(h, &n));
     CHECK(n == 3);
-    vsgd_tensor_info info = {sizeof info, 9, 9, 9, 9, 9};
+    vsgd_tensor_info info = {sizeof info, 9, 9, 9, 9, 9, 9, 9};
     ROW(NUL, vsgd_optimizer_tensor_info(NULL, 0, &info));
     ROW(NUL, vsgd_optimizer_tensor_info(h, 0, NULL));
     ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_tensor_info(h, 3, &info));
     ROW(VSGD_RESULT_MISALIGNED_BUFFER,
         vsgd_optimizer_tensor_info(h, 0, (vsgd_tensor_info *)misaligned(&info)));
-    info.struct_size = sizeof info - 1; /* older than the first version: refused */
+    /* 0.1's struct ended before state_dtype: one byte less is older than any version. */
+    const size_t v1_size = offsetof(vsgd_tensor_info, state_dtype);
+    info.struct_size = v1_size - 1;
     ROW(VSGD_RESULT_INVALID_STRUCT_SIZE, vsgd_optimizer_tensor_info(h, 1, &info));
     CHECK(info.len == 9);
     info.struct_size = 0;
@@ -683,13 +686,20 @@ static void test_handle(void) {
     CHECK(info.struct_size == sizeof info);
     CHECK(info.len == 2 && info.dtype == VSGD_DTYPE_F64 && info.group == 1 && info.step == 0);
     CHECK(info.rank == 1);
+    CHECK(info.state_dtype == VSGD_DTYPE_F64 && info.seed == 0);
+    /* A caller built against 0.1 (the struct without state_dtype and seed): only its fields. */
+    info.struct_size = v1_size;
+    info.state_dtype = 9;
+    info.seed = 9;
+    ROW(OK, vsgd_optimizer_tensor_info(h, 1, &info));
+    CHECK(info.struct_size == v1_size && info.len == 2 && info.state_dtype == 9 && info.seed == 9);
     {
         /* A caller built against a newer, larger struct: only this version's bytes are
          * written, and struct_size says how many. */
         struct {
             vsgd_tensor_info v1;
             uint64_t later_field;
-        } newer = {{sizeof newer, 0, 0, 0, 0, 0}, 0x5555};
+        } newer = {{sizeof newer, 0, 0, 0, 0, 0, 0, 0}, 0x5555};
         ROW(OK, vsgd_optimizer_tensor_info(h, 0, &newer.v1));
         CHECK(newer.v1.struct_size == sizeof(vsgd_tensor_info) && newer.later_field == 0x5555);
         CHECK(newer.v1.len == 4);
@@ -872,6 +882,85 @@ static void test_handle(void) {
     ROW(VSGD_RESULT_ALGORITHM_MISMATCH, vsgd_optimizer_add_group(ha, c, &grp));
     ROW(OK, vsgd_optimizer_state_f32(ha, 0, "v", m, 4));
     vsgd_optimizer_free(ha);
+
+    /* Mixed precision on a handle: tensor 0 bf16 with bf16 state (seed 7), tensor 1 bf16 with
+     * float state. */
+    {
+        vsgd_optimizer *hm = make(VSGD_ALGORITHM_VSGD);
+        size_t mid = 99;
+        ROW(NUL, vsgd_optimizer_add_tensor_mixed(NULL, (size_t[]){4}, 1, VSGD_DTYPE_BF16, VSGD_DTYPE_BF16, 7, "m", 0, &mid));
+        ROW(NUL, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_BF16, VSGD_DTYPE_BF16, 7, "m", 0, NULL));
+        ROW(ENUM, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_BF16, 9, 7, "m", 0, &mid));
+        ROW(ENUM, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, 9, VSGD_DTYPE_F32, 7, "m", 0, &mid));
+        ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_F16, VSGD_DTYPE_F16, 7, "m", 0, &mid));
+        ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_F64, VSGD_DTYPE_F32, 7, "m", 0, &mid));
+        ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_BF16, VSGD_DTYPE_BF16, 7, "m", 5, &mid));
+        ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_BF16, VSGD_DTYPE_F32, 7, bad_utf8, 0, &mid));
+        CHECK(mid == 99);
+        ROW(OK, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_BF16, VSGD_DTYPE_BF16, 7, "m", 0, &mid));
+        CHECK(mid == 0);
+        ROW(OK, vsgd_optimizer_add_tensor(hm, (size_t[]){4}, 1, VSGD_DTYPE_BF16, "p", 0, &mid));
+        CHECK(mid == 1);
+        vsgd_tensor_info mi = {sizeof mi, 0, 0, 0, 0, 0, 0, 0};
+        CHECK_OK(vsgd_optimizer_tensor_info(hm, 0, &mi));
+        CHECK(mi.dtype == VSGD_DTYPE_BF16 && mi.state_dtype == VSGD_DTYPE_BF16 && mi.seed == 7);
+        CHECK_OK(vsgd_optimizer_tensor_info(hm, 1, &mi));
+        CHECK(mi.dtype == VSGD_DTYPE_BF16 && mi.state_dtype == VSGD_DTYPE_F32 && mi.seed == 0);
+        uint16_t q0[4] = {0x3f80, 0x3f80, 0x3f80, 0x3f80}, q1[4] = {0x3f80, 0x3f80, 0x3f80, 0x3f80};
+        uint16_t qg[4] = {0x3f00, 0x3f00, 0x3f00, 0x3f00}, qnan[4] = {0x3f00, 0x7fc0, 0x3f00, 0x3f00};
+        uint16_t *qps[2] = {q0, q1};
+        const uint16_t *qgs[2] = {qg, qnan};
+        size_t qlens[2] = {4, 4};
+        vsgd_step_report mr = {sizeof mr, 77, 77};
+        ROW(NUL, vsgd_optimizer_step_bf16(NULL, qps, qgs, qlens, 2, &mr));
+        ROW(NUL, vsgd_optimizer_step_bf16(hm, NULL, qgs, qlens, 2, &mr));
+        ROW(NUL, vsgd_optimizer_step_bf16(hm, qps, qgs, NULL, 2, &mr));
+        ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step_bf16(hm, qps, qgs, qlens, 1, &mr));
+        ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_step_f16(hm, qps, qgs, qlens, 2, &mr));
+        ROW(VSGD_RESULT_DTYPE_MISMATCH,
+            vsgd_optimizer_step_f32(hm, (float *[]){NULL, NULL}, (const float *[]){NULL, NULL}, (size_t[]){0, 0}, 2, &mr));
+        qgs[1] = q0; /* overlaps a written parameter */
+        ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step_bf16(hm, qps, qgs, qlens, 2, &mr));
+        qgs[1] = qnan;
+        qps[0] = (uint16_t *)misaligned(q0);
+        ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_optimizer_step_bf16(hm, qps, qgs, qlens, 2, &mr));
+        qps[0] = q0;
+        CHECK_OK(vsgd_optimizer_set_policy(hm, VSGD_POLICY_ERROR));
+        ROW(VSGD_RESULT_NON_FINITE_GRADIENT, vsgd_optimizer_step_bf16(hm, qps, qgs, qlens, 2, &mr));
+        CHECK(mr.applied == 77 && q0[0] == 0x3f80 && q1[0] == 0x3f80);
+        CHECK_OK(vsgd_optimizer_set_policy(hm, VSGD_POLICY_SKIP));
+        ROW(OK, vsgd_optimizer_step_bf16(hm, qps, qgs, qlens, 2, &mr));
+        CHECK(mr.applied == 1 && mr.skipped == 1 && q0[0] != 0x3f80 && q1[0] == 0x3f80);
+        uint16_t qs[4] = {0, 0, 0, 0};
+        float qf[4] = {1, 1, 1, 1};
+        ROW(NUL, vsgd_optimizer_state_bf16(NULL, 0, "mug", qs, 4));
+        ROW(NUL, vsgd_optimizer_state_bf16(hm, 0, NULL, qs, 4));
+        ROW(NUL, vsgd_optimizer_state_bf16(hm, 0, "mug", NULL, 4));
+        ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_state_bf16(hm, 2, "mug", qs, 4));
+        ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_state_bf16(hm, 1, "mug", qs, 4)); /* float state */
+        ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_state_f32(hm, 0, "mug", qf, 4));  /* bf16 state */
+        ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_state_bf16(hm, 0, "mug", qs, 3));
+        ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_optimizer_state_bf16(hm, 0, "mug", (uint16_t *)misaligned(qs), 4));
+        ROW(OK, vsgd_optimizer_state_bf16(hm, 0, "mug", qs, 4));
+        CHECK(qs[0] != 0);
+        ROW(OK, vsgd_optimizer_state_f32(hm, 1, "mug", qf, 4));
+        CHECK(qf[0] == 0); /* tensor 1 was skipped */
+        vsgd_optimizer_free(hm);
+
+        vsgd_optimizer *hh = make(VSGD_ALGORITHM_ADAM);
+        CHECK_OK(vsgd_optimizer_add_tensor(hh, (size_t[]){2}, 1, VSGD_DTYPE_F16, NULL, 0, &mid));
+        uint16_t e0[2] = {0x3c00, 0x3c00}, eg[2] = {0x3800, 0x3800}; /* binary16 1.0, 0.5 */
+        uint16_t *eps[1] = {e0};
+        const uint16_t *egs[1] = {eg};
+        size_t el[1] = {2};
+        ROW(NUL, vsgd_optimizer_step_f16(NULL, eps, egs, el, 1, NULL));
+        ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_step_bf16(hh, eps, egs, el, 1, NULL));
+        CHECK(e0[0] == 0x3c00);
+        CHECK_OK(vsgd_optimizer_set_lr(hh, 0, 0.1)); /* 1e-3 is under half an ulp of 1.0 */
+        ROW(OK, vsgd_optimizer_step_f16(hh, eps, egs, el, 1, NULL));
+        CHECK(e0[0] != 0x3c00);
+        vsgd_optimizer_free(hh);
+    }
 
     /* A good all-tensor step at the end: everything applies. */
     float *ps2[3] = {w, NULL, NULL};

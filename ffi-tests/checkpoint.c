@@ -236,13 +236,13 @@ static void write_for_rust(const char *dir) {
     size_t n, total = 0;
     CHECK_OK(vsgd_optimizer_num_tensors(h, &n));
     for (size_t k = 0; k < n; k++) {
-        vsgd_tensor_info info = {sizeof info, 0, 0, 0, 0, 0};
+        vsgd_tensor_info info = {sizeof info, 0, 0, 0, 0, 0, 0, 0};
         CHECK_OK(vsgd_optimizer_tensor_info(h, k, &info));
         total += info.len;
     }
     fprintf(f, "tensors: %zu (%zu elements stored)\n", n, total);
     for (size_t k = 0; k < n; k++) {
-        vsgd_tensor_info info = {sizeof info, 0, 0, 0, 0, 0};
+        vsgd_tensor_info info = {sizeof info, 0, 0, 0, 0, 0, 0, 0};
         size_t len, dims[8], rank;
         CHECK_OK(vsgd_optimizer_tensor_info(h, k, &info));
         CHECK_OK(vsgd_optimizer_tensor_name(h, k, tname, sizeof tname, &len));
@@ -293,7 +293,7 @@ static void reread_rust(const char *path) {
     for (size_t g = 1; g < groups; g++) CHECK_OK(vsgd_optimizer_add_group(fresh, c, &id));
     vsgd_config_free(c);
     for (size_t k = 0; k < tensors; k++) {
-        vsgd_tensor_info info = {sizeof info, 0, 0, 0, 0, 0};
+        vsgd_tensor_info info = {sizeof info, 0, 0, 0, 0, 0, 0, 0};
         size_t dims[16], rank, len;
         char tname[128];
         CHECK_OK(vsgd_optimizer_tensor_info(from_file, k, &info));

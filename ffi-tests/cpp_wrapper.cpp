@@ -380,7 +380,7 @@ static void test_optimizer() {
   expect_error(VSGD_RESULT_SHAPE_OVERFLOW, "vsgd_optimizer_add_tensor",
                [&] { opt.add_tensor({std::numeric_limits<std::size_t>::max(), 3}); });
   expect_error(VSGD_RESULT_INVALID_ENUM, "vsgd_optimizer_add_tensor",
-               [&] { opt.add_tensor({2}, static_cast<vsgd::DType>(2)); });
+               [&] { opt.add_tensor({2}, static_cast<vsgd::DType>(4)); });
   CHECK(opt.num_tensors() == 4);  // failed registrations add nothing
 
   // Steps see the flat element count; the groups' rates differ.
@@ -1016,6 +1016,65 @@ static void test_cuda() {
 // rounding), one whole tensor against three shards with their offsets: the same bits, because
 // the rounding follows the whole-tensor index. Then bf16/f16 with float state move the
 // parameter, and a NaN is seen by the 16-bit scans.
+/* The handle's mixed-precision tensors against the stateless steps: a bf16 tensor with float
+ * state and one with bf16 state (seed 77), 4 steps with vsgd::Optimizer::step_bf16 (one pass,
+ * 2 threads), the same 4 with vsgd::step_bf16 / vsgd::step_bf16_sr; then through a checkpoint. */
+static void test_mixed_handle(vsgd::Algorithm a) {
+  const std::size_t n = 700;
+  vsgd::Config config(a);
+  const double lr = config.get("lr");
+  const std::size_t ns = vsgd::state_count(a);
+  vsgd::Optimizer opt(config);
+  opt.set_threads(2);
+  CHECK(opt.add_tensor({n}, vsgd::DType::BF16, "w") == 0);
+  CHECK(opt.add_tensor_mixed({n}, vsgd::DType::BF16, vsgd::DType::BF16, 77, "b") == 1);
+  const vsgd_tensor_info i1 = opt.info(1);
+  CHECK(i1.dtype == VSGD_DTYPE_BF16 && i1.state_dtype == VSGD_DTYPE_BF16 && i1.seed == 77);
+  CHECK(opt.info(0).state_dtype == VSGD_DTYPE_F32 && opt.info(0).seed == 0);
+  std::vector<std::uint16_t> w(n), b(n);
+  for (std::size_t i = 0; i < n; i++) {
+    w[i] = static_cast<std::uint16_t>(0x3f80 + i % 97);
+    b[i] = static_cast<std::uint16_t>(0xbf00 + i % 89);
+  }
+  std::vector<std::uint16_t> rw = w, rb = b;
+  std::vector<float> fs(n * ns, 0.0f);
+  std::vector<std::vector<std::uint16_t>> bs(ns, std::vector<std::uint16_t>(n));
+  std::vector<float*> fp;
+  std::vector<std::uint16_t*> bp;
+  for (std::size_t j = 0; j < ns; j++) {
+    fp.push_back(fs.data() + j * n);
+    bp.push_back(bs[j].data());
+  }
+  for (std::uint64_t t = 1; t <= 4; t++) {
+    std::vector<std::uint16_t> g(n);
+    for (std::size_t i = 0; i < n; i++) g[i] = static_cast<std::uint16_t>(0x3d00 + (7 * i + t) % 300);
+    std::uint16_t* ps[2] = {w.data(), b.data()};
+    const std::uint16_t* gs[2] = {g.data(), g.data()};
+    const std::size_t lens[2] = {n, n};
+    CHECK(opt.step_bf16(ps, gs, lens, 2).applied == 2);
+    CHECK(vsgd::step_bf16(config, t, lr, rw.data(), g.data(), n, fp.data(), ns) ==
+          vsgd::StepOutcome::Applied);
+    CHECK(vsgd::step_bf16_sr(config, t, lr, rb.data(), g.data(), n, bp.data(), ns, 77) ==
+          vsgd::StepOutcome::Applied);
+  }
+  CHECK(w == rw && b == rb && w != b);
+  const std::string first = vsgd::state_name(a, 0);
+  std::vector<float> s0 = opt.state<float>(0, first.c_str());
+  CHECK(std::equal(s0.begin(), s0.end(), fs.begin()));
+  CHECK(opt.state_bf16(1, first.c_str()) == bs[0]);
+  // The float step refuses mixed tensors; the bf16 step refuses float ones.
+  float* fps[2] = {nullptr, nullptr};
+  const float* fgs[2] = {nullptr, nullptr};
+  const std::size_t zero[2] = {0, 0};
+  expect_error(VSGD_RESULT_DTYPE_MISMATCH, "vsgd_optimizer_step_f32",
+               [&] { (void)opt.step(fps, fgs, zero, 2); });
+  // Through a checkpoint: the same dtypes, seed and state bits.
+  vsgd::Optimizer back = vsgd::Optimizer::load(opt.save());
+  CHECK(back.info(1).seed == 77 && back.info(1).state_dtype == VSGD_DTYPE_BF16);
+  CHECK(back.state_bf16(1, first.c_str()) == bs[0]);
+  CHECK(back.save() == opt.save());
+}
+
 static void test_mixed(vsgd::Algorithm a) {
   const std::size_t n = 10, cuts[] = {0, 3, 7, 10};
   vsgd::Config config(a);
@@ -1059,6 +1118,7 @@ static void test_mixed(vsgd::Algorithm a) {
   expect_error(VSGD_RESULT_NULL_PARAMETER, "vsgd_step_bf16", [&] {
     (void)vsgd::step_bf16(config, 1, lr, nullptr, g.data(), n, sp.data(), ns);
   });
+  test_mixed_handle(a);
 }
 
 int main(int argc, char** argv) {

@@ -239,6 +239,15 @@ typedef struct vsgd_tensor_info {
    * `vsgd_optimizer_tensor_shape`.
    */
   size_t rank;
+  /**
+   * Element type of the state arrays (added in 0.2): `dtype` itself for `float` and
+   * `double` tensors; `VSGD_DTYPE_F32` or `VSGD_DTYPE_BF16` for mixed precision.
+   */
+  vsgd_dtype state_dtype;
+  /**
+   * Seed of the stochastic rounding of bfloat16 state (added in 0.2; 0 for other state).
+   */
+  uint64_t seed;
 } vsgd_tensor_info;
 
 /**
@@ -277,14 +286,15 @@ typedef struct vsgd_tensor_info {
 #define VSGD_DTYPE_F64 1
 
 /**
- * bfloat16 (`uint16_t` bits): reported for a mixed-precision tensor loaded from a checkpoint
- * (its parameter type); the handle's typed steps for it are not in this version (the
- * stateless `vsgd_step_bf16` family steps such tensors).
+ * bfloat16 (`uint16_t` bits): a mixed-precision tensor's parameter and gradient (state
+ * `float` by default, or bfloat16: `vsgd_optimizer_add_tensor_mixed`), stepped with
+ * `vsgd_optimizer_step_bf16`.
  */
 #define VSGD_DTYPE_BF16 2
 
 /**
- * IEEE-754 binary16 (`uint16_t` bits): as `VSGD_DTYPE_BF16`.
+ * IEEE-754 binary16 (`uint16_t` bits): a mixed-precision tensor's parameter and gradient
+ * (state `float`), stepped with `vsgd_optimizer_step_f16`.
  */
 #define VSGD_DTYPE_F16 3
 
@@ -1665,8 +1675,43 @@ vsgd_result vsgd_optimizer_step_f64(struct vsgd_optimizer *optimizer,
                                     struct vsgd_step_report *report);
 
 /**
+ * One update of every registered tensor, all with bfloat16 parameters and gradients
+ * (`uint16_t` bits; `float` or bfloat16 state as registered by
+ * `vsgd_optimizer_add_tensor_mixed`), in one parallel pass: otherwise as
+ * `vsgd_optimizer_step_f32`. The update is the `float` rule over the widened values; the
+ * parameter is rounded once, to nearest even; bfloat16 state is rounded stochastically (the
+ * same bits for every thread count, and after a checkpoint resume).
+ *
+ * Errors: as `vsgd_optimizer_step_f32` (`DTYPE_MISMATCH` for a tensor of another type).
+ *
+ * # Safety
+ * As `vsgd_optimizer_step_f32`; every buffer 2-byte aligned.
+ */
+vsgd_result vsgd_optimizer_step_bf16(struct vsgd_optimizer *optimizer,
+                                     uint16_t *const *params,
+                                     const uint16_t *const *grads,
+                                     const size_t *lens,
+                                     size_t count,
+                                     struct vsgd_step_report *report);
+
+/**
+ * `vsgd_optimizer_step_bf16` for IEEE binary16 parameters and gradients (`float` state).
+ *
+ * # Safety
+ * As `vsgd_optimizer_step_bf16`.
+ */
+vsgd_result vsgd_optimizer_step_f16(struct vsgd_optimizer *optimizer,
+                                    uint16_t *const *params,
+                                    const uint16_t *const *grads,
+                                    const size_t *lens,
+                                    size_t count,
+                                    struct vsgd_step_report *report);
+
+/**
  * Registers a tensor of shape `shape[0] × … × shape[rank − 1]` (`rank` 0: a scalar, and
- * `shape` may be NULL) and element type `dtype` in group `group`, with an optional `name`
+ * `shape` may be NULL) and element type `dtype` in group `group` (a `VSGD_DTYPE_BF16` or
+ * `VSGD_DTYPE_F16` tensor keeps `float` state; see `vsgd_optimizer_add_tensor_mixed` for
+ * bfloat16 state), with an optional `name`
  * (copied; NULL for none). Its state starts at zero and its step counter at 0; its index
  * (0, 1, … in registration order) goes to `*out_tensor`. The shape is what a checkpoint
  * records, so a handle restores checkpoints saved with the same shapes from any platform
@@ -1688,6 +1733,30 @@ vsgd_result vsgd_optimizer_add_tensor(struct vsgd_optimizer *optimizer,
                                       const char *name,
                                       size_t group,
                                       size_t *out_tensor);
+
+/**
+ * `vsgd_optimizer_add_tensor` for mixed precision: a parameter (and gradient) of
+ * `param_dtype` (`VSGD_DTYPE_F32`, `_BF16` or `_F16`) with state of `state_dtype`
+ * (`VSGD_DTYPE_F32`, or `VSGD_DTYPE_BF16`: 6 bytes of VSGD state per parameter instead of 12,
+ * rounded stochastically with bits keyed by `seed`, the step and the element's index, so a
+ * resumed run and every thread split give the same bits; give each tensor its own seed).
+ * `seed` is ignored for `float` state. Checkpoints keep each array in its own type.
+ *
+ * Errors: as `vsgd_optimizer_add_tensor`, and `DTYPE_MISMATCH` for a combination no step
+ * supports (`double` parameters take `double` state only; binary16 state does not exist).
+ *
+ * # Safety
+ * As `vsgd_optimizer_add_tensor`.
+ */
+vsgd_result vsgd_optimizer_add_tensor_mixed(struct vsgd_optimizer *optimizer,
+                                            const size_t *shape,
+                                            size_t rank,
+                                            vsgd_dtype param_dtype,
+                                            vsgd_dtype state_dtype,
+                                            uint64_t seed,
+                                            const char *name,
+                                            size_t group,
+                                            size_t *out_tensor);
 
 /**
  * The number of registered tensors, into `*out`.
@@ -1766,8 +1835,8 @@ vsgd_result vsgd_optimizer_step_count(const struct vsgd_optimizer *optimizer,
                                       uint64_t *out);
 
 /**
- * Copies state array `name` (see `vsgd_state_name`) of tensor `tensor` (a
- * `VSGD_DTYPE_F32` tensor) into `out`, which holds `len` elements, the tensor's length.
+ * Copies state array `name` (see `vsgd_state_name`) of tensor `tensor` (a tensor with
+ * `float` state: `VSGD_DTYPE_F32`, or mixed precision with `float` state) into `out`, which holds `len` elements, the tensor's length.
  *
  * Errors: `NULL_PARAMETER`, `INVALID_STRING`, `UNKNOWN_TENSOR`, `UNKNOWN_STATE_ARRAY`,
  * `DTYPE_MISMATCH`, `LENGTH_MISMATCH`, `MISALIGNED_BUFFER`, `HANDLE_BUSY`.
@@ -1793,6 +1862,19 @@ vsgd_result vsgd_optimizer_state_f64(const struct vsgd_optimizer *optimizer,
                                      const char *name,
                                      double *out,
                                      size_t len);
+
+/**
+ * `vsgd_optimizer_state_f32` for a tensor with bfloat16 state (`uint16_t` bits; see
+ * `vsgd_optimizer_add_tensor_mixed`).
+ *
+ * # Safety
+ * As `vsgd_optimizer_state_f32`; `out` 2-byte aligned.
+ */
+vsgd_result vsgd_optimizer_state_bf16(const struct vsgd_optimizer *optimizer,
+                                      size_t tensor,
+                                      const char *name,
+                                      uint16_t *out,
+                                      size_t len);
 
 /**
  * VSGD's effective momentum `bhg / (bg + bhg)` per element of tensor `tensor` (a

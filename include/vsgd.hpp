@@ -110,7 +110,12 @@ enum class Finite : vsgd_finite {
 };
 
 /// Element type of a tensor.
-enum class DType : vsgd_dtype { F32 = VSGD_DTYPE_F32, F64 = VSGD_DTYPE_F64 };
+enum class DType : vsgd_dtype {
+  F32 = VSGD_DTYPE_F32,
+  F64 = VSGD_DTYPE_F64,
+  BF16 = VSGD_DTYPE_BF16,
+  F16 = VSGD_DTYPE_F16,
+};
 
 /// What a step did to one tensor.
 enum class StepOutcome : vsgd_step_outcome {
@@ -626,6 +631,18 @@ class Optimizer {
                          const char* name = nullptr, std::size_t group = 0) {
     return add_tensor(shape.data(), shape.size(), dtype, name, group);
   }
+  /// A mixed-precision tensor: parameter and gradient of `param` (F32, BF16, F16), state of
+  /// `state` (F32, or BF16 rounded stochastically with bits keyed by `seed`); see
+  /// vsgd_optimizer_add_tensor_mixed.
+  std::size_t add_tensor_mixed(const std::vector<std::size_t>& shape, DType param, DType state,
+                               std::uint64_t seed = 0, const char* name = nullptr,
+                               std::size_t group = 0) {
+    std::size_t id = 0;
+    detail::check(vsgd_optimizer_add_tensor_mixed(
+        h_, shape.data(), shape.size(), static_cast<vsgd_dtype>(param),
+        static_cast<vsgd_dtype>(state), seed, name, group, &id));
+    return id;
+  }
   std::size_t num_tensors() const {
     std::size_t n = 0;
     detail::check(vsgd_optimizer_num_tensors(h_, &n));
@@ -706,6 +723,29 @@ class Optimizer {
     r.struct_size = sizeof r;
     detail::check(vsgd_optimizer_step_f64(h_, params, grads, lens, count, &r));
     return r;
+  }
+  /// One update of every tensor, all with bfloat16 parameters and gradients (uint16_t bits);
+  /// see vsgd_optimizer_step_bf16.
+  vsgd_step_report step_bf16(std::uint16_t* const* params, const std::uint16_t* const* grads,
+                             const std::size_t* lens, std::size_t count) {
+    vsgd_step_report r{};
+    r.struct_size = sizeof r;
+    detail::check(vsgd_optimizer_step_bf16(h_, params, grads, lens, count, &r));
+    return r;
+  }
+  /// As step_bf16, for IEEE binary16 parameters and gradients (vsgd_optimizer_step_f16).
+  vsgd_step_report step_f16(std::uint16_t* const* params, const std::uint16_t* const* grads,
+                            const std::size_t* lens, std::size_t count) {
+    vsgd_step_report r{};
+    r.struct_size = sizeof r;
+    detail::check(vsgd_optimizer_step_f16(h_, params, grads, lens, count, &r));
+    return r;
+  }
+  /// A copy of a bfloat16 state array (uint16_t bits; vsgd_optimizer_state_bf16).
+  std::vector<std::uint16_t> state_bf16(std::size_t tensor, const char* name) const {
+    std::vector<std::uint16_t> out(info(tensor).len);
+    detail::check(vsgd_optimizer_state_bf16(h_, tensor, name, out.data(), out.size()));
+    return out;
   }
   /// Vector form: params[i] and grads[i] are tensor i's (every tensor, in order).
   template <class T>

@@ -194,3 +194,41 @@ fn inspect_rejects_every_corrupt_file_with_one_line() {
     assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn inspect_describes_mixed_precision_tensors() {
+    use vsgd::{bf16, Config, DType, Optimizer, TensorSpec};
+    let dir = tempdir("mixed");
+    let file = dir.join("mixed.vsgdckpt");
+    let mut opt = Optimizer::new(Config::default_for(vsgd::Algorithm::Vsgd)).unwrap();
+    opt.add_tensor(TensorSpec::new(&[3]).dtype(DType::Bf16).name("w"))
+        .unwrap();
+    opt.add_tensor(
+        TensorSpec::new(&[2])
+            .dtype(DType::Bf16)
+            .state_dtype(DType::Bf16)
+            .seed(41)
+            .name("b"),
+    )
+    .unwrap();
+    let (mut w, mut b) = ([bf16::ONE; 3], [bf16::ONE; 2]);
+    let (gw, gb) = ([bf16::from_f32(0.5); 3], [bf16::from_f32(-0.25); 2]);
+    opt.step_mixed(&mut [&mut w, &mut b], &[Some(&gw), Some(&gb)])
+        .unwrap();
+    vsgd::checkpoint::save_file(&opt, &file).unwrap();
+    let report = run(&["inspect", file.to_str().unwrap()]);
+    assert!(report.status.success(), "{report:?}");
+    let text = String::from_utf8(report.stdout).unwrap();
+    for needle in [
+        "vsgd-checkpoint v2 (",
+        "tensor 0 \"w\": shape [3], param bf16, state f32, group 0, step 1",
+        "tensor 1 \"b\": shape [2], param bf16, state bf16 (rounding seed 41), group 0, step 1",
+        "effective momentum",
+    ] {
+        assert!(
+            text.contains(needle),
+            "inspect output lacks '{needle}':\n{text}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

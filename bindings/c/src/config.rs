@@ -33,11 +33,12 @@ pub type vsgd_dtype = u32;
 pub const VSGD_DTYPE_F32: vsgd_dtype = 0;
 /// IEEE-754 binary64 (`double`).
 pub const VSGD_DTYPE_F64: vsgd_dtype = 1;
-/// bfloat16 (`uint16_t` bits): reported for a mixed-precision tensor loaded from a checkpoint
-/// (its parameter type); the handle's typed steps for it are not in this version (the
-/// stateless `vsgd_step_bf16` family steps such tensors).
+/// bfloat16 (`uint16_t` bits): a mixed-precision tensor's parameter and gradient (state
+/// `float` by default, or bfloat16: `vsgd_optimizer_add_tensor_mixed`), stepped with
+/// `vsgd_optimizer_step_bf16`.
 pub const VSGD_DTYPE_BF16: vsgd_dtype = 2;
-/// IEEE-754 binary16 (`uint16_t` bits): as `VSGD_DTYPE_BF16`.
+/// IEEE-754 binary16 (`uint16_t` bits): a mixed-precision tensor's parameter and gradient
+/// (state `float`), stepped with `vsgd_optimizer_step_f16`.
 pub const VSGD_DTYPE_F16: vsgd_dtype = 3;
 
 /// What a step does with a gradient holding NaN or infinity: one of `VSGD_POLICY_*`.
@@ -157,6 +158,8 @@ pub(crate) fn dtype_from_c(d: vsgd_dtype) -> Result<DType, Failure> {
     match d {
         VSGD_DTYPE_F32 => Ok(DType::F32),
         VSGD_DTYPE_F64 => Ok(DType::F64),
+        VSGD_DTYPE_BF16 => Ok(DType::Bf16),
+        VSGD_DTYPE_F16 => Ok(DType::F16),
         _ => Err(invalid_enum("vsgd_dtype", d)),
     }
 }

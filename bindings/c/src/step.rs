@@ -3,7 +3,7 @@
 
 use core::mem::{offset_of, size_of};
 
-use vsgd::{Element, StepOutcome, TensorId};
+use vsgd::{bf16, f16, Element, Optimizer, StepOutcome, TensorId};
 
 use crate::buffers::{
     check_buffer, check_disjoint, check_out, check_sized, slice, slice_mut, try_to_vec, try_vec,
@@ -163,17 +163,26 @@ pub unsafe extern "C" fn vsgd_optimizer_step_tensor_f64(
     })
 }
 
+/// How [`step_all`] steps the optimizer: `step_some` (every gradient given) for `float` and
+/// `double`, `step_mixed` for 16-bit parameters.
+type StepOf<T> = fn(
+    &mut vsgd::Optimizer,
+    &mut [&mut [T]],
+    &[Option<&[T]>],
+) -> Result<vsgd::StepReport, vsgd::Error>;
+
 /// Shared body of the `vsgd_optimizer_step_*` exports.
 ///
 /// # Safety
 /// As documented on the exports.
-unsafe fn step_all<T: Element>(
+unsafe fn step_all<T: Copy>(
     optimizer: *mut vsgd_optimizer,
     params: *const *mut T,
     grads: *const *const T,
     lens: *const usize,
     count: usize,
     report: *mut vsgd_step_report,
+    run: StepOf<T>,
 ) -> Result<(), Failure> {
     let report_size = if report.is_null() {
         0
@@ -202,17 +211,17 @@ unsafe fn step_all<T: Element>(
     }
     check_disjoint(&mut spans)?;
     let mut ps: Vec<&mut [T]> = try_vec(count, "the parameters of the step")?;
-    let mut gs: Vec<&[T]> = try_vec(count, "the gradients of the step")?;
+    let mut gs: Vec<Option<&[T]>> = try_vec(count, "the gradients of the step")?;
     for i in 0..count {
         // SAFETY: every buffer checked (non-NULL or empty, aligned, size) and no written one
         // overlaps another; `lens[i]` live elements each (caller).
         unsafe {
             ps.push(slice_mut(pv[i], lv[i]));
-            gs.push(slice(gv[i], lv[i]));
+            gs.push(Some(slice(gv[i], lv[i])));
         }
     }
     // SAFETY: forwarded contract (handle).
-    let r = unsafe { with(optimizer, |o| Ok(o.step(&mut ps, &gs)?)) }?;
+    let r = unsafe { with(optimizer, |o| Ok(run(o, &mut ps, &gs)?)) }?;
     drop((ps, gs));
     if !report.is_null() {
         let value = vsgd_step_report {
@@ -252,7 +261,17 @@ pub unsafe extern "C" fn vsgd_optimizer_step_f32(
 ) -> vsgd_result {
     guard("vsgd_optimizer_step_f32", || {
         // SAFETY: forwarded contract.
-        unsafe { step_all(optimizer, params, grads, lens, count, report) }
+        unsafe {
+            step_all(
+                optimizer,
+                params,
+                grads,
+                lens,
+                count,
+                report,
+                Optimizer::step_some,
+            )
+        }
     })
 }
 
@@ -271,6 +290,65 @@ pub unsafe extern "C" fn vsgd_optimizer_step_f64(
 ) -> vsgd_result {
     guard("vsgd_optimizer_step_f64", || {
         // SAFETY: forwarded contract.
-        unsafe { step_all(optimizer, params, grads, lens, count, report) }
+        unsafe {
+            step_all(
+                optimizer,
+                params,
+                grads,
+                lens,
+                count,
+                report,
+                Optimizer::step_some,
+            )
+        }
+    })
+}
+
+/// One update of every registered tensor, all with bfloat16 parameters and gradients
+/// (`uint16_t` bits; `float` or bfloat16 state as registered by
+/// `vsgd_optimizer_add_tensor_mixed`), in one parallel pass: otherwise as
+/// `vsgd_optimizer_step_f32`. The update is the `float` rule over the widened values; the
+/// parameter is rounded once, to nearest even; bfloat16 state is rounded stochastically (the
+/// same bits for every thread count, and after a checkpoint resume).
+///
+/// Errors: as `vsgd_optimizer_step_f32` (`DTYPE_MISMATCH` for a tensor of another type).
+///
+/// # Safety
+/// As `vsgd_optimizer_step_f32`; every buffer 2-byte aligned.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_optimizer_step_bf16(
+    optimizer: *mut vsgd_optimizer,
+    params: *const *mut u16,
+    grads: *const *const u16,
+    lens: *const usize,
+    count: usize,
+    report: *mut vsgd_step_report,
+) -> vsgd_result {
+    guard("vsgd_optimizer_step_bf16", || {
+        // `bf16` is `repr(transparent)` over the `u16` of its bits.
+        let (p, g) = (params.cast::<*mut bf16>(), grads.cast::<*const bf16>());
+        // SAFETY: forwarded contract.
+        unsafe { step_all(optimizer, p, g, lens, count, report, Optimizer::step_mixed) }
+    })
+}
+
+/// `vsgd_optimizer_step_bf16` for IEEE binary16 parameters and gradients (`float` state).
+///
+/// # Safety
+/// As `vsgd_optimizer_step_bf16`.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_optimizer_step_f16(
+    optimizer: *mut vsgd_optimizer,
+    params: *const *mut u16,
+    grads: *const *const u16,
+    lens: *const usize,
+    count: usize,
+    report: *mut vsgd_step_report,
+) -> vsgd_result {
+    guard("vsgd_optimizer_step_f16", || {
+        // `f16` is `repr(transparent)` over the `u16` of its bits.
+        let (p, g) = (params.cast::<*mut f16>(), grads.cast::<*const f16>());
+        // SAFETY: forwarded contract.
+        unsafe { step_all(optimizer, p, g, lens, count, report, Optimizer::step_mixed) }
     })
 }

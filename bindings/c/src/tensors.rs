@@ -37,13 +37,20 @@ pub struct vsgd_tensor_info {
     /// Number of dimensions (0 for a scalar); the sizes come from
     /// `vsgd_optimizer_tensor_shape`.
     pub rank: usize,
+    /// Element type of the state arrays (added in 0.2): `dtype` itself for `float` and
+    /// `double` tensors; `VSGD_DTYPE_F32` or `VSGD_DTYPE_BF16` for mixed precision.
+    pub state_dtype: vsgd_dtype,
+    /// Seed of the stochastic rounding of bfloat16 state (added in 0.2; 0 for other state).
+    pub seed: u64,
 }
 
 /// The size of `vsgd_tensor_info`'s first version (ABI 1.0): every later one is larger.
 const TENSOR_INFO_V1: usize = offset_of!(vsgd_tensor_info, rank) + size_of::<usize>();
 
 /// Registers a tensor of shape `shape[0] × … × shape[rank − 1]` (`rank` 0: a scalar, and
-/// `shape` may be NULL) and element type `dtype` in group `group`, with an optional `name`
+/// `shape` may be NULL) and element type `dtype` in group `group` (a `VSGD_DTYPE_BF16` or
+/// `VSGD_DTYPE_F16` tensor keeps `float` state; see `vsgd_optimizer_add_tensor_mixed` for
+/// bfloat16 state), with an optional `name`
 /// (copied; NULL for none). Its state starts at zero and its step counter at 0; its index
 /// (0, 1, … in registration order) goes to `*out_tensor`. The shape is what a checkpoint
 /// records, so a handle restores checkpoints saved with the same shapes from any platform
@@ -68,28 +75,94 @@ pub unsafe extern "C" fn vsgd_optimizer_add_tensor(
     out_tensor: *mut usize,
 ) -> vsgd_result {
     guard("vsgd_optimizer_add_tensor", || {
-        check_out(out_tensor, "out_tensor")?;
-        let dtype = dtype_from_c(dtype)?;
-        let name = if name.is_null() {
-            None
-        } else {
-            // SAFETY: non-NULL and NUL-terminated (caller).
-            Some(unsafe { c_str(name, "name") }?)
-        };
-        check_buffer(shape, rank, false, "shape", None)?;
-        // SAFETY: checked (non-NULL unless rank is 0, aligned, size); `rank` readable
-        // elements (caller), only read (the core copies them, fallibly).
-        let dims = unsafe { slice(shape, rank) };
-        let mut spec = TensorSpec::new(dims).dtype(dtype).group(GroupId(group));
-        if let Some(n) = name {
-            spec = spec.name(n);
-        }
         // SAFETY: forwarded contract.
-        let id = unsafe { with(optimizer, |o| Ok(o.add_tensor(spec)?)) }?;
-        // SAFETY: checked; writable (caller).
-        unsafe { write(out_tensor, id.0) };
-        Ok(())
+        unsafe { add_tensor(optimizer, shape, rank, dtype, None, name, group, out_tensor) }
     })
+}
+
+/// `vsgd_optimizer_add_tensor` for mixed precision: a parameter (and gradient) of
+/// `param_dtype` (`VSGD_DTYPE_F32`, `_BF16` or `_F16`) with state of `state_dtype`
+/// (`VSGD_DTYPE_F32`, or `VSGD_DTYPE_BF16`: 6 bytes of VSGD state per parameter instead of 12,
+/// rounded stochastically with bits keyed by `seed`, the step and the element's index, so a
+/// resumed run and every thread split give the same bits; give each tensor its own seed).
+/// `seed` is ignored for `float` state. Checkpoints keep each array in its own type.
+///
+/// Errors: as `vsgd_optimizer_add_tensor`, and `DTYPE_MISMATCH` for a combination no step
+/// supports (`double` parameters take `double` state only; binary16 state does not exist).
+///
+/// # Safety
+/// As `vsgd_optimizer_add_tensor`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn vsgd_optimizer_add_tensor_mixed(
+    optimizer: *mut vsgd_optimizer,
+    shape: *const usize,
+    rank: usize,
+    param_dtype: vsgd_dtype,
+    state_dtype: vsgd_dtype,
+    seed: u64,
+    name: *const c_char,
+    group: usize,
+    out_tensor: *mut usize,
+) -> vsgd_result {
+    guard("vsgd_optimizer_add_tensor_mixed", || {
+        let state = Some((dtype_from_c(state_dtype)?, seed));
+        // SAFETY: forwarded contract.
+        unsafe {
+            add_tensor(
+                optimizer,
+                shape,
+                rank,
+                param_dtype,
+                state,
+                name,
+                group,
+                out_tensor,
+            )
+        }
+    })
+}
+
+/// Shared body of the `vsgd_optimizer_add_tensor*` exports (`state`: the state's type and
+/// rounding seed, when given).
+///
+/// # Safety
+/// As documented on the exports.
+#[allow(clippy::too_many_arguments)]
+unsafe fn add_tensor(
+    optimizer: *mut vsgd_optimizer,
+    shape: *const usize,
+    rank: usize,
+    dtype: vsgd_dtype,
+    state: Option<(vsgd::DType, u64)>,
+    name: *const c_char,
+    group: usize,
+    out_tensor: *mut usize,
+) -> Result<(), Failure> {
+    check_out(out_tensor, "out_tensor")?;
+    let dtype = dtype_from_c(dtype)?;
+    let name = if name.is_null() {
+        None
+    } else {
+        // SAFETY: non-NULL and NUL-terminated (caller).
+        Some(unsafe { c_str(name, "name") }?)
+    };
+    check_buffer(shape, rank, false, "shape", None)?;
+    // SAFETY: checked (non-NULL unless rank is 0, aligned, size); `rank` readable
+    // elements (caller), only read (the core copies them, fallibly).
+    let dims = unsafe { slice(shape, rank) };
+    let mut spec = TensorSpec::new(dims).dtype(dtype).group(GroupId(group));
+    if let Some((state_dtype, seed)) = state {
+        spec = spec.state_dtype(state_dtype).seed(seed);
+    }
+    if let Some(n) = name {
+        spec = spec.name(n);
+    }
+    // SAFETY: forwarded contract.
+    let id = unsafe { with(optimizer, |o| Ok(o.add_tensor(spec)?)) }?;
+    // SAFETY: checked; writable (caller).
+    unsafe { write(out_tensor, id.0) };
+    Ok(())
 }
 
 /// The number of registered tensors, into `*out`.
@@ -140,6 +213,8 @@ pub unsafe extern "C" fn vsgd_optimizer_tensor_info(
                     group: i.group.0,
                     step: i.step,
                     rank: i.shape.len(),
+                    state_dtype: dtype_to_c(i.state_dtype),
+                    seed: i.seed,
                 })
             })
         }?;
@@ -274,12 +349,13 @@ pub unsafe extern "C" fn vsgd_optimizer_step_count(
 ///
 /// # Safety
 /// As documented on the exports.
-unsafe fn copy_state<T: Element>(
+unsafe fn copy_state<T: Copy>(
     optimizer: *const vsgd_optimizer,
     tensor: usize,
     name: *const c_char,
     out: *mut T,
     len: usize,
+    get: StateOf<T>,
 ) -> Result<(), Failure> {
     // SAFETY: NULL or NUL-terminated (caller).
     let name = unsafe { c_str(name, "name") }?;
@@ -287,7 +363,7 @@ unsafe fn copy_state<T: Element>(
     // SAFETY: forwarded contract (handle).
     unsafe {
         with(optimizer, |o| {
-            let s = o.state::<T>(TensorId(tensor), name)?;
+            let s = get(o, TensorId(tensor), name)?;
             if s.len() != len {
                 return Err(vsgd::Error::LengthMismatch {
                     what: "out",
@@ -305,8 +381,11 @@ unsafe fn copy_state<T: Element>(
     }
 }
 
-/// Copies state array `name` (see `vsgd_state_name`) of tensor `tensor` (a
-/// `VSGD_DTYPE_F32` tensor) into `out`, which holds `len` elements, the tensor's length.
+/// How [`copy_state`] reads a state array of the optimizer.
+type StateOf<T> = for<'o> fn(&'o vsgd::Optimizer, TensorId, &str) -> Result<&'o [T], vsgd::Error>;
+
+/// Copies state array `name` (see `vsgd_state_name`) of tensor `tensor` (a tensor with
+/// `float` state: `VSGD_DTYPE_F32`, or mixed precision with `float` state) into `out`, which holds `len` elements, the tensor's length.
 ///
 /// Errors: `NULL_PARAMETER`, `INVALID_STRING`, `UNKNOWN_TENSOR`, `UNKNOWN_STATE_ARRAY`,
 /// `DTYPE_MISMATCH`, `LENGTH_MISMATCH`, `MISALIGNED_BUFFER`, `HANDLE_BUSY`.
@@ -324,7 +403,7 @@ pub unsafe extern "C" fn vsgd_optimizer_state_f32(
 ) -> vsgd_result {
     guard("vsgd_optimizer_state_f32", || {
         // SAFETY: forwarded contract.
-        unsafe { copy_state(optimizer, tensor, name, out, len) }
+        unsafe { copy_state(optimizer, tensor, name, out, len, vsgd::Optimizer::state) }
     })
 }
 
@@ -342,7 +421,37 @@ pub unsafe extern "C" fn vsgd_optimizer_state_f64(
 ) -> vsgd_result {
     guard("vsgd_optimizer_state_f64", || {
         // SAFETY: forwarded contract.
-        unsafe { copy_state(optimizer, tensor, name, out, len) }
+        unsafe { copy_state(optimizer, tensor, name, out, len, vsgd::Optimizer::state) }
+    })
+}
+
+/// `vsgd_optimizer_state_f32` for a tensor with bfloat16 state (`uint16_t` bits; see
+/// `vsgd_optimizer_add_tensor_mixed`).
+///
+/// # Safety
+/// As `vsgd_optimizer_state_f32`; `out` 2-byte aligned.
+#[no_mangle]
+pub unsafe extern "C" fn vsgd_optimizer_state_bf16(
+    optimizer: *const vsgd_optimizer,
+    tensor: usize,
+    name: *const c_char,
+    out: *mut u16,
+    len: usize,
+) -> vsgd_result {
+    guard("vsgd_optimizer_state_bf16", || {
+        // `bf16` is `repr(transparent)` over the `u16` of its bits.
+        let out = out.cast::<vsgd::bf16>();
+        // SAFETY: forwarded contract.
+        unsafe {
+            copy_state(
+                optimizer,
+                tensor,
+                name,
+                out,
+                len,
+                vsgd::Optimizer::state_bf16,
+            )
+        }
     })
 }
 
