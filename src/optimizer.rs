@@ -191,6 +191,26 @@ pub(crate) struct Tensor {
     pub(crate) state: StateBuf,
 }
 
+impl Tensor {
+    /// Checks a step's buffer lengths (`param`, `grad` elements) and that the step counter
+    /// can advance.
+    fn check_buffers(&self, param: usize, grad: usize) -> Result<(), Error> {
+        for (what, len) in [("param", param), ("grad", grad)] {
+            if len != self.len {
+                return Err(Error::LengthMismatch {
+                    what,
+                    expected: self.len,
+                    got: len,
+                });
+            }
+        }
+        if self.step == u64::MAX {
+            return Err(Error::InvalidStep { step: self.step });
+        }
+        Ok(())
+    }
+}
+
 /// What [`Optimizer::tensor_info`] reports.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TensorInfo<'a> {
@@ -660,19 +680,7 @@ impl Optimizer {
                 got: T::DTYPE,
             });
         }
-        for (what, len) in [("param", param.len()), ("grad", grad.len())] {
-            if len != t.len {
-                return Err(Error::LengthMismatch {
-                    what,
-                    expected: t.len,
-                    got: len,
-                });
-            }
-        }
-        if t.step == u64::MAX {
-            return Err(Error::InvalidStep { step: t.step });
-        }
-        Ok(())
+        t.check_buffers(param.len(), grad.len())
     }
 
     /// The work item of a checked tensor: its buffers and this step's constants. `last`
@@ -807,16 +815,7 @@ impl Optimizer {
         params: &mut [&mut [T]],
         grads: &[&[T]],
     ) -> Result<StepReport, Error> {
-        let n = self.tensors.len();
-        for (what, len) in [("params", params.len()), ("grads", grads.len())] {
-            if len != n {
-                return Err(Error::LengthMismatch {
-                    what,
-                    expected: n,
-                    got: len,
-                });
-            }
-        }
+        self.check_counts(params.len(), grads.len())?;
         self.step_where(params, |i| Some(grads[i]))
     }
 
@@ -843,8 +842,15 @@ impl Optimizer {
         params: &mut [&mut [T]],
         grads: &[Option<&[T]>],
     ) -> Result<StepReport, Error> {
+        self.check_counts(params.len(), grads.len())?;
+        self.step_where(params, |i| grads[i])
+    }
+
+    /// Checks that a step was given one parameter and one gradient entry per tensor; returns
+    /// the tensor count.
+    fn check_counts(&self, params: usize, grads: usize) -> Result<usize, Error> {
         let n = self.tensors.len();
-        for (what, len) in [("params", params.len()), ("grads", grads.len())] {
+        for (what, len) in [("params", params), ("grads", grads)] {
             if len != n {
                 return Err(Error::LengthMismatch {
                     what,
@@ -853,7 +859,7 @@ impl Optimizer {
                 });
             }
         }
-        self.step_where(params, |i| grads[i])
+        Ok(n)
     }
 
     /// The body of [`Optimizer::step`] and [`Optimizer::step_some`]: `grad(i)` is tensor
@@ -941,16 +947,7 @@ impl Optimizer {
         params: &mut [&mut [P]],
         grads: &[Option<&[P]>],
     ) -> Result<StepReport, Error> {
-        let n = self.tensors.len();
-        for (what, len) in [("params", params.len()), ("grads", grads.len())] {
-            if len != n {
-                return Err(Error::LengthMismatch {
-                    what,
-                    expected: n,
-                    got: len,
-                });
-            }
-        }
+        let n = self.check_counts(params.len(), grads.len())?;
         let mut frozen = 0;
         for (i, param) in params.iter().enumerate() {
             let Some(g) = grads[i] else {
@@ -1078,19 +1075,7 @@ impl Optimizer {
                 got: P::DTYPE,
             });
         }
-        for (what, len) in [("param", param), ("grad", grad)] {
-            if len != t.len {
-                return Err(Error::LengthMismatch {
-                    what,
-                    expected: t.len,
-                    got: len,
-                });
-            }
-        }
-        if t.step == u64::MAX {
-            return Err(Error::InvalidStep { step: t.step });
-        }
-        Ok(())
+        t.check_buffers(param, grad)
     }
 
     /// Applies `s` to checked tensor `i`, split across threads.

@@ -3,20 +3,12 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, ALGORITHMS};
 use vsgd::kernels::mixed::{
     self, bf16_rne, bf16_stochastic, rounding_bits, Bf16Sr, F32State, Storage,
 };
 use vsgd::kernels::{self, NonFinitePolicy, StepOutcome, Verdict};
 use vsgd::{bf16, f16, Algorithm, Config, Error};
-
-const ALGORITHMS: [Algorithm; 5] = [
-    Algorithm::Vsgd,
-    Algorithm::ConstantVsgd,
-    Algorithm::Adam,
-    Algorithm::AdamW,
-    Algorithm::Sgdm,
-];
 
 /// A random f32 bit pattern, any class (normal, subnormal, zero, ∞, NaN).
 fn any_f32(rng: &mut Rng) -> f32 {
@@ -241,14 +233,7 @@ fn rounding_bits_are_uniform_and_independent_of_position_bookkeeping() {
 }
 
 fn config(a: Algorithm) -> Config {
-    let mut c = Config::default_for(a);
-    if a == Algorithm::AdamW {
-        c.set("weight_decay", 0.01).unwrap();
-    }
-    if a == Algorithm::Sgdm {
-        c.set("momentum", 0.9).unwrap();
-    }
-    c
+    common::config_with_every_term(a)
 }
 
 fn random_storage<P: Storage>(rng: &mut Rng, n: usize, scale: f64) -> Vec<P> {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, ALGORITHMS};
 use vsgd::checkpoint::{self, Checkpoint, CheckpointError};
 use vsgd::kernels::mixed::{self, Bf16Sr, F32State, StateStorage, Storage};
 use vsgd::kernels::{NonFinitePolicy, Verdict};
@@ -13,23 +13,8 @@ use vsgd::{
     TensorSpec,
 };
 
-const ALGORITHMS: [Algorithm; 5] = [
-    Algorithm::Vsgd,
-    Algorithm::ConstantVsgd,
-    Algorithm::Adam,
-    Algorithm::AdamW,
-    Algorithm::Sgdm,
-];
-
 fn config(a: Algorithm) -> Config {
-    let mut c = Config::default_for(a);
-    if a == Algorithm::AdamW {
-        c.set("weight_decay", 0.01).unwrap();
-    }
-    if a == Algorithm::Sgdm {
-        c.set("momentum", 0.9).unwrap();
-    }
-    c
+    common::config_with_every_term(a)
 }
 
 fn random<P: Storage>(rng: &mut Rng, n: usize) -> Vec<P> {

@@ -358,6 +358,8 @@ impl Engine {
         let threads = self.threads().min((bytes / MIN_BYTES_PER_PART).max(1));
         #[cfg(feature = "std")]
         if threads > 1 {
+            // First parallel step with the default thread count: starts the workers (the only
+            // allocation a step can make; `set_threads` avoids it).
             let pool = self.pool();
             let threads = threads.min(pool.threads());
             let chunks = (threads * CHUNKS_PER_THREAD)
@@ -385,35 +387,13 @@ impl Engine {
             it.offset = total;
             total += it.len;
         }
-        let items = &*items;
-        let bytes = total.saturating_mul(bytes_per_element);
-        let threads = self.threads().min((bytes / MIN_BYTES_PER_PART).max(1));
-        #[cfg(feature = "std")]
-        if threads > 1 {
-            // First parallel step with the default thread count: start the workers (the only
-            // allocation a step can make; `set_threads` avoids it).
-            {
-                let pool = self.pool();
-                let threads = threads.min(pool.threads());
-                let chunks = (threads * CHUNKS_PER_THREAD)
-                    .min(bytes / MIN_BYTES_PER_CHUNK)
-                    .max(threads);
-                let next = core::sync::atomic::AtomicUsize::new(0);
-                let shared = SharedItems(items);
-                let (shared, next) = (&shared, &next);
-                pool.run(threads, &move |_| loop {
-                    let c = next.fetch_add(1, Ordering::Relaxed);
-                    if c >= chunks {
-                        break;
-                    }
-                    run_part(shared.0, super::threads::part_range(total, chunks, c), op);
-                });
-                return;
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        let _ = threads;
-        run_part(items, 0..total, op);
+        // The tensors laid end to end, cut into parts the threads share (large tensors split,
+        // small ones batched).
+        let shared = SharedItems(items);
+        let shared = &shared;
+        self.split(total, bytes_per_element, &move |r| {
+            run_part(shared.0, r, op)
+        });
     }
 }
 
