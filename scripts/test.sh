@@ -36,8 +36,10 @@ step "cargo package: every crate packages and builds from its package"
 # cargo unpacks the workspace's own packages from a temporary local registry into
 # ~/.cargo/registry/src/-<hash>/ and reuses an earlier unpacking of the same name and version
 # (stale sources on a machine that packaged before); remove those first.
+# The same goes for target/package (a reused target directory keeps old .crate files).
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/vsgd*-[0-9]* \
-    "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/-*/vsgd*-[0-9]*
+    "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/-*/vsgd*-[0-9]* \
+    "${CARGO_TARGET_DIR:-target}/package"
 cargo package --workspace --allow-dirty --quiet
 
 step "conformance through the CLI (vsgd replay + check.py)"
