@@ -21,6 +21,20 @@
 //!
 //! Speed: the models are tiny, so each training run is single-threaded and runs are spread
 //! over `--jobs` threads (default: the number of CPUs). Results do not depend on `--jobs`.
+//!
+//! Mixed precision (`--precision f32,bf16,bf16-state`; default `f32`, the runs above): in the
+//! `bf16` modes the optimizer is not `CandleOptimizer` but the stateless kernel
+//! `vsgd::kernels::mixed::step`. Each parameter lives as a `Vec<bf16>` (the f32 initialization
+//! rounded to nearest even), with its optimizer state (`bf16`: f32 state; `bf16-state`: bf16
+//! state with stochastic rounding, one seed per tensor) and its step count. After
+//! `loss.backward()` each gradient is rounded to bf16 (nearest even), the kernel widens
+//! parameter, gradient and state to f32, applies the same f32 update rule, and rounds the
+//! parameter once back to bf16 (no f32 master copy); the bf16 parameter is then widened into
+//! the candle `Var` for the next forward pass. This **emulates bf16 storage** of parameters,
+//! gradients and optimizer state, exactly as a bf16 training stack stores them; the forward and
+//! backward passes still run in f32 (over bf16-representable weights), so the matmuls are not
+//! bf16 and activations are not rounded. `--lr vsgd=0.01,adam=0.02` fixes the learning rate
+//! instead of choosing it from the grid.
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -30,11 +44,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::Optimizer as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use vsgd::candle::CandleOptimizer;
-use vsgd::{Algorithm, Config, Schedule};
+use vsgd::kernels::mixed::{self, Storage as _};
+use vsgd::kernels::{NonFinitePolicy, StepOutcome, Verdict};
+use vsgd::{bf16, Algorithm, Config, LrSchedule, Schedule};
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -70,6 +87,47 @@ impl ModelKind {
     }
 }
 
+/// How parameters, gradients and optimizer state are stored (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Precision {
+    /// Everything f32, through `CandleOptimizer`.
+    F32,
+    /// bf16 parameters and gradients, f32 optimizer state.
+    Bf16,
+    /// bf16 parameters, gradients and optimizer state (stochastic rounding).
+    Bf16State,
+}
+
+impl Precision {
+    fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Bf16State => "bf16-state",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Precision::F32, Precision::Bf16, Precision::Bf16State]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+
+    /// Bytes of optimizer state per parameter.
+    fn state_bytes(self, a: Algorithm) -> usize {
+        let elem = if self == Precision::Bf16State { 2 } else { 4 };
+        a.state_count() * elem
+    }
+
+    /// A row's name: the optimizer's alone in f32 (the tables of f32 runs are unchanged).
+    fn label(self, a: Algorithm) -> String {
+        match self {
+            Precision::F32 => a.name().to_string(),
+            p => format!("{} {}", a.name(), p.name()),
+        }
+    }
+}
+
 struct Options {
     models: Vec<ModelKind>,
     epochs: usize,
@@ -77,6 +135,9 @@ struct Options {
     batch: usize,
     full_grid: bool,
     algorithms: Vec<Algorithm>,
+    precisions: Vec<Precision>,
+    /// Fixed learning rates (`--lr`) instead of the grid: per optimizer, or for all (`None`).
+    fixed_lr: Vec<(Option<Algorithm>, f64)>,
     jobs: usize,
     out: PathBuf,
     data: PathBuf,
@@ -84,7 +145,8 @@ struct Options {
 
 const USAGE: &str = "\
 usage: digits [--model mlp|cnn|both] [--epochs N] [--seeds N] [--batch N] [--full]
-              [--optimizers a,b,...] [--jobs N] [--out DIR] [--data FILE]
+              [--optimizers a,b,...] [--precision p,q,...] [--lr [OPT=]LR,...]
+              [--jobs N] [--out DIR] [--data FILE]
 
   --model       which model(s) to train (default: both)
   --epochs      epochs per run (default 30; --full: 60)
@@ -92,6 +154,10 @@ usage: digits [--model mlp|cnn|both] [--epochs N] [--seeds N] [--batch N] [--ful
   --batch       minibatch size (default 32)
   --full        wider learning-rate grid (6 values instead of 3) and 60 epochs
   --optimizers  subset of vsgd,constant_vsgd,adam,adamw,sgdm (default: all)
+  --precision   subset of f32,bf16,bf16-state (default f32): bf16 parameters and gradients
+                with f32 state, or with bf16 state (emulated storage; see the source)
+  --lr          fixed learning rate(s) instead of the grid: 0.01 for every optimizer, or
+                vsgd=0.01,adam=0.02 (an optimizer not named falls back to the grid)
   --jobs        training runs in parallel (default: number of CPUs)
   --out         where the plot and CSV go (default: results)
   --data        the digits file (default: data/digits.csv.gz in this crate)";
@@ -104,6 +170,8 @@ fn parse_args() -> Result<Options> {
         batch: 32,
         full_grid: false,
         algorithms: ALGORITHMS.to_vec(),
+        precisions: vec![Precision::F32],
+        fixed_lr: Vec::new(),
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         out: PathBuf::from("results"),
         data: Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz"),
@@ -145,6 +213,36 @@ fn parse_args() -> Result<Options> {
                     })
                     .collect::<std::result::Result<_, _>>()?
             }
+            "--precision" => {
+                o.precisions = value("a list")?
+                    .split(',')
+                    .map(|n| {
+                        Precision::from_name(n.trim())
+                            .ok_or_else(|| format!("--precision: unknown precision {n:?}"))
+                    })
+                    .collect::<std::result::Result<_, _>>()?
+            }
+            "--lr" => {
+                o.fixed_lr = value("a list")?
+                    .split(',')
+                    .map(|item| -> Result<(Option<Algorithm>, f64)> {
+                        let (a, lr) = match item.split_once('=') {
+                            Some((a, lr)) => (
+                                Some(
+                                    Algorithm::from_name(a.trim())
+                                        .ok_or_else(|| format!("--lr: unknown optimizer {a:?}"))?,
+                                ),
+                                lr,
+                            ),
+                            None => (None, item),
+                        };
+                        match lr.trim().parse::<f64>() {
+                            Ok(lr) if lr > 0.0 && lr.is_finite() => Ok((a, lr)),
+                            _ => Err(format!("--lr: expected a positive rate, got {lr:?}").into()),
+                        }
+                    })
+                    .collect::<Result<_>>()?
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -158,9 +256,18 @@ fn parse_args() -> Result<Options> {
     Ok(o)
 }
 
-/// The learning rates tried for an optimizer. The paper's grid is {0.001, 0.005, 0.01, 0.02}
-/// for every optimizer; SGD with momentum needs larger rates, so it gets its own.
-fn lr_grid(a: Algorithm, full: bool) -> &'static [f64] {
+/// The learning rates tried for an optimizer: the one `--lr` fixes, or the grid. The paper's
+/// grid is {0.001, 0.005, 0.01, 0.02} for every optimizer; SGD with momentum needs larger
+/// rates, so it gets its own.
+fn lr_grid(a: Algorithm, o: &Options) -> Vec<f64> {
+    let named = o.fixed_lr.iter().find(|(b, _)| *b == Some(a));
+    match named.or_else(|| o.fixed_lr.iter().find(|(b, _)| b.is_none())) {
+        Some(&(_, lr)) => vec![lr],
+        None => default_grid(a, o.full_grid).to_vec(),
+    }
+}
+
+fn default_grid(a: Algorithm, full: bool) -> &'static [f64] {
     match (a, full) {
         (Algorithm::Sgdm, false) => &[0.01, 0.05, 0.2],
         (Algorithm::Sgdm, true) => &[0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
@@ -353,8 +460,157 @@ fn percent(correct: u64, n: usize) -> f64 {
 struct Job {
     model: ModelKind,
     algorithm: Algorithm,
+    precision: Precision,
     lr: f64,
     seed: u64,
+}
+
+/// One tensor of a mixed-precision run: the bf16 parameter (the `Var` holds it widened), its
+/// optimizer state and its step count.
+struct MixedTensor {
+    var: Var,
+    param: Vec<bf16>,
+    state: MixedState,
+    /// Updates applied so far (a skipped step does not count, as in `Optimizer`).
+    t: u64,
+}
+
+enum MixedState {
+    F32(Vec<Vec<f32>>),
+    /// With the seed of this tensor's stochastic rounding.
+    Bf16(Vec<Vec<bf16>>, u64),
+}
+
+/// The optimizer of a training run: this crate's engine through the candle adapter (f32), or
+/// the mixed-precision kernel over bf16 copies of the parameters.
+enum Stepper {
+    F32(Box<CandleOptimizer>),
+    Mixed {
+        config: Config,
+        schedule: LrSchedule,
+        tensors: Vec<MixedTensor>,
+    },
+}
+
+impl Stepper {
+    /// Rounds the model's parameters to bf16 (nearest even) in the mixed modes, so that the
+    /// first forward pass already sees bf16 weights.
+    fn new(
+        precision: Precision,
+        vars: &[Var],
+        config: Config,
+        schedule: LrSchedule,
+        seed: u64,
+    ) -> Result<Self> {
+        if precision == Precision::F32 {
+            let mut opt = CandleOptimizer::new(vars.to_vec(), config)?;
+            opt.set_schedule(schedule)?;
+            return Ok(Stepper::F32(Box::new(opt)));
+        }
+        let k = config.algorithm().state_count();
+        let mut tensors = Vec::with_capacity(vars.len());
+        for (i, var) in vars.iter().enumerate() {
+            let init = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            let param: Vec<bf16> = init.iter().map(|&x| bf16::narrow(x)).collect();
+            set_widened(var, &param)?;
+            let n = param.len();
+            let state = match precision {
+                Precision::Bf16State => {
+                    // A seed per tensor and per run: the same bits on every rerun.
+                    let sr_seed = seed
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        .wrapping_add(i as u64 + 1);
+                    MixedState::Bf16(vec![vec![bf16::ZERO; n]; k], sr_seed)
+                }
+                _ => MixedState::F32(vec![vec![0.0; n]; k]),
+            };
+            tensors.push(MixedTensor {
+                var: var.clone(),
+                param,
+                state,
+                t: 0,
+            });
+        }
+        Ok(Stepper::Mixed {
+            config,
+            schedule,
+            tensors,
+        })
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let (config, schedule, tensors) = match self {
+            Stepper::F32(opt) => return Ok(opt.step(grads)?),
+            Stepper::Mixed {
+                config,
+                schedule,
+                tensors,
+            } => (config, schedule, tensors),
+        };
+        for x in tensors.iter_mut() {
+            let Some(g) = grads.get(x.var.as_tensor()) else {
+                continue;
+            };
+            // The gradient as a bf16 stack stores it: rounded to nearest even.
+            let grad: Vec<bf16> = g
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|&v| bf16::narrow(v))
+                .collect();
+            let t = x.t + 1;
+            let lr = config.lr() * schedule.factor(t);
+            let outcome = match &mut x.state {
+                MixedState::F32(arrays) => {
+                    mixed_step(config, t, lr, &mut x.param, &grad, arrays, &mixed::F32State)?
+                }
+                MixedState::Bf16(arrays, seed) => {
+                    let storage = mixed::Bf16Sr {
+                        seed: *seed,
+                        offset: 0,
+                    };
+                    mixed_step(config, t, lr, &mut x.param, &grad, arrays, &storage)?
+                }
+            };
+            if outcome == StepOutcome::Applied {
+                x.t = t;
+                set_widened(&x.var, &x.param)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `mixed::step` of one whole tensor, whose state arrays are owned `Vec`s; a non-finite
+/// gradient skips the tensor, as `CandleOptimizer` does by default.
+fn mixed_step<S: mixed::StateStorage>(
+    config: &Config,
+    t: u64,
+    lr: f64,
+    param: &mut [bf16],
+    grad: &[bf16],
+    arrays: &mut [Vec<S::Elem>],
+    storage: &S,
+) -> Result<StepOutcome> {
+    let mut state: Vec<&mut [S::Elem]> = arrays.iter_mut().map(|a| &mut a[..]).collect();
+    Ok(mixed::step(
+        config,
+        t,
+        lr,
+        param,
+        grad,
+        &mut state,
+        storage,
+        NonFinitePolicy::Skip,
+        Verdict::Check,
+    )?)
+}
+
+/// Writes a bf16 parameter, widened (exactly) to f32, into its `Var`.
+fn set_widened(var: &Var, param: &[bf16]) -> Result<()> {
+    let wide: Vec<f32> = param.iter().map(|v| v.widen()).collect();
+    var.set(&Tensor::from_vec(wide, var.shape(), &Device::Cpu)?)?;
+    Ok(())
 }
 
 struct RunResult {
@@ -374,12 +630,18 @@ struct RunResult {
 fn train(job: &Job, data: &Data, o: &Options, bar: &ProgressBar) -> Result<RunResult> {
     let mut rng = Rng::new(job.seed);
     let model = Model::new(job.model, &mut rng)?;
-    let mut opt = CandleOptimizer::new(model.vars.clone(), config(job.algorithm, job.lr))?;
     let n = data.train.n;
     let steps_per_epoch = n.div_ceil(o.batch) as u64;
     // The paper halves the learning rate at fixed step counts; here every third of the run.
     let every = steps_per_epoch * (o.epochs as u64 / 3).max(1);
-    opt.set_schedule(Schedule::StepDecay { every, factor: 0.5 }.into())?;
+    let schedule = Schedule::StepDecay { every, factor: 0.5 }.into();
+    let mut opt = Stepper::new(
+        job.precision,
+        &model.vars,
+        config(job.algorithm, job.lr),
+        schedule,
+        job.seed,
+    )?;
     let mut r = RunResult {
         val: Vec::with_capacity(o.epochs),
         val_correct: 0,
@@ -467,6 +729,7 @@ fn mean_std(x: &[f64]) -> (f64, f64) {
 /// What one (model, optimizer) came to.
 struct Chosen {
     algorithm: Algorithm,
+    precision: Precision,
     lr: f64,
     /// Mean final validation accuracy per lr of the grid (for the grid table).
     grid: Vec<(f64, f64, usize)>,
@@ -475,6 +738,12 @@ struct Chosen {
     curve: Vec<f64>,
     us_per_step: f64,
     opt_us_per_step: f64,
+}
+
+impl Chosen {
+    fn label(&self) -> String {
+        self.precision.label(self.algorithm)
+    }
 }
 
 /// Two panels: every epoch, and the last three quarters of training zoomed in, where the
@@ -498,7 +767,16 @@ fn plot(path: &Path, title: &str, chosen: &[Chosen]) -> Result<()> {
     let root = root.titled(title, ("sans-serif", 20))?;
     let (left, right) = root.split_horizontally(640);
     let zoom_from = epochs / 4;
-    let colors = [RED, BLUE, GREEN, MAGENTA, BLACK];
+    let colors = [
+        RED,
+        BLUE,
+        GREEN,
+        MAGENTA,
+        BLACK,
+        CYAN,
+        RGBColor(255, 140, 0),
+        RGBColor(128, 128, 128),
+    ];
     for (area, from, caption) in [
         (&left, 0, "all epochs".to_string()),
         (
@@ -531,7 +809,7 @@ fn plot(path: &Path, title: &str, chosen: &[Chosen]) -> Result<()> {
                     points.map(|(i, &a)| ((i + 1) as f64, a)),
                     style,
                 ))?
-                .label(format!("{} (lr {})", c.algorithm.name(), c.lr))
+                .label(format!("{} (lr {})", c.label(), c.lr))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         }
         chart
@@ -600,6 +878,51 @@ fn bench_steps(
     Ok(named.into_iter().map(|(n, _)| n).zip(best).collect())
 }
 
+/// Each (optimizer, precision) against the same optimizer in f32 (if it ran): the difference
+/// of the means, and the spread of the per-seed differences (the seeds share the initial
+/// weights, up to rounding, and the minibatch order).
+fn mixed_table(out: &mut String, model: ModelKind, chosen: &[Chosen], seeds: u64) -> Result<()> {
+    writeln!(
+        out,
+        "\n### {}: mixed precision, final test accuracy (%), mean ± std over {seeds} seed(s)\n",
+        model.name()
+    )?;
+    writeln!(
+        out,
+        "| optimizer | precision | state bytes/param | lr | test accuracy | Δ vs f32 | per-seed Δ: std, min … max |\n|---|---|---|---|---|---|---|"
+    )?;
+    for c in chosen {
+        let (m, s) = mean_std(&c.test_final);
+        let base = chosen
+            .iter()
+            .find(|b| b.algorithm == c.algorithm && b.precision == Precision::F32);
+        let (delta, paired) = match base {
+            Some(b) if c.precision != Precision::F32 => {
+                let d: Vec<f64> = c
+                    .test_final
+                    .iter()
+                    .zip(&b.test_final)
+                    .map(|(x, y)| x - y)
+                    .collect();
+                let (dm, ds) = mean_std(&d);
+                let lo = d.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = d.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (format!("{dm:+.2}"), format!("{ds:.2}, {lo:+.2} … {hi:+.2}"))
+            }
+            _ => ("".to_string(), "".to_string()),
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {m:.2} ± {s:.2} | {delta} | {paired} |",
+            c.algorithm.name(),
+            c.precision.name(),
+            c.precision.state_bytes(c.algorithm),
+            c.lr,
+        )?;
+    }
+    Ok(())
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("digits: {e}");
@@ -627,14 +950,17 @@ fn run() -> Result<()> {
     let mut jobs = Vec::new();
     for &model in &o.models {
         for &algorithm in &o.algorithms {
-            for &lr in lr_grid(algorithm, o.full_grid) {
-                for seed in 0..o.seeds {
-                    jobs.push(Job {
-                        model,
-                        algorithm,
-                        lr,
-                        seed,
-                    });
+            for &precision in &o.precisions {
+                for lr in lr_grid(algorithm, &o) {
+                    for seed in 0..o.seeds {
+                        jobs.push(Job {
+                            model,
+                            algorithm,
+                            precision,
+                            lr,
+                            seed,
+                        });
+                    }
                 }
             }
         }
@@ -659,17 +985,23 @@ fn run() -> Result<()> {
     let mut details = String::new();
     for &model in &o.models {
         let mut chosen = Vec::new();
-        for &algorithm in &o.algorithms {
+        let variants = o
+            .algorithms
+            .iter()
+            .flat_map(|&a| o.precisions.iter().map(move |&p| (a, p)));
+        for (algorithm, precision) in variants {
+            let of_variant =
+                |j: &Job| j.model == model && j.algorithm == algorithm && j.precision == precision;
             let runs_at = |lr: f64| -> Vec<&RunResult> {
                 jobs.iter()
                     .zip(&results)
-                    .filter(|(j, _)| j.model == model && j.algorithm == algorithm && j.lr == lr)
+                    .filter(|(j, _)| of_variant(j) && j.lr == lr)
                     .map(|(_, r)| r)
                     .collect()
             };
             let mut grid = Vec::new();
             let mut best: Option<(f64, u64)> = None;
-            for &lr in lr_grid(algorithm, o.full_grid) {
+            for lr in lr_grid(algorithm, &o) {
                 let runs = runs_at(lr);
                 let finals: Vec<f64> = runs.iter().map(|r| *r.val.last().unwrap_or(&0.0)).collect();
                 let (m, _) = mean_std(&finals);
@@ -695,7 +1027,7 @@ fn run() -> Result<()> {
             let all: Vec<&RunResult> = jobs
                 .iter()
                 .zip(&results)
-                .filter(|(j, _)| j.model == model && j.algorithm == algorithm)
+                .filter(|(j, _)| of_variant(j))
                 .map(|(_, r)| r)
                 .collect();
             let steps: u64 = all.iter().map(|r| r.steps).sum();
@@ -704,6 +1036,7 @@ fn run() -> Result<()> {
             };
             chosen.push(Chosen {
                 algorithm,
+                precision,
                 lr,
                 grid,
                 test_final,
@@ -715,15 +1048,20 @@ fn run() -> Result<()> {
 
         let png = o.out.join(format!("digits-{}.png", model.name()));
         let title = format!(
-            "digits, {}: mean test accuracy per epoch over {} seed(s), lr chosen on validation",
+            "digits, {}: mean test accuracy per epoch over {} seed(s), lr {}",
             model.name(),
-            o.seeds
+            o.seeds,
+            if o.fixed_lr.is_empty() {
+                "chosen on validation"
+            } else {
+                "fixed"
+            }
         );
         plot(&png, &title, &chosen).map_err(|e| format!("plot {}: {e}", png.display()))?;
         let mut csv = String::from("optimizer,lr,epoch,mean_test_accuracy\n");
         for c in &chosen {
             for (e, a) in c.curve.iter().enumerate() {
-                writeln!(csv, "{},{},{},{:.4}", c.algorithm.name(), c.lr, e + 1, a)?;
+                writeln!(csv, "{},{},{},{:.4}", c.label(), c.lr, e + 1, a)?;
             }
         }
         let csv_path = o.out.join(format!("digits-{}.csv", model.name()));
@@ -749,7 +1087,7 @@ fn run() -> Result<()> {
                     format!("{mark}{lr}: {m:.2}{mark}{div}")
                 })
                 .collect();
-            writeln!(details, "| {} | {} |", c.algorithm.name(), cells.join(", "))?;
+            writeln!(details, "| {} | {} |", c.label(), cells.join(", "))?;
         }
         writeln!(details, "\n#### {}: time per training step (μs, all runs; single-threaded runs, {} in parallel)", model.name(), o.jobs)?;
         writeln!(
@@ -760,7 +1098,7 @@ fn run() -> Result<()> {
             writeln!(
                 details,
                 "| {} | {:.0} | {:.0} | {:.0}% |",
-                c.algorithm.name(),
+                c.label(),
                 c.us_per_step,
                 c.opt_us_per_step,
                 100.0 * c.opt_us_per_step / c.us_per_step
@@ -791,9 +1129,14 @@ fn run() -> Result<()> {
             writeln!(details, "| {name} | {us:.1} | {:.2}× |", us / reference)?;
         }
 
+        let lr_how = if o.fixed_lr.is_empty() {
+            "lr chosen on validation"
+        } else {
+            "lr fixed by --lr (else chosen on validation)"
+        };
         writeln!(
             tables,
-            "\n### {} ({}): test accuracy after {} epoch(s), lr chosen on validation, mean ± std over {} seed(s)\n",
+            "\n### {} ({}): test accuracy after {} epoch(s), {lr_how}, mean ± std over {} seed(s)\n",
             model.name(),
             model.describe(),
             o.epochs,
@@ -803,14 +1146,10 @@ fn run() -> Result<()> {
         writeln!(tables, "| optimizer | lr | test accuracy |\n|---|---|---|")?;
         for c in &chosen {
             let (m, s) = mean_std(&c.test_final);
-            writeln!(
-                tables,
-                "| {} | {} | {:.2} ± {:.2} |",
-                c.algorithm.name(),
-                c.lr,
-                m,
-                s
-            )?;
+            writeln!(tables, "| {} | {} | {:.2} ± {:.2} |", c.label(), c.lr, m, s)?;
+        }
+        if o.precisions != [Precision::F32] {
+            mixed_table(&mut tables, model, &chosen, o.seeds)?;
         }
     }
     print!("{details}");
