@@ -23,10 +23,10 @@
 //! over `--jobs` threads (default: the number of CPUs). Results do not depend on `--jobs`.
 //!
 //! Mixed precision (`--precision f32,bf16,bf16-state`; default `f32`, the runs above): in the
-//! `bf16` modes the optimizer is not `CandleOptimizer` but the stateless kernel
-//! `vsgd::kernels::mixed::step`. Each parameter lives as a `Vec<bf16>` (the f32 initialization
-//! rounded to nearest even), with its optimizer state (`bf16`: f32 state; `bf16-state`: bf16
-//! state with stochastic rounding, one seed per tensor) and its step count. After
+//! `bf16` modes the optimizer is not `CandleOptimizer` but an `Optimizer` holding bf16 tensors
+//! (`TensorSpec::dtype(DType::Bf16)`; `bf16`: f32 state; `bf16-state`: bf16 state with
+//! stochastic rounding, one seed per tensor), stepped with `Optimizer::step_mixed`. Each
+//! parameter lives as a `Vec<bf16>` (the f32 initialization rounded to nearest even). After
 //! `loss.backward()` each gradient is rounded to bf16 (nearest even), the kernel widens
 //! parameter, gradient and state to f32, applies the same f32 update rule, and rounds the
 //! parameter once back to bf16 (no f32 master copy); the bf16 parameter is then widened into
@@ -49,9 +49,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::Optimizer as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use vsgd::candle::CandleOptimizer;
-use vsgd::kernels::mixed::{self, Storage as _};
-use vsgd::kernels::{NonFinitePolicy, StepOutcome, Verdict};
-use vsgd::{bf16, Algorithm, Config, LrSchedule, Schedule};
+use vsgd::{bf16, Algorithm, Config, GroupId, LrSchedule, Optimizer, Schedule, TensorSpec};
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -467,28 +465,15 @@ struct Job {
 
 /// One tensor of a mixed-precision run: the bf16 parameter (the `Var` holds it widened), its
 /// optimizer state and its step count.
-struct MixedTensor {
-    var: Var,
-    param: Vec<bf16>,
-    state: MixedState,
-    /// Updates applied so far (a skipped step does not count, as in `Optimizer`).
-    t: u64,
-}
-
-enum MixedState {
-    F32(Vec<Vec<f32>>),
-    /// With the seed of this tensor's stochastic rounding.
-    Bf16(Vec<Vec<bf16>>, u64),
-}
-
 /// The optimizer of a training run: this crate's engine through the candle adapter (f32), or
-/// the mixed-precision kernel over bf16 copies of the parameters.
+/// the owning `Optimizer` holding bf16 tensors (`Optimizer::step_mixed`) over bf16 copies of
+/// the parameters, widened into the `Var`s after each step.
 enum Stepper {
     F32(Box<CandleOptimizer>),
     Mixed {
-        config: Config,
-        schedule: LrSchedule,
-        tensors: Vec<MixedTensor>,
+        opt: Box<Optimizer>,
+        vars: Vec<Var>,
+        params: Vec<Vec<bf16>>,
     },
 }
 
@@ -507,108 +492,64 @@ impl Stepper {
             opt.set_schedule(schedule)?;
             return Ok(Stepper::F32(Box::new(opt)));
         }
-        let k = config.algorithm().state_count();
-        let mut tensors = Vec::with_capacity(vars.len());
+        let mut opt = Optimizer::new(config)?;
+        opt.set_schedule(GroupId(0), schedule)?;
+        opt.set_threads(1); // runs are spread over threads instead (see --jobs)
+        let mut params = Vec::with_capacity(vars.len());
         for (i, var) in vars.iter().enumerate() {
             let init = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            let param: Vec<bf16> = init.iter().map(|&x| bf16::narrow(x)).collect();
+            let param: Vec<bf16> = init.iter().map(|&x| bf16::from_f32(x)).collect();
             set_widened(var, &param)?;
-            let n = param.len();
-            let state = match precision {
-                Precision::Bf16State => {
-                    // A seed per tensor and per run: the same bits on every rerun.
-                    let sr_seed = seed
-                        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                        .wrapping_add(i as u64 + 1);
-                    MixedState::Bf16(vec![vec![bf16::ZERO; n]; k], sr_seed)
-                }
-                _ => MixedState::F32(vec![vec![0.0; n]; k]),
-            };
-            tensors.push(MixedTensor {
-                var: var.clone(),
-                param,
-                state,
-                t: 0,
-            });
+            let mut spec = TensorSpec::new(var.shape().dims()).dtype(vsgd::DType::Bf16);
+            if precision == Precision::Bf16State {
+                // A seed per tensor and per run: the same bits on every rerun.
+                let sr_seed = seed
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    .wrapping_add(i as u64 + 1);
+                spec = spec.state_dtype(vsgd::DType::Bf16).seed(sr_seed);
+            }
+            opt.add_tensor(spec)?;
+            params.push(param);
         }
         Ok(Stepper::Mixed {
-            config,
-            schedule,
-            tensors,
+            opt: Box::new(opt),
+            vars: vars.to_vec(),
+            params,
         })
     }
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        let (config, schedule, tensors) = match self {
+        let (opt, vars, params) = match self {
             Stepper::F32(opt) => return Ok(opt.step(grads)?),
-            Stepper::Mixed {
-                config,
-                schedule,
-                tensors,
-            } => (config, schedule, tensors),
+            Stepper::Mixed { opt, vars, params } => (opt, vars, params),
         };
-        for x in tensors.iter_mut() {
-            let Some(g) = grads.get(x.var.as_tensor()) else {
-                continue;
-            };
-            // The gradient as a bf16 stack stores it: rounded to nearest even.
-            let grad: Vec<bf16> = g
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .map(|&v| bf16::narrow(v))
-                .collect();
-            let t = x.t + 1;
-            let lr = config.lr() * schedule.factor(t);
-            let outcome = match &mut x.state {
-                MixedState::F32(arrays) => {
-                    mixed_step(config, t, lr, &mut x.param, &grad, arrays, &mixed::F32State)?
-                }
-                MixedState::Bf16(arrays, seed) => {
-                    let storage = mixed::Bf16Sr {
-                        seed: *seed,
-                        offset: 0,
-                    };
-                    mixed_step(config, t, lr, &mut x.param, &grad, arrays, &storage)?
-                }
-            };
-            if outcome == StepOutcome::Applied {
-                x.t = t;
-                set_widened(&x.var, &x.param)?;
-            }
+        // Each gradient as a bf16 stack stores it: rounded to nearest even (None: unused).
+        let mut g16: Vec<Option<Vec<bf16>>> = Vec::with_capacity(vars.len());
+        for var in vars.iter() {
+            g16.push(match grads.get(var.as_tensor()) {
+                Some(g) => Some(
+                    g.flatten_all()?
+                        .to_vec1::<f32>()?
+                        .iter()
+                        .map(|&v| bf16::from_f32(v))
+                        .collect(),
+                ),
+                None => None,
+            });
+        }
+        let gs: Vec<Option<&[bf16]>> = g16.iter().map(|g| g.as_deref()).collect();
+        let mut ps: Vec<&mut [bf16]> = params.iter_mut().map(|p| &mut p[..]).collect();
+        opt.step_mixed(&mut ps, &gs)?;
+        for (var, p) in vars.iter().zip(params.iter()) {
+            set_widened(var, p)?;
         }
         Ok(())
     }
 }
 
-/// `mixed::step` of one whole tensor, whose state arrays are owned `Vec`s; a non-finite
-/// gradient skips the tensor, as `CandleOptimizer` does by default.
-fn mixed_step<S: mixed::StateStorage>(
-    config: &Config,
-    t: u64,
-    lr: f64,
-    param: &mut [bf16],
-    grad: &[bf16],
-    arrays: &mut [Vec<S::Elem>],
-    storage: &S,
-) -> Result<StepOutcome> {
-    let mut state: Vec<&mut [S::Elem]> = arrays.iter_mut().map(|a| &mut a[..]).collect();
-    Ok(mixed::step(
-        config,
-        t,
-        lr,
-        param,
-        grad,
-        &mut state,
-        storage,
-        NonFinitePolicy::Skip,
-        Verdict::Check,
-    )?)
-}
-
 /// Writes a bf16 parameter, widened (exactly) to f32, into its `Var`.
 fn set_widened(var: &Var, param: &[bf16]) -> Result<()> {
-    let wide: Vec<f32> = param.iter().map(|v| v.widen()).collect();
+    let wide: Vec<f32> = param.iter().map(|v| v.to_f32()).collect();
     var.set(&Tensor::from_vec(wide, var.shape(), &Device::Cpu)?)?;
     Ok(())
 }

@@ -975,9 +975,11 @@ impl Optimizer {
             }
         }
         self.skipped.clear();
-        for i in 0..n {
-            if nonfinite(i) {
-                self.skipped.push(TensorId(i));
+        if self.policy == NonFinitePolicy::Skip {
+            for i in 0..n {
+                if nonfinite(i) {
+                    self.skipped.push(TensorId(i));
+                }
             }
         }
         // Tensor `i` is updated when it has a gradient and was not skipped (`skipped` is in
