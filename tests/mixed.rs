@@ -1,9 +1,11 @@
 //! Mixed precision (`kernels::mixed`): bf16/f16 parameters with f32 state, and bf16 state with
 //! stochastic rounding, each against a scalar reference of its rounding.
 
+mod algorithms;
 mod common;
 
-use common::{Rng, ALGORITHMS};
+use algorithms::ALGORITHMS;
+use common::Rng;
 use vsgd::kernels::mixed::{
     self, bf16_rne, bf16_stochastic, rounding_bits, Bf16Sr, F32State, Storage,
 };
@@ -233,7 +235,7 @@ fn rounding_bits_are_uniform_and_independent_of_position_bookkeeping() {
 }
 
 fn config(a: Algorithm) -> Config {
-    common::config_with_every_term(a)
+    algorithms::config_with_every_term(a)
 }
 
 fn random_storage<P: Storage>(rng: &mut Rng, n: usize, scale: f64) -> Vec<P> {

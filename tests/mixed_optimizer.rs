@@ -2,9 +2,11 @@
 //! whose state is bf16 (stochastic rounding), stepped with `Optimizer::step_mixed`, against the
 //! stateless kernel `kernels::mixed::step`; checkpoints of such tensors (format v2).
 
+mod algorithms;
 mod common;
 
-use common::{Rng, ALGORITHMS};
+use algorithms::ALGORITHMS;
+use common::Rng;
 use vsgd::checkpoint::{self, Checkpoint, CheckpointError};
 use vsgd::kernels::mixed::{self, Bf16Sr, F32State, StateStorage, Storage};
 use vsgd::kernels::{NonFinitePolicy, Verdict};
@@ -14,7 +16,7 @@ use vsgd::{
 };
 
 fn config(a: Algorithm) -> Config {
-    common::config_with_every_term(a)
+    algorithms::config_with_every_term(a)
 }
 
 fn random<P: Storage>(rng: &mut Rng, n: usize) -> Vec<P> {
