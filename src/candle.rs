@@ -28,16 +28,17 @@
 //! over the parameters per step, small next to a forward and backward pass; on a GPU device it
 //! is a round trip through the host.
 //!
-//! Variables of type `f32` and `f64` are optimized (state in the same type). Integer variables
-//! are left out, as candle's own optimizers do; `f16`/`bf16` variables are refused with an error
-//! rather than silently trained in another precision.
+//! Variables of type `f32` and `f64` are optimized (state in the same type); `bf16` and `f16`
+//! variables too, as mixed-precision tensors ([`Optimizer::step_mixed`]: the update computed in
+//! `f32` with `f32` state, the parameter rounded once to nearest even). Integer variables are
+//! left out, as candle's own optimizers do.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType as CandleDType, Tensor, Var, WithDType};
 use candle_nn::VarMap;
 
 use crate::config::Config;
-use crate::element::{DType, Element};
+use crate::element::DType;
 use crate::error::Error;
 use crate::kernels::{self, NonFinitePolicy};
 use crate::optimizer::{GroupId, Optimizer, TensorId, TensorSpec};
@@ -69,7 +70,29 @@ pub struct CandleOptimizer {
 enum Host {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    Bf16(Vec<half::bf16>),
+    F16(Vec<half::f16>),
 }
+
+impl Host {
+    /// Whether every element is finite (not NaN or ±∞).
+    fn all_finite(&self) -> bool {
+        match self {
+            Host::F32(g) => kernels::all_finite(g),
+            Host::F64(g) => kernels::all_finite(g),
+            Host::Bf16(g) => kernels::mixed::all_finite(g),
+            Host::F16(g) => kernels::mixed::all_finite(g),
+        }
+    }
+}
+
+/// How [`CandleOptimizer::batch`] steps the engine: `step_some` for `f32`/`f64` variables,
+/// `step_mixed` for `bf16`/`f16` ones.
+type StepOf<T> = fn(
+    &mut Optimizer,
+    &mut [&mut [T]],
+    &[Option<&[T]>],
+) -> Result<crate::optimizer::StepReport, Error>;
 
 fn wrap(e: Error) -> candle_core::Error {
     candle_core::Error::wrap(e)
@@ -79,8 +102,10 @@ fn dtype_of(var: &Tensor) -> candle_core::Result<Option<DType>> {
     match var.dtype() {
         CandleDType::F32 => Ok(Some(DType::F32)),
         CandleDType::F64 => Ok(Some(DType::F64)),
+        CandleDType::BF16 => Ok(Some(DType::Bf16)),
+        CandleDType::F16 => Ok(Some(DType::F16)),
         d if d.is_float() => Err(candle_core::Error::msg(format!(
-            "vsgd: variables of type {d:?} are not supported (use f32 or f64)"
+            "vsgd: variables of type {d:?} are not supported (use f32, f64, bf16 or f16)"
         ))),
         _ => Ok(None),
     }
@@ -91,13 +116,8 @@ fn to_host(t: &Tensor, dtype: DType) -> candle_core::Result<Host> {
     Ok(match dtype {
         DType::F32 => Host::F32(flat.to_dtype(CandleDType::F32)?.to_vec1()?),
         DType::F64 => Host::F64(flat.to_dtype(CandleDType::F64)?.to_vec1()?),
-        // `dtype_of` refuses 16-bit variables before they get here.
-        d => {
-            return Err(candle_core::Error::msg(format!(
-                "vsgd: {} variables are not supported (use f32 or f64)",
-                d.name()
-            )))
-        }
+        DType::Bf16 => Host::Bf16(flat.to_dtype(CandleDType::BF16)?.to_vec1()?),
+        DType::F16 => Host::F16(flat.to_dtype(CandleDType::F16)?.to_vec1()?),
     })
 }
 
@@ -204,14 +224,15 @@ impl CandleOptimizer {
 
     /// One engine step over the tensors that have a gradient in `grads` (indexed by engine
     /// tensor id), then the updated variables written back.
-    fn batch<T: Element + WithDType>(
+    fn batch<T: WithDType>(
         &mut self,
         params: &mut [Vec<T>],
         grads: &[Option<Vec<T>>],
+        run: StepOf<T>,
     ) -> candle_core::Result<()> {
         let mut ps: Vec<&mut [T]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
         let gs: Vec<Option<&[T]>> = grads.iter().map(|g| g.as_deref()).collect();
-        self.inner.step_some(&mut ps, &gs).map_err(wrap)?;
+        run(&mut self.inner, &mut ps, &gs).map_err(wrap)?;
         let skipped = self.inner.last_skipped();
         self.skipped.extend_from_slice(skipped);
         for (k, id) in self.ids.iter().enumerate() {
@@ -229,8 +250,9 @@ impl CandleOptimizer {
 impl candle_nn::Optimizer for CandleOptimizer {
     type Config = Config;
 
-    /// Registers the `f32`/`f64` variables (integer ones are left out; `f16`/`bf16` is an
-    /// error) with an engine configured by `config` (checked: a bad hyperparameter is an error).
+    /// Registers the floating-point variables (integer ones are left out; `bf16`/`f16` ones as
+    /// mixed-precision tensors with `f32` state) with an engine configured by `config`
+    /// (checked: a bad hyperparameter is an error).
     fn new(vars: Vec<Var>, config: Config) -> candle_core::Result<Self> {
         Self::build(vars.into_iter().map(|v| (None, v)), config)
     }
@@ -270,16 +292,10 @@ impl candle_nn::Optimizer for CandleOptimizer {
                 )));
             }
             let (p, g) = (to_host(var, dtype)?, to_host(grad, dtype)?);
-            if self.inner.policy() == NonFinitePolicy::Error {
-                let finite = match &g {
-                    Host::F32(g) => kernels::all_finite(g),
-                    Host::F64(g) => kernels::all_finite(g),
-                };
-                if !finite {
-                    return Err(wrap(Error::NonFiniteGradient {
-                        tensor: self.ids[k].0,
-                    }));
-                }
+            if self.inner.policy() == NonFinitePolicy::Error && !g.all_finite() {
+                return Err(wrap(Error::NonFiniteGradient {
+                    tensor: self.ids[k].0,
+                }));
             }
             work.push((k, p, g));
         }
@@ -289,12 +305,16 @@ impl candle_nn::Optimizer for CandleOptimizer {
         let n = self.inner.num_tensors();
         let (mut p32, mut g32) = (vec![Vec::new(); n], vec![None; n]);
         let (mut p64, mut g64) = (vec![Vec::new(); n], vec![None; n]);
-        let mut any = [false; 2];
+        let (mut pb, mut gb) = (vec![Vec::new(); n], vec![None; n]);
+        let (mut ph, mut gh) = (vec![Vec::new(); n], vec![None; n]);
+        let mut any = [false; 4];
         for (k, p, g) in work {
             let id = self.ids[k].0;
             match (p, g) {
                 (Host::F32(p), Host::F32(g)) => (p32[id], g32[id], any[0]) = (p, Some(g), true),
                 (Host::F64(p), Host::F64(g)) => (p64[id], g64[id], any[1]) = (p, Some(g), true),
+                (Host::Bf16(p), Host::Bf16(g)) => (pb[id], gb[id], any[2]) = (p, Some(g), true),
+                (Host::F16(p), Host::F16(g)) => (ph[id], gh[id], any[3]) = (p, Some(g), true),
                 _ => {
                     return Err(candle_core::Error::msg(format!(
                         "vsgd: variable {k} and its gradient were copied as different types"
@@ -303,10 +323,16 @@ impl candle_nn::Optimizer for CandleOptimizer {
             }
         }
         if any[0] {
-            self.batch(&mut p32, &g32)?;
+            self.batch(&mut p32, &g32, Optimizer::step_some)?;
         }
         if any[1] {
-            self.batch(&mut p64, &g64)?;
+            self.batch(&mut p64, &g64, Optimizer::step_some)?;
+        }
+        if any[2] {
+            self.batch(&mut pb, &gb, Optimizer::step_mixed)?;
+        }
+        if any[3] {
+            self.batch(&mut ph, &gh, Optimizer::step_mixed)?;
         }
         Ok(())
     }
@@ -524,11 +550,71 @@ mod tests {
         Ok(())
     }
 
+    /// bf16 and f16 variables train as mixed-precision tensors: the same bits as the core
+    /// optimizer's `step_mixed` fed the same gradients (f32 state, parameter rounded once).
+    #[test]
+    fn bf16_and_f16_variables_step_as_step_mixed() -> candle_core::Result<()> {
+        use half::{bf16, f16};
+        let dev = Device::Cpu;
+        let config = Config::default_for(Algorithm::Adam);
+        let wb = Var::new(&[bf16::from_f32(1.0), bf16::from_f32(-0.5)], &dev)?;
+        let wh = Var::new(&[f16::from_f32(0.25); 3], &dev)?;
+        let w32 = Var::new(&[2.0f32], &dev)?;
+        let mut opt = CandleOptimizer::new(vec![wb.clone(), wh.clone(), w32.clone()], config)?;
+        opt.set_learning_rate(0.05);
+        let info = opt.inner().tensor_info(TensorId(0)).map_err(wrap)?;
+        assert_eq!((info.dtype, info.state_dtype), (DType::Bf16, DType::F32));
+        let mut core = Optimizer::new(config).map_err(wrap)?;
+        core.set_lr(GroupId(0), 0.05).map_err(wrap)?;
+        core.add_tensor(TensorSpec::new(&[2]).dtype(DType::Bf16))
+            .map_err(wrap)?;
+        core.add_tensor(TensorSpec::new(&[3]).dtype(DType::F16))
+            .map_err(wrap)?;
+        let mut pb = [bf16::from_f32(1.0), bf16::from_f32(-0.5)];
+        let mut ph = [f16::from_f32(0.25); 3];
+        for step in 0..3 {
+            // loss = Σ wb·c + Σ wh² + w32²: gradients c, 2·wh and 2·w32.
+            let c = Tensor::new(
+                &[bf16::from_f32(0.5), bf16::from_f32(-1.0 - step as f32)],
+                &dev,
+            )?;
+            let loss = wb
+                .as_tensor()
+                .mul(&c)?
+                .to_dtype(CandleDType::F32)?
+                .sum_all()?
+                .add(
+                    &wh.as_tensor()
+                        .sqr()?
+                        .to_dtype(CandleDType::F32)?
+                        .sum_all()?,
+                )?
+                .add(&w32.as_tensor().sqr()?.sum_all()?)?;
+            let grads = loss.backward()?;
+            let gb: Vec<bf16> = grads.get(&wb).expect("grad").to_vec1()?;
+            let gh: Vec<f16> = grads.get(&wh).expect("grad").to_vec1()?;
+            opt.step(&grads)?;
+            core.step_tensor_mixed(TensorId(0), &mut pb, &gb)
+                .map_err(wrap)?;
+            core.step_tensor_mixed(TensorId(1), &mut ph, &gh)
+                .map_err(wrap)?;
+            assert_eq!(
+                wb.as_tensor().to_vec1::<bf16>()?,
+                pb.to_vec(),
+                "step {step}"
+            );
+            assert_eq!(wh.as_tensor().to_vec1::<f16>()?, ph.to_vec(), "step {step}");
+        }
+        assert!(pb[1].to_f32() > -0.5 && ph[0].to_f32() < 0.25);
+        assert_eq!(opt.inner().step_count(TensorId(2)).map_err(wrap)?, 3);
+        Ok(())
+    }
+
     #[test]
     fn unsupported_and_integer_variables() -> candle_core::Result<()> {
         let dev = Device::Cpu;
-        let half = Var::zeros(3, CandleDType::BF16, &dev)?;
-        let err = CandleOptimizer::new(vec![half], Config::default_for(Algorithm::Vsgd))
+        let fp8 = Var::zeros(3, CandleDType::F8E4M3, &dev)?;
+        let err = CandleOptimizer::new(vec![fp8], Config::default_for(Algorithm::Vsgd))
             .unwrap_err()
             .to_string();
         assert!(err.contains("not supported"), "{err}");
