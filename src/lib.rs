@@ -10,9 +10,12 @@
 //!
 //! The crate has three layers:
 //! - [`kernels`]: one step of one tensor (or of any shard of it) over caller-owned slices, for
-//!   `f32` and `f64`, never allocating; the portable path is the reference.
-//! - [`Optimizer`] (feature `alloc`): registered tensors with names and shapes, parameter groups,
-//!   schedules ([`LrSchedule`]), step counters, state read-out and a non-finite-gradient policy.
+//!   `f32` and `f64`, never allocating; the portable path is the reference. Mixed precision
+//!   ([`kernels::mixed`]): `bf16`/`f16` parameters with `f32` state, or `bf16` state with
+//!   stochastic rounding.
+//! - [`Optimizer`] (feature `alloc`): registered tensors with names, shapes and element types
+//!   (mixed precision through [`Optimizer::step_mixed`]), parameter groups, schedules
+//!   ([`LrSchedule`]), step counters, state read-out and a non-finite-gradient policy.
 //! - [`checkpoint`] (feature `checkpoint`, no_std + `alloc`): portable MessagePack checkpoints,
 //!   atomic files, sharding (`docs/checkpoint-format.md`).
 //! - the `vsgd` binary (feature `cli`): `vsgd replay CASE.json` runs a conformance case.
