@@ -531,7 +531,7 @@ impl Optimizer {
         let report = match dtype {
             DType::F32 => self.step_copies::<f32>(&params, &grads)?,
             DType::F64 => self.step_copies::<f64>(&params, &grads)?,
-            d => return Err(err(&format!("{} tensors (mixed precision) are not supported in wasm yet", d.name()))),
+            d => return Err(mixed_unsupported(d)),
         };
         report_object(report)
     }
@@ -558,7 +558,7 @@ impl Optimizer {
         let outcome = match param.dtype() {
             DType::F32 => self.step_tensor_copy::<f32>(t, &param, &grad)?,
             DType::F64 => self.step_tensor_copy::<f64>(t, &param, &grad)?,
-            d => return Err(err(&format!("{} tensors (mixed precision) are not supported in wasm yet", d.name()))),
+            d => return Err(mixed_unsupported(d)),
         };
         Ok(match outcome {
             StepOutcome::Applied => "applied",
@@ -611,7 +611,7 @@ impl Optimizer {
         let report = match dtype {
             DType::F32 => buffers::step_all::<f32>(&mut self.inner, &mut self.buffers),
             DType::F64 => buffers::step_all::<f64>(&mut self.inner, &mut self.buffers),
-            d => return Err(err(&format!("{} tensors (mixed precision) are not supported in wasm yet", d.name()))),
+            d => return Err(mixed_unsupported(d)),
         }
         .js()?;
         report_object(report)
@@ -629,7 +629,7 @@ impl Optimizer {
         match info.dtype {
             DType::F32 => self.state_copy::<f32>(t, &string_arg(&name, "name")?),
             DType::F64 => self.state_copy::<f64>(t, &string_arg(&name, "name")?),
-            d => Err(err(&format!("{} tensors (mixed precision) are not supported in wasm yet", d.name()))),
+            d => Err(mixed_unsupported(d)),
         }
     }
 
@@ -645,7 +645,7 @@ impl Optimizer {
         match info.dtype {
             DType::F32 => self.momentum_copy::<f32>(t, info.len),
             DType::F64 => self.momentum_copy::<f64>(t, info.len),
-            d => Err(err(&format!("{} tensors (mixed precision) are not supported in wasm yet", d.name()))),
+            d => Err(mixed_unsupported(d)),
         }
     }
 
@@ -769,4 +769,13 @@ impl Optimizer {
 
 fn oom() -> JsError {
     err("could not allocate memory for the step")
+}
+
+/// The error for a tensor this package cannot step or read yet: mixed precision (a 16-bit
+/// parameter or `bf16` state), as a checkpoint saved elsewhere may hold.
+fn mixed_unsupported(d: DType) -> JsError {
+    err(&format!(
+        "{} tensors (mixed precision) are not supported in wasm yet",
+        d.name()
+    ))
 }
