@@ -747,15 +747,13 @@ impl Optimizer {
             items.retain(|it| !it.nonfinite());
         }
         self.last_norm = None;
-        if let Some(max_norm) = self.clip_norm {
-            let norm = libm::sqrt(self.engine.sum_squares(&mut items));
-            let c = max_norm / (norm + 1e-6);
-            if c < 1.0 {
+        if self.clip_norm.is_some() {
+            let sum = self.engine.sum_squares(&mut items);
+            if let Some(c) = self.clip_scale(sum) {
                 for it in items.iter_mut() {
                     it.scalars = it.scalars.with_grad_scale(c);
                 }
             }
-            self.last_norm = Some(norm);
         }
         self.engine.apply(&mut items);
         for it in &items {
@@ -846,6 +844,29 @@ impl Optimizer {
         self.step_where(params, |i| grads[i])
     }
 
+    /// Gradient clipping by global norm: records the norm `√sum_squares` and returns the factor
+    /// `max / (norm + 1e-6)` that scales every gradient, or `None` when that is not below 1
+    /// (or clipping is off).
+    fn clip_scale(&mut self, sum_squares: f64) -> Option<f64> {
+        let max_norm = self.clip_norm?;
+        let norm = libm::sqrt(sum_squares);
+        self.last_norm = Some(norm);
+        let c = max_norm / (norm + 1e-6);
+        (c < 1.0).then_some(c)
+    }
+
+    /// The end of every all-tensor step: the global clock advances, and the report.
+    fn finish_step(&mut self, applied: usize, frozen: usize) -> StepReport {
+        if self.clock == ScheduleClock::Global {
+            self.global_step = self.global_step.saturating_add(1);
+        }
+        StepReport {
+            applied,
+            skipped: self.skipped.len(),
+            frozen,
+        }
+    }
+
     /// Checks that a step was given one parameter and one gradient entry per tensor; returns
     /// the tensor count.
     fn check_counts(&self, params: usize, grads: usize) -> Result<usize, Error> {
@@ -904,14 +925,7 @@ impl Optimizer {
             }
         }
         let applied = self.run_items(items)?;
-        if self.clock == ScheduleClock::Global {
-            self.global_step = self.global_step.saturating_add(1);
-        }
-        Ok(StepReport {
-            applied,
-            skipped: self.skipped.len(),
-            frozen,
-        })
+        Ok(self.finish_step(applied, frozen))
     }
 
     // ------------------------------------------------------------------ mixed precision
@@ -989,17 +1003,12 @@ impl Optimizer {
         let apply = |i: usize| grads[i].is_some() && skipped.binary_search(&TensorId(i)).is_err();
         self.last_norm = None;
         let mut grad_scale = None;
-        if let Some(max_norm) = self.clip_norm {
+        if self.clip_norm.is_some() {
             let sum: f64 = (0..n)
                 .filter(|&i| apply(i))
                 .map(|i| sum_squares_widened(grads[i].unwrap_or(&[])))
                 .sum();
-            let norm = libm::sqrt(sum);
-            let c = max_norm / (norm + 1e-6);
-            if c < 1.0 {
-                grad_scale = Some(c);
-            }
-            self.last_norm = Some(norm);
+            grad_scale = self.clip_scale(sum);
         }
         let mut last = None;
         let mut applied = 0;
@@ -1016,14 +1025,7 @@ impl Optimizer {
             applied += 1;
         }
         self.skipped = skipped;
-        if self.clock == ScheduleClock::Global {
-            self.global_step = self.global_step.saturating_add(1);
-        }
-        Ok(StepReport {
-            applied,
-            skipped: self.skipped.len(),
-            frozen,
-        })
+        Ok(self.finish_step(applied, frozen))
     }
 
     /// One mixed-precision update of one tensor (see [`Optimizer::step_mixed`]). On error
@@ -1048,14 +1050,10 @@ impl Optimizer {
         self.skipped.clear();
         self.last_norm = None;
         let mut s = self.scalars::<f32>(id.0, &mut None);
-        if let Some(max_norm) = self.clip_norm {
-            let sum = sum_squares_widened(grad);
-            let norm = libm::sqrt(sum);
-            let c = max_norm / (norm + 1e-6);
-            if c < 1.0 {
+        if self.clip_norm.is_some() {
+            if let Some(c) = self.clip_scale(sum_squares_widened(grad)) {
                 s = s.with_grad_scale(c);
             }
-            self.last_norm = Some(norm);
         }
         self.apply_mixed_tensor(id.0, param, grad, &s);
         self.tensors[id.0].step += 1;
