@@ -3,7 +3,7 @@
 # no compiler needed): everything is built here and carried there in target/gpu-check/.
 #
 #   bash scripts/gpu-check.sh --build
-#       On a development machine (no GPU needed): builds examples/gpu_check in release, strips
+#       On a development machine (no GPU needed): builds cli/examples/gpu_check in release, strips
 #       it, and leaves it at target/gpu-check/gpu_check (a few MiB; it links glibc dynamically
 #       and loads libcuda.so.1 at run time, so it needs no CUDA toolkit anywhere). Also the
 #       JAX part: target/gpu-check/jax/ holds bindings/jax/gpu_check.py and the vsgd_jax
@@ -27,7 +27,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=target/gpu-check/gpu_check
 jax_dir=target/gpu-check/jax
 if [[ ${1:-} == --build ]]; then
-    cargo build --release --features cuda,cli --example gpu_check
+    cargo build --release -p vsgd-cli --features cuda --example gpu_check
     mkdir -p target/gpu-check
     cp target/release/examples/gpu_check "$bin"
     strip "$bin" 2>/dev/null || true

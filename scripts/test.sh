@@ -41,6 +41,11 @@ rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/vsgd*-[0-9]* \
     "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/-*/vsgd*-[0-9]* \
     "${CARGO_TARGET_DIR:-target}/package"
 cargo package --workspace --allow-dirty --quiet
+# The CLI is its own package (cli/): the library's default features pull neither it nor JSON.
+if cargo tree -p vsgd -e normal --prefix none | grep -E '^(serde_json|vsgd-cli) '; then
+    echo "the vsgd library's default features pull the CLI's dependencies" >&2
+    exit 1
+fi
 
 step "conformance through the CLI (vsgd replay + check.py)"
 bash scripts/check-conformance.sh

@@ -18,7 +18,8 @@
 //!   ([`LrSchedule`]), step counters, state read-out and a non-finite-gradient policy.
 //! - [`checkpoint`] (feature `checkpoint`, no_std + `alloc`): portable MessagePack checkpoints,
 //!   atomic files, sharding (`docs/checkpoint-format.md`).
-//! - the `vsgd` binary (feature `cli`): `vsgd replay CASE.json` runs a conformance case.
+//! - the `vsgd` command is its own package, `vsgd-cli` (cli/ in the repository): `vsgd replay`,
+//!   `vsgd inspect`, `vsgd bench`. This library's features never pull it or serde_json in.
 //!
 //! `no_std`: without the `std` feature the crate needs only `core` (kernels) and `alloc`
 //! (the optimizer).

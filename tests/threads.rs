@@ -1,7 +1,7 @@
 //! Multi-threaded steps: the same bits for every thread count (large tensors split, small ones
 //! batched), the check-everything-first contract, and the worker pool's own behaviour.
 
-use vsgd::kernels::threads::{part_range, WorkerPool};
+use vsgd::kernels::threads::part_range;
 use vsgd::kernels::{self, Scalars};
 use vsgd::{Algorithm, Config, Error, NonFinitePolicy, Optimizer, TensorSpec};
 
@@ -182,41 +182,6 @@ fn step_tensor_splits_a_large_tensor_with_the_same_bits() {
         results.push(p.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
     }
     assert!(results[0] == results[1] && results[0] == results[2]);
-}
-
-#[test]
-fn pool_runs_every_part_once_and_survives_a_panic() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let mut pool = WorkerPool::new(3);
-    assert_eq!(pool.threads(), 3);
-    for parts in [0usize, 1, 2, 3, 4, 10] {
-        let hits: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
-        pool.run(parts, &|k| {
-            hits[k].fetch_add(1, Ordering::Relaxed);
-        });
-        assert!(
-            hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
-            "parts={parts}"
-        );
-    }
-    // A panicking part (here on a worker: part 1) reaches the caller after all parts ran.
-    let done = AtomicUsize::new(0);
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        pool.run(3, &|k| {
-            done.fetch_add(1, Ordering::Relaxed);
-            if k == 1 {
-                panic!("part 1 fails");
-            }
-        })
-    }));
-    assert!(r.is_err());
-    assert_eq!(done.load(Ordering::Relaxed), 3);
-    // And the pool still works afterwards.
-    let sum = AtomicUsize::new(0);
-    pool.run(6, &|k| {
-        sum.fetch_add(k, Ordering::Relaxed);
-    });
-    assert_eq!(sum.load(Ordering::Relaxed), 15);
 }
 
 #[test]

@@ -10,7 +10,7 @@
 #     artifacts' freshness and layout, and the no-GPU error paths;
 #  5. error paths against stub driver libraries (none, cuInit = CUDA_ERROR_NO_DEVICE, a missing
 #     function, a driver that fails every call), from Rust and from C (bindings/c, feature cuda);
-#  6. examples/gpu_check builds and, without a GPU, fails with a clear message.
+#  6. cli/examples/gpu_check builds and, without a GPU, fails with a clear message.
 # The pip wheels live in a venv cached at $VSGD_CUDA_VENV (default ~/.cache/vsgd/cuda-venv).
 # Regenerate the artifacts after editing the kernels: VSGD_CUDA_BLESS=1 bash scripts/test.d/40-cuda.sh
 set -euo pipefail
@@ -134,7 +134,7 @@ if true; then # the C ABI always has the CUDA entry points
 fi
 
 # ------------------------------------------------------------ 6. the GPU check, here
-cargo build -q --release --features cuda,cli --example gpu_check
+cargo build -q --release -p vsgd-cli --features cuda --example gpu_check
 set +e
 LD_LIBRARY_PATH="$tmp/cuinit" target/release/examples/gpu_check >"$out" 2>&1
 rc=$?

@@ -1,4 +1,4 @@
-//! What `examples/gpu_check.rs` measures besides the public API (not a stable interface).
+//! What `cli/examples/gpu_check.rs` measures besides the public API (not a stable interface).
 
 use alloc::sync::Arc;
 use core::ffi::c_void;

@@ -85,21 +85,21 @@ pub enum StepOutcome {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Common<T> {
     /// Learning rate η of this step.
-    pub lr: T,
+    pub(crate) lr: T,
     /// 1 − η·λ (decoupled weight decay), computed in f64.
-    pub decay: T,
+    pub(crate) decay: T,
     /// Whether λ ≠ 0 (when false, θ is not multiplied at all).
-    pub has_decay: bool,
+    pub(crate) has_decay: bool,
     /// Coupled L2 coefficient.
-    pub l2: T,
+    pub(crate) l2: T,
     /// Whether l2 ≠ 0 (when false, nothing is added to the gradient: keeps −0.0 intact).
-    pub has_l2: bool,
+    pub(crate) has_l2: bool,
     /// Negate the gradient first.
-    pub maximize: bool,
+    pub(crate) maximize: bool,
     /// Gradient scale of gradient clipping (multiplies ĝ first; see [`Scalars::with_grad_scale`]).
-    pub scale: T,
+    pub(crate) scale: T,
     /// Whether `scale` is applied (when false, ĝ is not multiplied at all).
-    pub has_scale: bool,
+    pub(crate) has_scale: bool,
 }
 
 impl<T: Element> Common<T> {
@@ -144,90 +144,90 @@ impl<T: Element> Common<T> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct VsgdScalars<T> {
     /// Shared options.
-    pub common: Common<T>,
+    pub(crate) common: Common<T>,
     /// `t = 1`: use the prior variances instead of the state.
-    pub first: bool,
+    pub(crate) first: bool,
     /// Prior variance of the systematic noise, pbg2 / (pa2 − 1) (used when `first`).
-    pub sg0: T,
+    pub(crate) sg0: T,
     /// Prior variance of the observation noise, pbhg2 / (pa2 − 1) (used when `first`).
-    pub shg0: T,
+    pub(crate) shg0: T,
     /// 1 / pa2.
-    pub inv_pa2: T,
+    pub(crate) inv_pa2: T,
     /// pbg2 = 2γ.
-    pub pbg2: T,
+    pub(crate) pbg2: T,
     /// pbhg2 = 2Kγ.
-    pub pbhg2: T,
+    pub(crate) pbhg2: T,
     /// ρ1 = t^(−κ1).
-    pub rho1: T,
+    pub(crate) rho1: T,
     /// 1 − ρ1.
-    pub omr1: T,
+    pub(crate) omr1: T,
     /// ρ2 = t^(−κ2).
-    pub rho2: T,
+    pub(crate) rho2: T,
     /// 1 − ρ2.
-    pub omr2: T,
+    pub(crate) omr2: T,
     /// Denominator guard.
-    pub eps: T,
+    pub(crate) eps: T,
 }
 
 /// Per-step constants of Constant VSGD. See [`crate::ConstantVsgdConfig`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConstantVsgdScalars<T> {
     /// Shared options.
-    pub common: Common<T>,
+    pub(crate) common: Common<T>,
     /// `t = 1`: use the prior variance.
-    pub first: bool,
+    pub(crate) first: bool,
     /// Prior observation variance pb2 / (2γ + 1e-4).
-    pub v0: T,
+    pub(crate) v0: T,
     /// 1 / pa2, pa2 = 2γ + 2.
-    pub inv_pa2: T,
+    pub(crate) inv_pa2: T,
     /// pb2 = 2γ.
-    pub pb2: T,
+    pub(crate) pb2: T,
     /// K.
-    pub k: T,
+    pub(crate) k: T,
     /// 1 / (K + 1).
-    pub inv_k1: T,
+    pub(crate) inv_k1: T,
     /// ρ = t^(−κ).
-    pub rho: T,
+    pub(crate) rho: T,
     /// 1 − ρ.
-    pub omr: T,
+    pub(crate) omr: T,
     /// Denominator guard.
-    pub eps: T,
+    pub(crate) eps: T,
 }
 
 /// Per-step constants of Adam and AdamW. See [`crate::AdamConfig`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamScalars<T> {
     /// Shared options.
-    pub common: Common<T>,
+    pub(crate) common: Common<T>,
     /// β1.
-    pub beta1: T,
+    pub(crate) beta1: T,
     /// 1 − β1.
-    pub omb1: T,
+    pub(crate) omb1: T,
     /// β2.
-    pub beta2: T,
+    pub(crate) beta2: T,
     /// 1 − β2.
-    pub omb2: T,
+    pub(crate) omb2: T,
     /// η / (1 − β1^t).
-    pub step_size: T,
+    pub(crate) step_size: T,
     /// sqrt(1 − β2^t).
-    pub bc2_sqrt: T,
+    pub(crate) bc2_sqrt: T,
     /// Denominator guard.
-    pub eps: T,
+    pub(crate) eps: T,
 }
 
 /// Per-step constants of SGD with momentum. See [`crate::SgdmConfig`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdmScalars<T> {
     /// Shared options.
-    pub common: Common<T>,
+    pub(crate) common: Common<T>,
     /// `t = 1`: the buffer becomes the gradient.
-    pub first: bool,
+    pub(crate) first: bool,
     /// Momentum μ.
-    pub momentum: T,
+    pub(crate) momentum: T,
     /// 1 − dampening.
-    pub omd: T,
+    pub(crate) omd: T,
     /// Nesterov look-ahead.
-    pub nesterov: bool,
+    pub(crate) nesterov: bool,
 }
 
 /// The per-step constants of any algorithm.

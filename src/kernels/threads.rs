@@ -59,7 +59,7 @@ impl Shared {
 }
 
 /// A fixed set of worker threads that run the parts of a job in parallel with the caller.
-pub struct WorkerPool {
+pub(crate) struct WorkerPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     /// The process that started the workers (`std::process::id`).
@@ -260,4 +260,44 @@ pub fn part_range(total: usize, parts: usize, k: usize) -> core::ops::Range<usiz
         }
     };
     bound(k)..bound(k + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkerPool;
+
+    #[test]
+    fn pool_runs_every_part_once_and_survives_a_panic() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let mut pool = WorkerPool::new(3);
+        assert_eq!(pool.threads(), 3);
+        for parts in [0usize, 1, 2, 3, 4, 10] {
+            let hits: Vec<AtomicUsize> = (0..parts).map(|_| AtomicUsize::new(0)).collect();
+            pool.run(parts, &|k| {
+                hits[k].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "parts={parts}"
+            );
+        }
+        // A panicking part (here on a worker: part 1) reaches the caller after all parts ran.
+        let done = AtomicUsize::new(0);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.run(3, &|k| {
+                done.fetch_add(1, Ordering::Relaxed);
+                if k == 1 {
+                    panic!("part 1 fails");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(done.load(Ordering::Relaxed), 3);
+        // And the pool still works afterwards.
+        let sum = AtomicUsize::new(0);
+        pool.run(6, &|k| {
+            sum.fetch_add(k, Ordering::Relaxed);
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), 15);
+    }
 }

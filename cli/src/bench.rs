@@ -37,8 +37,10 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use vsgd::kernels::threads::{part_range, WorkerPool};
-use vsgd::kernels::{KernelPath, Scalars};
+use vsgd::kernels::threads::part_range;
+use vsgd::kernels::KernelPath;
+
+use crate::pool::Pool;
 use vsgd::{Algorithm, Config, DType, Element, NonFinitePolicy, Optimizer, TensorSpec};
 
 const USAGE: &str = "usage: vsgd bench [--json] [--algorithm NAME|all] [--elements N] \
@@ -336,7 +338,7 @@ fn measure<T: Element>(algorithm: Algorithm, o: &Options) -> Measured {
     opt.step(&mut p, &g).expect("step");
 
     // Plain arrays of the same total size for the ceiling and the baseline.
-    let mut pool = WorkerPool::new(o.threads);
+    let mut pool = Pool::new(o.threads);
     let mut flat = Flat {
         param: fill(n, 1, 2.0),
         grad: fill(n, 2, 0.02),
@@ -348,7 +350,7 @@ fn measure<T: Element>(algorithm: Algorithm, o: &Options) -> Measured {
             *x = T::from_f64(x.to_f64().abs() + 1e-4); // variances: positive
         }
     }
-    let scalars = Scalars::<T>::new(&config, 2, config.lr());
+    let scalars = Baseline::<T>::new(&config);
 
     // With K > 1 tensors: the same step over one tensor of all N elements, for the ratio
     // of the two, measured interleaved in this process (cross-process timings on a shared
@@ -432,7 +434,7 @@ impl<T> Ptr<T> {
 
 /// Runs `f` over `0..n` shared by the pool's threads the way the optimizer shares a step:
 /// about 8 chunks per thread taken in turn (no thread below 32768 elements, torch's grain).
-pub(crate) fn par(pool: &mut WorkerPool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+pub(crate) fn par(pool: &mut Pool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
     let threads = pool.threads().min(n / 32768).max(1);
     let chunks = if threads == 1 { 1 } else { threads * 8 };
     let next = AtomicUsize::new(0);
@@ -447,7 +449,7 @@ pub(crate) fn par(pool: &mut WorkerPool, n: usize, f: &(dyn Fn(Range<usize>) + S
 }
 
 /// The ceiling: one in-place pass, the algorithm's reads and writes, `x ← x + g`.
-fn flat_ceiling<T: Element>(pool: &mut WorkerPool, f: &mut Flat<T>) {
+fn flat_ceiling<T: Element>(pool: &mut Pool, f: &mut Flat<T>) {
     let n = f.param.len();
     let (p, g) = (Ptr(f.param.as_mut_ptr()), Ptr(f.grad.as_mut_ptr()));
     let s: Vec<Ptr<T>> = f.state.iter_mut().map(|v| Ptr(v.as_mut_ptr())).collect();
@@ -489,12 +491,12 @@ fn ceiling_part<T: Element, const K: usize>(p: &mut [T], g: &[T], mut s: [&mut [
     unsafe fn avx2<T: Element, const K: usize>(p: &mut [T], g: &[T], s: &mut [&mut [T]; K]) {
         body(p, g, s)
     }
-    #[cfg(all(target_arch = "x86_64", vsgd_avx512))]
+    #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn avx512<T: Element, const K: usize>(p: &mut [T], g: &[T], s: &mut [&mut [T]; K]) {
         body(p, g, s)
     }
-    #[cfg(all(target_arch = "x86_64", vsgd_avx512))]
+    #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F.
         return unsafe { avx512(p, g, &mut s) };
@@ -520,7 +522,7 @@ enum Args<T> {
 }
 
 fn pass<T: Element, F: Fn(T, T, T) -> T + Sync>(
-    pool: &mut WorkerPool,
+    pool: &mut Pool,
     r: Range<usize>,
     args: Args<T>,
     f: F,
@@ -567,9 +569,116 @@ fn pass<T: Element, F: Fn(T, T, T) -> T + Sync>(
     });
 }
 
+/// The scalars the published code computes for its second step (`t = 2`), from the
+/// configuration as that code does: the multi-pass baseline's constants (only its time is
+/// used, so they need only be the right kind of numbers: finite, no subnormals).
+enum Baseline<T> {
+    Vsgd(VsgdBase<T>),
+    ConstantVsgd(ConstantVsgdBase<T>),
+    Adam(AdamBase<T>),
+    Sgdm(SgdmBase<T>),
+}
+
+/// VSGD (the authors' code): `pa2 = 2γ + 1 + 1e-4`, `pbg2 = 2γ`, `pbhg2 = 2·ghattg·γ`,
+/// `ρᵢ = t^(−τᵢ)`.
+struct VsgdBase<T> {
+    inv_pa2: T,
+    pbg2: T,
+    pbhg2: T,
+    rho1: T,
+    omr1: T,
+    rho2: T,
+    omr2: T,
+    eps: T,
+    lr: T,
+}
+
+/// Constant VSGD: `pa2 = 2γ + 2`, `pb2 = 2γ`, `K = ghattg`, `ρ = t^(−τ)`.
+struct ConstantVsgdBase<T> {
+    inv_pa2: T,
+    pb2: T,
+    k: T,
+    inv_k1: T,
+    rho: T,
+    omr: T,
+    eps: T,
+    lr: T,
+}
+
+/// torch's Adam/AdamW: `step_size = lr / (1 − β₁ᵗ)`, `bc2_sqrt = √(1 − β₂ᵗ)`.
+struct AdamBase<T> {
+    has_decay: bool,
+    decay: T,
+    omb1: T,
+    beta2: T,
+    omb2: T,
+    step_size: T,
+    bc2_sqrt: T,
+    eps: T,
+}
+
+/// torch's SGD with momentum.
+struct SgdmBase<T> {
+    momentum: T,
+    omd: T,
+    lr: T,
+}
+
+impl<T: Element> Baseline<T> {
+    fn new(config: &Config) -> Self {
+        let t = 2.0f64;
+        let r = T::from_f64;
+        match *config {
+            Config::Vsgd(c) => {
+                let pa2 = 2.0 * c.ps + 1.0 + 1e-4;
+                let (rho1, rho2) = (t.powf(-c.tau1), t.powf(-c.tau2));
+                Baseline::Vsgd(VsgdBase {
+                    inv_pa2: r(1.0 / pa2),
+                    pbg2: r(2.0 * c.ps),
+                    pbhg2: r(2.0 * c.ghattg * c.ps),
+                    rho1: r(rho1),
+                    omr1: r(1.0 - rho1),
+                    rho2: r(rho2),
+                    omr2: r(1.0 - rho2),
+                    eps: r(c.eps),
+                    lr: r(c.lr),
+                })
+            }
+            Config::ConstantVsgd(c) => {
+                let rho = t.powf(-c.tau);
+                Baseline::ConstantVsgd(ConstantVsgdBase {
+                    inv_pa2: r(1.0 / (2.0 * c.ps + 2.0)),
+                    pb2: r(2.0 * c.ps),
+                    k: r(c.ghattg),
+                    inv_k1: r(1.0 / (c.ghattg + 1.0)),
+                    rho: r(rho),
+                    omr: r(1.0 - rho),
+                    eps: r(c.eps),
+                    lr: r(c.lr),
+                })
+            }
+            Config::Adam(c) | Config::AdamW(c) => Baseline::Adam(AdamBase {
+                has_decay: c.weight_decay != 0.0,
+                decay: r(1.0 - c.lr * c.weight_decay),
+                omb1: r(1.0 - c.beta1),
+                beta2: r(c.beta2),
+                omb2: r(1.0 - c.beta2),
+                step_size: r(c.lr / (1.0 - c.beta1.powf(t))),
+                bc2_sqrt: r((1.0 - c.beta2.powf(t)).sqrt()),
+                eps: r(c.eps),
+            }),
+            Config::Sgdm(c) => Baseline::Sgdm(SgdmBase {
+                momentum: r(c.momentum),
+                omd: r(1.0 - c.dampening),
+                lr: r(c.lr),
+            }),
+        }
+    }
+}
+
 /// The update written as the published code writes it, one pass per tensor operation, tensor
 /// by tensor, with temporaries. Times only; the values are not checked here.
-fn multipass<T: Element>(pool: &mut WorkerPool, f: &mut Flat<T>, sizes: &[usize], s: &Scalars<T>) {
+fn multipass<T: Element>(pool: &mut Pool, f: &mut Flat<T>, sizes: &[usize], s: &Baseline<T>) {
     let n = f.param.len();
     while f.temps.len() < 8 {
         f.temps.push(vec![T::ZERO; n]);
@@ -604,8 +713,8 @@ fn multipass<T: Element>(pool: &mut WorkerPool, f: &mut Flat<T>, sizes: &[usize]
                 pass(pool, r.clone(), Args::Update3($x, $a, $b), $f)
             };
         }
-        match *s {
-            Scalars::Vsgd(s) => {
+        match s {
+            Baseline::Vsgd(s) => {
                 // The authors' VSGD step (pa2, pbg2, pbhg2, rho as in the paper's code).
                 let (mug, bg, bhg) = (st[0], st[1], st[2]);
                 let (sg, shg, mug1, den, tmp, sigg, mug_sq, d) =
@@ -644,12 +753,12 @@ fn multipass<T: Element>(pool: &mut WorkerPool, f: &mut Flat<T>, sizes: &[usize]
                 update!(bhg, |a, _, _| a * omr2);
                 update!(bhg, tmp, |a, b, _| a + rho2 * b);
                 // p.addcdiv_(mug, mug_sq.sqrt().add_(eps), value=-lr)
-                let (eps, lr) = (s.eps, s.common.lr);
+                let (eps, lr) = (s.eps, s.lr);
                 map!(d, mug_sq, |a, _, _| a.sqrt());
                 update!(d, |a, _, _| a + eps);
                 update!(p, mug, d, |x, m, q| x - lr * (m / q));
             }
-            Scalars::ConstantVsgd(s) => {
+            Baseline::ConstantVsgd(s) => {
                 // No published code: the same style as the authors' VSGD.
                 let (mug, b) = (st[0], st[1]);
                 let (v, mug1, tmp, var, mug_sq, d) = (t[0], t[1], t[2], t[3], t[4], t[5]);
@@ -673,17 +782,17 @@ fn multipass<T: Element>(pool: &mut WorkerPool, f: &mut Flat<T>, sizes: &[usize]
                 let (omr, rho) = (s.omr, s.rho);
                 update!(b, |a, _, _| a * omr);
                 update!(b, tmp, |a, x, _| a + rho * x);
-                let (eps, lr) = (s.eps, s.common.lr);
+                let (eps, lr) = (s.eps, s.lr);
                 map!(d, mug_sq, |a, _, _| a.sqrt());
                 update!(d, |a, _, _| a + eps);
                 update!(p, mug, d, |x, m, q| x - lr * (m / q));
             }
-            Scalars::Adam(s) => {
+            Baseline::Adam(s) => {
                 // torch.optim.Adam / AdamW, single-tensor (non-foreach) path.
                 let (m, v) = (st[0], st[1]);
                 let (den, tmp) = (t[0], t[1]);
-                if s.common.has_decay {
-                    let decay = s.common.decay;
+                if s.has_decay {
+                    let decay = s.decay;
                     update!(p, |x, _, _| x * decay); // param.mul_(1 - lr * wd)
                 }
                 let omb1 = s.omb1;
@@ -697,10 +806,10 @@ fn multipass<T: Element>(pool: &mut WorkerPool, f: &mut Flat<T>, sizes: &[usize]
                 update!(den, |a, _, _| a + eps); // .add_(eps)
                 update!(p, m, den, |x, a, q| x - ss * (a / q)); // param.addcdiv_(exp_avg, denom, value=-step_size)
             }
-            Scalars::Sgdm(s) => {
+            Baseline::Sgdm(s) => {
                 // torch.optim.SGD with momentum.
                 let buf = st[0];
-                let (mu, omd, lr) = (s.momentum, s.omd, s.common.lr);
+                let (mu, omd, lr) = (s.momentum, s.omd, s.lr);
                 update!(buf, |a, _, _| a * mu); // buf.mul_(momentum)
                 update!(buf, g, |a, x, _| a + omd * x); // .add_(grad, alpha=1 - dampening)
                 update!(p, buf, |x, b, _| x - lr * b); // param.add_(buf, alpha=-lr)

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_mixed;
 mod inspect;
+mod pool;
 mod replay;
 mod replay_ckpt;
 

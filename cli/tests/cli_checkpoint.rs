@@ -13,7 +13,7 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn cases() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/conformance");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/conformance");
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -94,7 +94,7 @@ fn save_writes_the_final_state_and_inspect_describes_it() {
     let dir = tempdir("inspect");
     let file = dir.join("final.vsgdckpt");
     let case =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/conformance/vsgd-default.json");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/conformance/vsgd-default.json");
     let out = run(&[
         "replay",
         case.to_str().unwrap(),
@@ -148,7 +148,7 @@ fn save_writes_the_final_state_and_inspect_describes_it() {
 fn inspect_rejects_every_corrupt_file_with_one_line() {
     let dir = tempdir("corrupt");
     let case =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/conformance/adam-default.json");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/conformance/adam-default.json");
     let good_path = dir.join("good");
     let out = run(&[
         "replay",

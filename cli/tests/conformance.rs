@@ -1,13 +1,13 @@
-//! Replays every conformance case in tests/data/conformance through `vsgd::Optimizer` in f32
+//! Replays every conformance case in ../tests/data/conformance through `vsgd::Optimizer` in f32
 //! and f64 and applies the spec's tolerance rule: for every array,
 //! `max |x − expected| / (1 + |expected|)` ≤ the case's tolerance for that dtype (and array).
 
 // The binary's replay code, compiled into this test (it refers to its sibling module).
 #[allow(dead_code)]
-#[path = "../src/bin/vsgd/replay.rs"]
+#[path = "../src/replay.rs"]
 mod replay;
 #[allow(dead_code)]
-#[path = "../src/bin/vsgd/replay_ckpt.rs"]
+#[path = "../src/replay_ckpt.rs"]
 mod replay_ckpt;
 
 use serde_json::Value;
@@ -38,7 +38,7 @@ fn worst(got: &Value, want: &Value) -> f64 {
 }
 
 fn cases() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/conformance");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/conformance");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -16,11 +16,11 @@
 use std::ops::Range;
 
 use vsgd::kernels::mixed::{self, Bf16Sr, F32State, StateStorage, Storage};
-use vsgd::kernels::threads::WorkerPool;
 use vsgd::kernels::{KernelPath, Scalars};
 use vsgd::{bf16, f16, Algorithm, Config};
 
 use crate::bench::{par, Options, Ptr, Timer};
+use crate::pool::Pool;
 
 /// One measured recipe.
 struct Row {
@@ -33,7 +33,7 @@ struct Row {
 
 /// Entry point of `vsgd bench --mixed`.
 pub fn main(o: &Options) -> Result<(), String> {
-    let mut pool = WorkerPool::new(o.threads);
+    let mut pool = Pool::new(o.threads);
     let mut rows = Vec::new();
     for &a in &o.algorithms {
         rows.push(measure::<bf16, F32State>(
@@ -93,7 +93,7 @@ pub fn main(o: &Options) -> Result<(), String> {
 fn measure<P: Storage, S: StateStorage>(
     a: Algorithm,
     o: &Options,
-    pool: &mut WorkerPool,
+    pool: &mut Pool,
     storage: S,
     recipe: &'static str,
 ) -> Row {

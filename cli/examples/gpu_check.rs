@@ -1,7 +1,7 @@
 //! The prepared GPU check (`scripts/gpu-check.sh` runs it; see docs/cuda.md).
 //!
 //! Built on a machine without a GPU and carried to one (no network there, no compiler needed):
-//! `cargo build --release --features cuda --example gpu_check`. It checks and measures:
+//! `cargo build --release -p vsgd-cli --features cuda --example gpu_check`. It checks and measures:
 //! 1. every conformance case (f32, f64): `DeviceOptimizer` against the CPU `Optimizer`, the
 //!    parameters' bits after every step and the checkpoints' bytes at the end;
 //! 2. random mixed tensors with NaN/±∞ gradients under every policy against the CPU;
@@ -14,10 +14,10 @@
 //! Prints a table; exits 1 on any mismatch, 2 without a usable GPU.
 
 #[allow(dead_code)]
-#[path = "../src/bin/vsgd/replay.rs"]
+#[path = "../src/replay.rs"]
 mod replay;
 #[allow(dead_code)]
-#[path = "../src/bin/vsgd/replay_ckpt.rs"]
+#[path = "../src/replay_ckpt.rs"]
 mod replay_ckpt;
 
 use std::process::ExitCode;
