@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SIMD kernels beyond the default `cargo test`:
-#  1. the Rust tests and the conformance cases once per x86 kernel path this CPU has, forced
-#     with VSGD_KERNEL (a forced path that is missing fails the tests: no silent fallback);
+#  1. the tests that step through the dispatcher and the conformance cases once per x86 kernel
+#     path this CPU has, forced with VSGD_KERNEL (a forced path that is missing fails the
+#     tests: no silent fallback);
 #  2. AArch64 NEON: the crate builds for aarch64-unknown-none (compile check only: no AArch64
 #     std or emulator here);
 #  3. wasm32 simd128: scripts/simd-check (no_std cdylib) is built with +simd128 and run under
@@ -19,15 +20,21 @@ if [[ $(uname -m) == x86_64 ]]; then
     grep -qw avx2 /proc/cpuinfo && paths+=(avx2)
     grep -qw avx512f /proc/cpuinfo && paths+=(avx512)
     log "x86 kernel paths on this CPU: ${paths[*]}"
-    cargo build --release --tests -q
+    # tests/kernel_paths.rs already compares every path with the portable one in the plain
+    # `cargo test`; here each forced path runs the tests that step through the dispatcher (the
+    # optimizer, mixed precision, threads, checkpoints, conformance), in the test profile that
+    # `cargo test --workspace` has already built (no second, release build of every test).
+    forced=(-p vsgd --lib --test optimizer --test mixed --test mixed_optimizer --test threads
+        --test robust_form --test checkpoint)
     for p in "${paths[@]}"; do
-        log "VSGD_KERNEL=$p: cargo test (release) and conformance"
+        log "VSGD_KERNEL=$p: the stepping tests and conformance"
         out="$(mktemp)"
-        if ! VSGD_KERNEL=$p cargo test --release -q --lib --tests >"$out" 2>&1; then
+        if ! { VSGD_KERNEL=$p cargo test -q "${forced[@]}" &&
+            VSGD_KERNEL=$p cargo test -q -p vsgd-cli --test conformance; } >"$out" 2>&1; then
             cat "$out"; rm -f "$out"; log "FAILED with VSGD_KERNEL=$p"; exit 1
         fi
         passed=$(grep -oE '^test result: ok. [0-9]+' "$out" | awk '{s += $4} END {print s}')
-        log "  $passed tests passed; $(grep -oh 'kernel paths tested.*' "$out" || true)"
+        log "  $passed tests passed"
         rm -f "$out"
         VSGD_KERNEL=$p bash scripts/check-conformance.sh | tail -1
     done

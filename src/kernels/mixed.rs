@@ -23,7 +23,9 @@
 //! start of the whole tensor ([`Bf16Sr::offset`] for a shard), so a resumed run, any thread
 //! split and any sharding give the same bits.
 //!
-//! Work goes through stack buffers of [`CHUNK`] elements: nothing is allocated.
+//! On x86-64 with AVX2 the whole vectors go through one fused loop (widen, rule, narrow in
+//! registers; `mixed_avx2.rs`); the rest, and every other target, through stack buffers of
+//! [`CHUNK`] elements. Both give the same bits; nothing is allocated.
 
 use half::{bf16, f16};
 
@@ -318,14 +320,14 @@ fn hash32(mut x: u32) -> u32 {
 
 /// The key of the stochastic rounding of one tensor's step `t`.
 #[inline(always)]
-fn rounding_key(seed: u64, t: u64) -> u64 {
+pub(super) fn rounding_key(seed: u64, t: u64) -> u64 {
     mix64(seed ^ mix64(t.wrapping_add(0x9e37_79b9_7f4a_7c15)))
 }
 
 /// The 32-bit key of state arrays `2·pair` and `2·pair + 1` for the elements whose index has
 /// the high 32 bits `hi`.
 #[inline(always)]
-fn pair_key(key: u64, pair: usize, hi: u32) -> u32 {
+pub(super) fn pair_key(key: u64, pair: usize, hi: u32) -> u32 {
     mix64(
         key ^ (pair as u64).wrapping_mul(0xd1b5_4a32_d192_ed03)
             ^ u64::from(hi).wrapping_mul(0x8cb9_2ba7_2f3d_8dd7),
@@ -536,6 +538,10 @@ pub fn apply_mixed<P: Storage, S: StateStorage>(
     let mut p = [0.0f32; CHUNK];
     let mut g = [0.0f32; CHUNK];
     let mut st = [[0.0f32; CHUNK]; MAX_STATES];
+    // Whole vectors in one fused loop where the CPU has one (x86-64 AVX2); the rest here.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    let mut start = super::mixed_avx2::apply(s, t, param, grad, state, storage);
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
     let mut start = 0;
     while start < n {
         let end = n.min(start + CHUNK);

@@ -21,6 +21,8 @@ mod simd;
 pub(crate) mod batch;
 mod dispatch;
 pub mod mixed;
+#[cfg(all(feature = "alloc", feature = "std", target_arch = "x86_64"))]
+mod mixed_avx2;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod neon;
 pub mod portable;

@@ -59,7 +59,7 @@ macro_rules! vector {
     ) => {
         $(#[$attr])*
         #[derive(Clone, Copy)]
-        pub(crate) struct $name($raw);
+        pub(crate) struct $name(pub(crate) $raw);
 
         // SAFETY (all methods): the trait's contract; each is one exact instruction of the
         // named instruction set and only runs inside functions compiled with it enabled.
