@@ -112,7 +112,7 @@ run_build() {   # $1 = dir to build in; remaining = extra cargo args
         env RUSTC="$DEB_RUSTC" RUSTC_BOOTSTRAP=1 \
             CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$LLD" \
             PATH="/usr/bin:$PATH" \
-            "$DEB_CARGO" build --lib --no-default-features --features "$FEATURES" \
+            "$DEB_CARGO" build -p vsgd --lib --no-default-features --features "$FEATURES" \
                 --target "$TARGET" -Zbuild-std=core,alloc \
                 --target-dir "$TARGET_DIR" "${profile_args[@]}" "$@"
     )

@@ -9,7 +9,7 @@ use core::any::Any;
 use crate::config::{Algorithm, Config};
 use crate::element::{DType, Element};
 use crate::error::Error;
-use crate::kernels::batch::{Engine, Item};
+use crate::kernels::batch::{Engine, Item, StateLayout};
 use crate::kernels::mixed::{self, Bf16Sr, F32State, StateStorage, Storage};
 use crate::kernels::{self, NonFinitePolicy, Scalars, StepOutcome};
 use crate::schedule::{LrSchedule, ScheduleClock};
@@ -192,6 +192,12 @@ pub(crate) struct Tensor {
 }
 
 impl Tensor {
+    /// Where its state arrays lie in `state` ([`StateLayout`]: staggered within pages when
+    /// large).
+    pub(crate) fn layout(&self) -> StateLayout {
+        StateLayout::new(self.len, self.state.dtype().size())
+    }
+
     /// Checks a step's buffer lengths (`param`, `grad` elements) and that the step counter
     /// can advance.
     fn check_buffers(&self, param: usize, grad: usize) -> Result<(), Error> {
@@ -483,9 +489,6 @@ impl Optimizer {
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or(Error::ShapeOverflow)?;
-        let total = len
-            .checked_mul(self.algorithm().state_count())
-            .ok_or(Error::ShapeOverflow)?;
         let state_dtype = spec.resolved_state_dtype();
         if !spec.dtype.allows_state(state_dtype) {
             return Err(Error::DTypeCombination {
@@ -493,6 +496,9 @@ impl Optimizer {
                 state: state_dtype,
             });
         }
+        let total = StateLayout::new(len, state_dtype.size())
+            .total(self.algorithm().state_count(), len)
+            .ok_or(Error::ShapeOverflow)?;
         let state = StateBuf::zeros(state_dtype, total)?;
         // The name and shape are the caller's sizes too: copied with fallible allocations.
         let name = match spec.name {
@@ -585,7 +591,7 @@ impl Optimizer {
             expected: t.state.dtype(),
             got: T::DTYPE,
         })?;
-        Ok(&buf[j * t.len..(j + 1) * t.len])
+        Ok(&buf[t.layout().range(j, t.len)])
     }
 
     /// A state array of a tensor by name, writable (for restoring state from elsewhere).
@@ -595,13 +601,13 @@ impl Optimizer {
             .tensors
             .get_mut(id.0)
             .ok_or(Error::UnknownTensor { tensor: id.0 })?;
-        let (len, dtype) = (t.len, t.state.dtype());
+        let (range, dtype) = (t.layout().range(j, t.len), t.state.dtype());
         let buf = t.state.get_mut::<T>().ok_or(Error::DTypeMismatch {
             tensor: id.0,
             expected: dtype,
             got: T::DTYPE,
         })?;
-        Ok(&mut buf[j * len..(j + 1) * len])
+        Ok(&mut buf[range])
     }
 
     /// A `bf16` state array of a tensor by name (a tensor registered with
@@ -610,7 +616,7 @@ impl Optimizer {
         let j = self.state_index(name)?;
         let t = self.tensor(id)?;
         match &t.state {
-            StateBuf::Bf16(v) => Ok(&v[j * t.len..(j + 1) * t.len]),
+            StateBuf::Bf16(v) => Ok(&v[t.layout().range(j, t.len)]),
             other => Err(Error::DTypeMismatch {
                 tensor: id.0,
                 expected: other.dtype(),
@@ -626,9 +632,9 @@ impl Optimizer {
             .tensors
             .get_mut(id.0)
             .ok_or(Error::UnknownTensor { tensor: id.0 })?;
-        let len = t.len;
+        let range = t.layout().range(j, t.len);
         match &mut t.state {
-            StateBuf::Bf16(v) => Ok(&mut v[j * len..(j + 1) * len]),
+            StateBuf::Bf16(v) => Ok(&mut v[range]),
             other => Err(Error::DTypeMismatch {
                 tensor: id.0,
                 expected: other.dtype(),
@@ -694,8 +700,10 @@ impl Optimizer {
         last: &mut Option<(usize, u64, Scalars<T>)>,
     ) -> Item<T> {
         let s = self.scalars(i, last);
-        let buf = self.tensors[i].state.get_mut::<T>().expect("dtype checked");
-        Item::new(i, param, grad, buf, s)
+        let t = &mut self.tensors[i];
+        let layout = t.layout();
+        let buf = t.state.get_mut::<T>().expect("dtype checked");
+        Item::new(i, param, grad, buf, layout, s)
     }
 
     /// This step's constants for tensor `i` (its next update number, the group's learning rate
@@ -1087,17 +1095,25 @@ impl Optimizer {
         s: &Scalars<f32>,
     ) {
         let t = &mut self.tensors[i];
-        let (len, step) = (t.len, t.step + 1);
+        let (len, step, layout) = (t.len, t.step + 1, t.layout());
         match &mut t.state {
-            StateBuf::F32(v) => {
-                apply_parts(&mut self.engine, s, step, param, grad, v, len, &F32State)
-            }
+            StateBuf::F32(v) => apply_parts(
+                &mut self.engine,
+                s,
+                step,
+                param,
+                grad,
+                v,
+                len,
+                layout,
+                &F32State,
+            ),
             StateBuf::Bf16(v) => {
                 let sr = Bf16Sr {
                     seed: t.seed,
                     offset: 0,
                 };
-                apply_parts(&mut self.engine, s, step, param, grad, v, len, &sr)
+                apply_parts(&mut self.engine, s, step, param, grad, v, len, layout, &sr)
             }
             // Excluded by `check_mixed`.
             StateBuf::F64(_) => {}
@@ -1126,9 +1142,9 @@ unsafe impl<T: Send> Send for SharedPtr<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for SharedPtr<T> {}
 
-/// [`mixed::apply_mixed`] over `param`, `grad` and the `k` state arrays laid end to end in
-/// `state` (`k·len` elements), in parts across the engine's threads; each part's stochastic
-/// rounding is keyed by its whole-tensor index ([`StateStorage::at`]).
+/// [`mixed::apply_mixed`] over `param`, `grad` and the `k` state arrays placed in `state` as
+/// `layout` says, in parts across the engine's threads; each part's stochastic rounding is
+/// keyed by its whole-tensor index ([`StateStorage::at`]).
 #[allow(clippy::too_many_arguments)]
 fn apply_parts<P: Storage, S: StateStorage>(
     engine: &mut Engine,
@@ -1138,10 +1154,12 @@ fn apply_parts<P: Storage, S: StateStorage>(
     grad: &[P],
     state: &mut [S::Elem],
     len: usize,
+    layout: StateLayout,
     storage: &S,
 ) {
     let k = s.state_count();
-    assert!(param.len() == len && grad.len() == len && state.len() == k * len);
+    let need = layout.total(k, len);
+    assert!(param.len() == len && grad.len() == len && need.is_some_and(|n| state.len() >= n));
     let bytes = (3 * core::mem::size_of::<P>() + 2 * k * core::mem::size_of::<S::Elem>()).max(1);
     let (p, st) = (SharedPtr(param.as_mut_ptr()), SharedPtr(state.as_mut_ptr()));
     engine.split(len, bytes, &|r: core::ops::Range<usize>| {
@@ -1151,8 +1169,10 @@ fn apply_parts<P: Storage, S: StateStorage>(
         let param = unsafe { core::slice::from_raw_parts_mut(p.0.add(r.start), r.len()) };
         let mut arrays: [&mut [S::Elem]; mixed::MAX_STATES] = Default::default();
         for (j, a) in arrays.iter_mut().enumerate().take(k) {
-            // SAFETY: as above; array `j` is `[j·len, (j+1)·len)` of `state`.
-            *a = unsafe { core::slice::from_raw_parts_mut(st.0.add(j * len + r.start), r.len()) };
+            // SAFETY: as above; array `j` is `layout.range(j, len)` of `state` (checked to fit
+            // above), and the arrays do not overlap.
+            let start = layout.range(j, len).start + r.start;
+            *a = unsafe { core::slice::from_raw_parts_mut(st.0.add(start), r.len()) };
         }
         let part = storage.at(r.start as u64);
         mixed::apply_mixed(s, t, param, &grad[r], &mut arrays[..k], &part);

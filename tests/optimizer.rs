@@ -629,3 +629,44 @@ fn gradient_clipping_scales_by_the_global_norm_for_every_thread_count() {
     assert_eq!(back.clip_norm(), Some(max_norm));
     assert_eq!(back, opt);
 }
+
+/// Large tensors' state arrays start on different quarters of a 4 KiB page (and 1 KiB past the
+/// buffer's start), so that a step streaming them together with the caller's parameter and
+/// gradient (which usually share one page offset) avoids 4K aliasing; small ones stay packed.
+#[test]
+fn large_state_arrays_start_on_different_page_offsets() {
+    for algorithm in Algorithm::ALL {
+        let mut opt = Optimizer::new(Config::default_for(algorithm)).unwrap();
+        let big = opt.add_tensor(TensorSpec::new(&[1 << 20])).unwrap();
+        let small = opt.add_tensor(TensorSpec::new(&[100])).unwrap();
+        let names = algorithm.state_names();
+        let offsets: Vec<usize> = names
+            .iter()
+            .map(|n| opt.state::<f32>(big, n).unwrap().as_ptr() as usize % 4096)
+            .collect();
+        for (j, &o) in offsets.iter().enumerate() {
+            assert_eq!(
+                o,
+                (offsets[0] + 1024 * j) % 4096,
+                "{algorithm}: {offsets:?}"
+            );
+            assert_eq!(opt.state::<f32>(big, names[j]).unwrap().len(), 1 << 20);
+        }
+        // The arrays do not overlap: writing one leaves the others as they were.
+        for (j, n) in names.iter().enumerate() {
+            opt.state_mut::<f32>(big, n).unwrap().fill(j as f32 + 1.0);
+        }
+        for (j, n) in names.iter().enumerate() {
+            assert!(opt
+                .state::<f32>(big, n)
+                .unwrap()
+                .iter()
+                .all(|&x| x == j as f32 + 1.0));
+        }
+        let p0 = opt.state::<f32>(small, names[0]).unwrap().as_ptr() as usize;
+        for (j, n) in names.iter().enumerate() {
+            let p = opt.state::<f32>(small, n).unwrap().as_ptr() as usize;
+            assert_eq!(p - p0, j * 100 * 4, "small tensors stay packed");
+        }
+    }
+}

@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! vsgd bench [--json] [--algorithm NAME|all] [--elements N] [--threads T] [--tensors K]
-//!            [--dtype f32|f64] [--policy propagate|skip] [--samples S] [--mixed]
+//!            [--dtype f32|f64] [--policy propagate|skip] [--samples S] [--mixed] [--placement]
 //! ```
 //!
-//! `--mixed` times the mixed-precision kernel instead (`bench_mixed.rs`).
+//! `--mixed` times the mixed-precision kernel instead (`bench_mixed.rs`); `--placement` the
+//! one-thread step with the arrays at different offsets within a page (`placement.rs`).
 //!
 //! (defaults: vsgd, 16M elements, the available parallelism, 1 tensor, f32, propagate, 25)
 //!
@@ -45,11 +46,12 @@ use vsgd::{Algorithm, Config, DType, Element, NonFinitePolicy, Optimizer, Tensor
 
 const USAGE: &str = "usage: vsgd bench [--json] [--algorithm NAME|all] [--elements N] \
 [--threads T] [--tensors K] [--dtype f32|f64] [--policy propagate|skip] [--samples S] \
-[--mixed]";
+[--mixed] [--placement]";
 
 pub(crate) struct Options {
     pub(crate) json: bool,
     mixed: bool,
+    placement: bool,
     pub(crate) algorithms: Vec<Algorithm>,
     pub(crate) elements: usize,
     pub(crate) threads: usize,
@@ -63,6 +65,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         json: false,
         mixed: false,
+        placement: false,
         algorithms: vec![Algorithm::Vsgd],
         elements: 1 << 24,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -96,6 +99,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         match a.as_str() {
             "--json" => o.json = true,
             "--mixed" => o.mixed = true,
+            "--placement" => o.placement = true,
             "--algorithm" => {
                 let v = value("--algorithm")?;
                 o.algorithms = if v == "all" {
@@ -144,6 +148,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     if o.mixed {
         return crate::bench_mixed::main(&o);
+    }
+    if o.placement {
+        return crate::placement::main(&o);
     }
     let results: Vec<Measured> = o
         .algorithms
@@ -342,7 +349,15 @@ fn measure<T: Element>(algorithm: Algorithm, o: &Options) -> Measured {
     let mut flat = Flat {
         param: fill(n, 1, 2.0),
         grad: fill(n, 2, 0.02),
-        state: (0..k).map(|j| fill::<T>(n, 3 + j as u64, 0.02)).collect(),
+        // Each state array 1 KiB further within its page than the one before (from 1 KiB after
+        // where its allocation starts), as the optimizer places its own (`StateLayout` in the
+        // library); the parameter and gradient where `malloc` puts them.
+        state: (0..k)
+            .map(|j| fill::<T>(n + 4096 / size_of::<T>(), 3 + j as u64, 0.02))
+            .collect(),
+        state_at: (0..k)
+            .map(|j| (1024 * (j + 1) % 4096) / size_of::<T>())
+            .collect(),
         temps: Vec::new(),
     };
     for s in flat.state.iter_mut().skip(1) {
@@ -412,7 +427,20 @@ struct Flat<T> {
     param: Vec<T>,
     grad: Vec<T>,
     state: Vec<Vec<T>>,
+    /// Where in `state[j]` array `j` starts.
+    state_at: Vec<usize>,
     temps: Vec<Vec<T>>,
+}
+
+impl<T> Flat<T> {
+    fn state_ptrs(&mut self) -> Vec<Ptr<T>> {
+        let at = &self.state_at;
+        self.state
+            .iter_mut()
+            .zip(at)
+            .map(|(v, &o)| Ptr(v[o..].as_mut_ptr()))
+            .collect()
+    }
 }
 
 /// A raw pointer shared with the pool's threads, each of which touches a disjoint range.
@@ -452,7 +480,7 @@ pub(crate) fn par(pool: &mut Pool, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) 
 fn flat_ceiling<T: Element>(pool: &mut Pool, f: &mut Flat<T>) {
     let n = f.param.len();
     let (p, g) = (Ptr(f.param.as_mut_ptr()), Ptr(f.grad.as_mut_ptr()));
-    let s: Vec<Ptr<T>> = f.state.iter_mut().map(|v| Ptr(v.as_mut_ptr())).collect();
+    let s = f.state_ptrs();
     let s = &s;
     par(pool, n, &move |r| {
         // SAFETY: `par` gives each part its own range of these n-element buffers.
@@ -685,7 +713,7 @@ fn multipass<T: Element>(pool: &mut Pool, f: &mut Flat<T>, sizes: &[usize], s: &
     }
     let p = Ptr(f.param.as_mut_ptr());
     let g = Ptr(f.grad.as_mut_ptr());
-    let st: Vec<Ptr<T>> = f.state.iter_mut().map(|v| Ptr(v.as_mut_ptr())).collect();
+    let st = f.state_ptrs();
     let t: Vec<Ptr<T>> = f.temps.iter_mut().map(|v| Ptr(v.as_mut_ptr())).collect();
     let mut start = 0;
     for &len in sizes {

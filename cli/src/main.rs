@@ -4,6 +4,7 @@
 mod bench;
 mod bench_mixed;
 mod inspect;
+mod placement;
 mod pool;
 mod replay;
 mod replay_ckpt;
@@ -17,7 +18,7 @@ usage:
        [--save FILE]                        ... saving the final optimizer state to FILE
   vsgd inspect FILE                         describe a checkpoint (fails, one line on stderr, if invalid)
   vsgd bench [--json] [--algorithm NAME|all] [--elements N] [--threads T] [--tensors K]
-       [--mixed]                            time the step against the memory-bandwidth ceiling
+       [--mixed] [--placement]              time the step against the memory-bandwidth ceiling
   vsgd help                                 this text";
 
 fn main() -> ExitCode {

@@ -71,7 +71,7 @@ deb() {
 log "aarch64-unknown-none (NEON path; compile check only)"
 /usr/bin/rustc --print cfg --target aarch64-unknown-none | grep -q 'target_feature="neon"' ||
     { log "aarch64-unknown-none lacks neon?"; exit 1; }
-deb build -q --lib --no-default-features --features alloc --target aarch64-unknown-none \
+deb build -q -p vsgd --lib --no-default-features --features alloc --target aarch64-unknown-none \
     -Zbuild-std=core,alloc --target-dir target/cross-aarch64 --release --locked
 log "aarch64 NEON build: ok"
 
@@ -92,7 +92,8 @@ console.log("[30-simd] wasm32 simd128 == portable (bit for bit): ok");
 # ------------------------------------------------------------ 4. Miri: a threaded step
 # The worker pool erases a lifetime, the work items carry raw pointers, and the dispatcher
 # re-casts slices: tests/miri_threads.rs runs a two-thread step (with a skipped tensor) under
-# Miri so those SAFETY arguments are checked, not only stated. About 2.5 minutes on 2 cores.
+# Miri so those SAFETY arguments are checked, not only stated (the engine splits finer under
+# Miri, src/kernels/batch.rs, so the test is small). About a minute on 2 cores.
 source scripts/lib/miri.sh
 if ensure_miri; then
     log "miri: cargo +nightly miri test --test miri_threads"

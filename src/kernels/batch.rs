@@ -20,17 +20,85 @@ use super::{all_finite, apply, RuleVisitor, Scalars};
 use crate::element::Element;
 
 /// Below this many bytes of memory traffic per thread, another thread costs more (waking it,
-/// tens of microseconds) than it saves.
+/// tens of microseconds) than it saves. Under Miri, which interprets every element, 256 times
+/// less, so that a test small enough for it is split over threads all the same.
+#[cfg(not(miri))]
 const MIN_BYTES_PER_PART: usize = 1 << 20;
+#[cfg(miri)]
+const MIN_BYTES_PER_PART: usize = 1 << 12;
 
 /// Threads take the work in this many chunks each (on average), so that a thread the system
 /// delays (other processes) leaves its share to the others instead of holding up the step.
 #[cfg(feature = "std")]
 const CHUNKS_PER_THREAD: usize = 8;
 
-/// Smallest chunk, in bytes of memory traffic.
-#[cfg(feature = "std")]
+/// Smallest chunk, in bytes of memory traffic (under Miri 256 times less, as above).
+#[cfg(all(feature = "std", not(miri)))]
 const MIN_BYTES_PER_CHUNK: usize = 1 << 18;
+#[cfg(all(feature = "std", miri))]
+const MIN_BYTES_PER_CHUNK: usize = 1 << 10;
+
+/// Bytes of state below which its arrays are simply laid end to end.
+const MIN_STAGGER_BYTES: usize = 1 << 16;
+/// How far apart, within a 4 KiB page, a tensor's state arrays start (and the first from where
+/// its buffer starts).
+const STAGGER_BYTES: usize = 1024;
+const PAGE_BYTES: usize = 4096;
+
+/// Where a tensor's state arrays lie in its one buffer: array `j` is
+/// `[lead + j·stride, lead + j·stride + len)`.
+///
+/// Large arrays that start at the same offset within a 4 KiB page slow a step that streams them
+/// together by up to a third (measured with `vsgd bench --placement`, docs/performance.md:
+/// loads and stores whose addresses agree in their low 12 bits are taken for dependent, "4K
+/// aliasing"). Users' parameters and gradients usually share one offset (every large `malloc`
+/// returns page + 16 bytes), and so would the state arrays laid end to end. So above
+/// `MIN_STAGGER_BYTES` each array starts 1 KiB further within its page than the one before,
+/// the first 1 KiB after the buffer's own start: with the buffer at the users' offset, the
+/// parameter and gradient and up to three state arrays fall on four different quarters of
+/// the page. The gaps (under 4 KiB each) are never read or written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StateLayout {
+    pub(crate) lead: usize,
+    pub(crate) stride: usize,
+}
+
+impl StateLayout {
+    /// The layout of `len`-element arrays of `size`-byte elements.
+    pub(crate) fn new(len: usize, size: usize) -> StateLayout {
+        let bytes = len.saturating_mul(size);
+        if bytes < MIN_STAGGER_BYTES || STAGGER_BYTES % size != 0 {
+            return StateLayout {
+                lead: 0,
+                stride: len,
+            };
+        }
+        // stride·size ≡ STAGGER_BYTES (mod PAGE_BYTES); `bytes` is a multiple of `size`.
+        let pad = (STAGGER_BYTES + PAGE_BYTES - bytes % PAGE_BYTES) % PAGE_BYTES;
+        StateLayout {
+            lead: STAGGER_BYTES / size,
+            stride: len + pad / size,
+        }
+    }
+
+    /// Elements of a buffer holding `k` arrays of `len`, or `None` on overflow.
+    pub(crate) fn total(&self, k: usize, len: usize) -> Option<usize> {
+        match k {
+            0 => Some(0),
+            _ => self
+                .stride
+                .checked_mul(k - 1)?
+                .checked_add(self.lead)?
+                .checked_add(len),
+        }
+    }
+
+    /// The elements of array `j`.
+    pub(crate) fn range(&self, j: usize, len: usize) -> core::ops::Range<usize> {
+        let start = self.lead + j * self.stride;
+        start..start + len
+    }
+}
 
 /// One tensor of a step: raw views of its buffers, valid for the duration of one step.
 pub(crate) struct Item<T> {
@@ -38,8 +106,9 @@ pub(crate) struct Item<T> {
     pub(crate) tensor: usize,
     param: *mut T,
     grad: *const T,
-    /// `state_count` arrays of `len` elements, contiguous.
+    /// `state_count` arrays of `len` elements, placed as `layout` says.
     state: *mut T,
+    layout: StateLayout,
     len: usize,
     /// Where the tensor starts when the step's tensors are laid end to end.
     offset: usize,
@@ -52,22 +121,25 @@ pub(crate) struct Item<T> {
 
 impl<T: Element> Item<T> {
     /// Views of one tensor's buffers. `grad.len()` and `param.len()` must be `len`, `state`
-    /// must hold `scalars.state_count() · len` elements; the caller must not touch these
-    /// buffers otherwise until the step is over.
+    /// must hold `scalars.state_count()` arrays of `len` elements placed as `layout` says; the
+    /// caller must not touch these buffers otherwise until the step is over.
     pub(crate) fn new(
         tensor: usize,
         param: &mut [T],
         grad: &[T],
         state: &mut [T],
+        layout: StateLayout,
         scalars: Scalars<T>,
     ) -> Self {
         let len = param.len();
-        assert!(grad.len() == len && state.len() >= scalars.state_count() * len);
+        let need = layout.total(scalars.state_count(), len);
+        assert!(grad.len() == len && need.is_some_and(|n| state.len() >= n));
         Item {
             tensor,
             param: param.as_mut_ptr(),
             grad: grad.as_ptr(),
             state: state.as_mut_ptr(),
+            layout,
             len,
             offset: 0,
             scalars,
@@ -105,8 +177,8 @@ fn run_part<T: Element>(items: &[Item<T>], range: core::ops::Range<usize>, op: O
         }
         let lo = range.start.max(start) - start;
         let n = range.end.min(end) - start - lo;
-        // SAFETY: `Item::new` took these pointers from live buffers of `len` (state:
-        // `k · len`) elements that nothing else touches during the step; `lo + n ≤ len`;
+        // SAFETY: `Item::new` took these pointers from live buffers of `len` elements (state:
+        // `k` arrays of `len` as its layout places them) that nothing else touches during the step; `lo + n ≤ len`;
         // parts cover disjoint element ranges, so no two threads build overlapping slices.
         unsafe {
             let grad = core::slice::from_raw_parts(it.grad.add(lo), n);
@@ -128,7 +200,7 @@ fn run_part<T: Element>(items: &[Item<T>], range: core::ops::Range<usize>, op: O
 }
 
 /// The elements `[lo, lo + n)` of one item, stepped once its algorithm's state count `K` is
-/// known: its `K` state arrays are contiguous, `len` elements apart.
+/// known: its `K` state arrays are `layout.stride` elements apart.
 struct Piece<'a, T> {
     item: &'a Item<T>,
     param: &'a mut [T],
@@ -140,11 +212,13 @@ impl<T: Element> RuleVisitor<T> for Piece<'_, T> {
     type Out = ();
     fn visit<R: Rule<K, E = T>, const K: usize>(self, _: &R) {
         let (it, n) = (self.item, self.param.len());
-        // SAFETY: as in `run_part`: array `j` of the item's state is `[j·len, (j+1)·len)` of
-        // a live buffer nothing else touches during the step, `lo + n ≤ len`, and parts cover
-        // disjoint element ranges.
+        // SAFETY: as in `run_part`: array `j` of the item's state is `layout.range(j, len)` of
+        // a live buffer nothing else touches during the step (checked by `Item::new`), the
+        // arrays do not overlap (stride ≥ len), `lo + n ≤ len`, and parts cover disjoint
+        // element ranges.
         let mut arrays: [&mut [T]; K] = core::array::from_fn(|j| unsafe {
-            core::slice::from_raw_parts_mut(it.state.add(j * it.len + self.lo), n)
+            let start = it.layout.range(j, it.len).start;
+            core::slice::from_raw_parts_mut(it.state.add(start + self.lo), n)
         });
         apply(&it.scalars, self.param, self.grad, &mut arrays);
     }
@@ -424,5 +498,51 @@ impl core::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("threads", &self.threads())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::StateLayout;
+
+    #[test]
+    fn small_state_is_contiguous_large_state_staggered() {
+        for (len, size) in [(0usize, 4usize), (1, 4), (16383, 4), (8191, 8), (32767, 2)] {
+            let l = StateLayout::new(len, size);
+            assert_eq!((l.lead, l.stride), (0, len), "{len} x {size}");
+            assert_eq!(l.total(3, len), Some(3 * len));
+        }
+        for (len, size) in [
+            (16384usize, 4usize),
+            (1 << 24, 4),
+            (1_000_003, 4),
+            (77_777, 8),
+        ]
+        .into_iter()
+        .chain([(1 << 20, 2), (65_537, 2)])
+        {
+            let l = StateLayout::new(len, size);
+            assert_eq!(l.lead * size, 1024);
+            assert!(l.stride >= len && (l.stride - len) * size < 4096);
+            assert_eq!(l.stride * size % 4096, 1024, "{len} x {size}");
+            for k in 1..=3 {
+                let total = l.total(k, len).unwrap();
+                // Arrays in order, not overlapping, the last one ending at the buffer's end.
+                for j in 0..k {
+                    let r = l.range(j, len);
+                    assert_eq!(r.len(), len);
+                    assert_eq!(r.start * size % 4096, 1024 * (j + 1) % 4096);
+                    if j > 0 {
+                        assert!(r.start >= l.range(j - 1, len).end);
+                    }
+                }
+                assert_eq!(l.range(k - 1, len).end, total);
+            }
+            assert_eq!(l.total(0, len), Some(0));
+        }
+        assert_eq!(
+            StateLayout::new(usize::MAX / 2, 4).total(3, usize::MAX / 2),
+            None
+        );
     }
 }
