@@ -295,56 +295,58 @@ pub(super) fn apply<P: Storage, S: StateStorage>(
         *a = &mut s[..body];
     }
     let state = &mut arrays[..k];
-    let is = |a: TypeId, b: TypeId| a == b;
-    let (p_ty, s_ty) = (TypeId::of::<P>(), TypeId::of::<S>());
-    // SAFETY (every cast): the type ids say which type `P` and `S` are (and so `S::Elem`);
-    // the CPU was checked above.
-    unsafe {
-        match () {
-            () if is(s_ty, TypeId::of::<F32State>()) => {
-                let st: &mut [&mut [f32]] = cast(state);
-                match () {
-                    () if is(p_ty, TypeId::of::<f32>()) => {
-                        entry::<f32, _>(s, cast(param), cast_ref(grad), st, F32State)
-                    }
-                    () if is(p_ty, TypeId::of::<bf16>()) => {
-                        entry::<bf16, _>(s, cast(param), cast_ref(grad), st, F32State)
-                    }
-                    () if is(p_ty, TypeId::of::<f16>()) => {
-                        entry::<f16, _>(s, cast(param), cast_ref(grad), st, F32State)
-                    }
-                    () => return 0,
-                }
+    let s_ty = TypeId::of::<S>();
+    // SAFETY (every cast): the type ids say which type `S` is (and so `S::Elem`); the CPU was
+    // checked above.
+    let done = unsafe {
+        if s_ty == TypeId::of::<F32State>() {
+            by_param(s, param, grad, cast(state), F32State)
+        } else if s_ty == TypeId::of::<Bf16Sr>() {
+            let sr: Bf16Sr = *(storage as *const S as *const Bf16Sr);
+            let (lo, hi) = (sr.offset, sr.offset.wrapping_add(body as u64 - 1));
+            if lo >> 32 != hi >> 32 || lo > hi {
+                return 0; // a different key past the boundary: the chunked path splits
             }
-            () if is(s_ty, TypeId::of::<Bf16Sr>()) => {
-                let sr: Bf16Sr = *(storage as *const S as *const Bf16Sr);
-                let (lo, hi) = (sr.offset, sr.offset.wrapping_add(body as u64 - 1));
-                if lo >> 32 != hi >> 32 || lo > hi {
-                    return 0; // a different key past the boundary: the chunked path splits
-                }
-                let key = rounding_key(sr.seed, t);
-                let lanes = SrLanes {
-                    keys: core::array::from_fn(|pair| pair_key(key, pair, (lo >> 32) as u32)),
-                    first: lo as u32,
-                };
-                let st: &mut [&mut [bf16]] = cast(state);
-                match () {
-                    () if is(p_ty, TypeId::of::<f32>()) => {
-                        entry::<f32, _>(s, cast(param), cast_ref(grad), st, lanes)
-                    }
-                    () if is(p_ty, TypeId::of::<bf16>()) => {
-                        entry::<bf16, _>(s, cast(param), cast_ref(grad), st, lanes)
-                    }
-                    () if is(p_ty, TypeId::of::<f16>()) => {
-                        entry::<f16, _>(s, cast(param), cast_ref(grad), st, lanes)
-                    }
-                    () => return 0,
-                }
-            }
-            _ => return 0,
+            let key = rounding_key(sr.seed, t);
+            let lanes = SrLanes {
+                keys: core::array::from_fn(|pair| pair_key(key, pair, (lo >> 32) as u32)),
+                first: lo as u32,
+            };
+            by_param(s, param, grad, cast(state), lanes)
+        } else {
+            false
         }
+    };
+    if done {
+        body
+    } else {
+        0
     }
-    body
+}
+
+/// [`entry`] with `P` as the storage type it is (`f32`, `bf16` or `f16`); `false` for any other.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C.
+unsafe fn by_param<P: 'static, T: State>(
+    s: &Scalars<f32>,
+    param: &mut [P],
+    grad: &[P],
+    state: &mut [&mut [T::Elem]],
+    storage: T,
+) -> bool {
+    let p = TypeId::of::<P>();
+    // SAFETY (every cast): `P` is the type whose id matched.
+    if p == TypeId::of::<f32>() {
+        entry::<f32, T>(s, cast(param), cast_ref(grad), state, storage)
+    } else if p == TypeId::of::<bf16>() {
+        entry::<bf16, T>(s, cast(param), cast_ref(grad), state, storage)
+    } else if p == TypeId::of::<f16>() {
+        entry::<f16, T>(s, cast(param), cast_ref(grad), state, storage)
+    } else {
+        return false;
+    }
+    true
 }
 
 /// [`cast`] for a shared slice.
