@@ -29,6 +29,9 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "cargo doc -D warnings (the library's documentation, every public item)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p vsgd -q
+
 step "cargo test"
 cargo test --workspace
 

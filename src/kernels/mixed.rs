@@ -2,7 +2,7 @@
 //! recipe) with `f32` optimizer state, and optionally the state itself stored as `bf16` with
 //! stochastic rounding.
 //!
-//! The update is always the `f32` rule of [`super::simd`], unchanged: elements are widened to
+//! The update is always the `f32` rule of the kernels (`simd`), unchanged: elements are widened to
 //! `f32` (exactly), stepped by the same kernel as an `f32` tensor (any path, same bits), and the
 //! new parameter is rounded to its storage type **once**, round-to-nearest-even:
 //!
@@ -47,7 +47,7 @@ mod sealed {
     impl Sealed for half::f16 {}
 }
 
-/// How a parameter or gradient is stored: `f32`, [`bf16`] or [`f16`] (sealed). Computation is
+/// How a parameter or gradient is stored: `f32`, [`bf16`] or [`f16`](struct@f16) (sealed). Computation is
 /// always in `f32`.
 pub trait Storage: Copy + Send + Sync + sealed::Sealed + 'static {
     /// Lower-case name (`"f32"`, `"bf16"`, `"f16"`).
@@ -576,7 +576,7 @@ pub fn apply_mixed<P: Storage, S: StateStorage>(
 }
 
 /// One step of one mixed-precision tensor (or of any contiguous shard of it): parameter and
-/// gradient stored as `P` ([`bf16`], [`f16`] or `f32`), state as `S` ([`F32State`] or
+/// gradient stored as `P` ([`bf16`], [`f16`](struct@f16) or `f32`), state as `S` ([`F32State`] or
 /// [`Bf16Sr`]). The update is computed in `f32` by the same rule as an `f32` tensor and the
 /// parameter rounded once, to nearest even (see the module's documentation).
 ///

@@ -1,5 +1,5 @@
-//! The portable path: every rule of [`super::simd`] run one element at a time, over
-//! [`Scalar`], a "vector" of one lane made of plain scalar operations. It is the reference
+//! The portable path: every rule of `simd` (the kernels written once over a vector) run one
+//! element at a time, over `Scalar`, a "vector" of one lane made of plain scalar operations. It is the reference
 //! every other path is tested against, bit for bit, and it is the same source as those paths:
 //! each element sees the same fixed sequence of correctly rounded IEEE-754 operations (no
 //! fused multiply-add).

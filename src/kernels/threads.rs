@@ -9,7 +9,7 @@
 //!
 //! Fork: a child process has only the thread that called `fork`, so a pool started before the
 //! fork has no workers there (a job given to them would wait forever). The pool records the
-//! process that started it; [`WorkerPool::forked`] tells the owner to start a new pool, and a
+//! process that started it; `WorkerPool::forked` tells the owner to start a new pool, and a
 //! pool dropped in another process leaks its (absent) workers instead of joining them.
 
 use std::any::Any;
