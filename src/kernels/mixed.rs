@@ -535,14 +535,17 @@ pub fn apply_mixed<P: Storage, S: StateStorage>(
         grad.len() == n && state.iter().all(|a| a.len() == n),
         "wrong lengths"
     );
-    let mut p = [0.0f32; CHUNK];
-    let mut g = [0.0f32; CHUNK];
-    let mut st = [[0.0f32; CHUNK]; MAX_STATES];
     // Whole vectors in one fused loop where the CPU has one (x86-64 AVX2); the rest here.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     let mut start = super::mixed_avx2::apply(s, t, param, grad, state, storage);
     #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
     let mut start = 0;
+    if start == n {
+        return; // no stack buffers to clear when the fused loop did everything
+    }
+    let mut p = [0.0f32; CHUNK];
+    let mut g = [0.0f32; CHUNK];
+    let mut st = [[0.0f32; CHUNK]; MAX_STATES];
     while start < n {
         let end = n.min(start + CHUNK);
         let m = end - start;
