@@ -501,17 +501,10 @@ fn flat_ceiling<T: Element>(pool: &mut Pool, f: &mut Flat<T>) {
 fn ceiling_part<T: Element, const K: usize>(p: &mut [T], g: &[T], mut s: [&mut [T]; K]) {
     #[inline(always)]
     fn body<T: Element, const K: usize>(p: &mut [T], g: &[T], s: &mut [&mut [T]; K]) {
-        let n = p.len();
-        let g = &g[..n];
-        for a in s.iter_mut() {
-            assert!(a.len() >= n);
-        }
-        for i in 0..n {
-            let gi = g[i];
-            p[i] = p[i] + gi;
-            for a in s.iter_mut() {
-                a[i] = a[i] + gi;
-            }
+        if size_of::<T>() == 4 {
+            stream_pass::<T, T, 16, K>(p, g, s, |x, g| x + g, |x, g| x + g)
+        } else {
+            stream_pass::<T, T, 8, K>(p, g, s, |x, g| x + g, |x, g| x + g)
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -535,6 +528,79 @@ fn ceiling_part<T: Element, const K: usize>(p: &mut [T], g: &[T], mut s: [&mut [
         return unsafe { avx2(p, g, &mut s) };
     }
     body(p, g, &mut s)
+}
+
+/// How far ahead the library's vector loops request each stream's cache line, in bytes (its
+/// `kernels::simd::PREFETCH_AHEAD`). The ceilings do the same, so that they stay ceilings.
+const PREFETCH_AHEAD: usize = 2048;
+
+/// Prefetch hints for the `bytes` that start [`PREFETCH_AHEAD`] bytes past `p`, one per
+/// 64-byte line (hints never fault).
+#[inline(always)]
+fn prefetch_ahead<T>(p: *const T, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..bytes).step_by(64) {
+        // SAFETY: a prefetch is a hint that does not access memory; SSE is part of x86-64.
+        #[allow(unused_unsafe)]
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(PREFETCH_AHEAD + line))
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, bytes);
+}
+
+/// The ceilings' pass: `p ← fp(p, g)` and `a ← fs(a, g)` for each state array, all streams
+/// together, `L` elements at a time (each stream's block loaded whole, updated, stored: a
+/// loop the compiler vectorizes), every stream's lines requested [`PREFETCH_AHEAD`] bytes
+/// ahead as the kernels request them.
+///
+/// # Panics
+/// If a buffer is shorter than `p`.
+#[inline(always)]
+pub(crate) fn stream_pass<P: Copy, X: Copy, const L: usize, const K: usize>(
+    p: &mut [P],
+    g: &[P],
+    s: &mut [&mut [X]; K],
+    fp: impl Fn(P, P) -> P,
+    fs: impl Fn(X, P) -> X,
+) {
+    let n = p.len();
+    let g = &g[..n];
+    let mut s = s.each_mut().map(|a| &mut a[..n]);
+    let (pc, _) = p.as_chunks_mut::<L>();
+    let (gc, _) = g.as_chunks::<L>();
+    let blocks = pc.len();
+    {
+        let mut sc = s.each_mut().map(|a| a.as_chunks_mut::<L>().0);
+        for b in 0..blocks {
+            prefetch_ahead(pc[b].as_ptr(), size_of::<[P; L]>());
+            prefetch_ahead(gc[b].as_ptr(), size_of::<[P; L]>());
+            for a in sc.iter() {
+                prefetch_ahead(a[b].as_ptr(), size_of::<[X; L]>());
+            }
+            let gv = gc[b];
+            let mut pv = pc[b];
+            for i in 0..L {
+                pv[i] = fp(pv[i], gv[i]);
+            }
+            pc[b] = pv;
+            for a in sc.iter_mut() {
+                let mut av = a[b];
+                for i in 0..L {
+                    av[i] = fs(av[i], gv[i]);
+                }
+                a[b] = av;
+            }
+        }
+    }
+    for i in blocks * L..n {
+        p[i] = fp(p[i], g[i]);
+        for a in s.iter_mut() {
+            a[i] = fs(a[i], g[i]);
+        }
+    }
 }
 
 /// The kinds of elementwise pass a torch operation makes (each a separate, vectorizable loop

@@ -19,7 +19,7 @@ use vsgd::kernels::mixed::{self, Bf16Sr, F32State, StateStorage, Storage};
 use vsgd::kernels::{KernelPath, Scalars};
 use vsgd::{bf16, f16, Algorithm, Config};
 
-use crate::bench::{par, Options, Ptr, Timer};
+use crate::bench::{par, stream_pass, Options, Ptr, Timer};
 use crate::pool::Pool;
 
 /// One measured recipe.
@@ -183,18 +183,38 @@ unsafe fn ceiling_part<P: Storage, S: StateStorage>(
 }
 
 /// One loop over the elements touching the parameter and the `K` state arrays.
-#[inline(always)]
+///
+/// With AVX2 where the CPU has it (as the fused kernel), the lengths checked once so that the
+/// loop vectorizes, and the same prefetches as the kernel.
 fn pass<X: Copy, const K: usize>(
     p: &mut [u16],
     g: &[u16],
     mut s: [&mut [X]; K],
     f: impl Fn(X, u16) -> X,
 ) {
-    for i in 0..p.len() {
-        let d = g[i];
-        p[i] = p[i].wrapping_add(d);
-        for a in s.iter_mut() {
-            a[i] = f(a[i], d);
-        }
+    #[inline(always)]
+    fn body<X: Copy, const K: usize>(
+        p: &mut [u16],
+        g: &[u16],
+        s: &mut [&mut [X]; K],
+        f: &impl Fn(X, u16) -> X,
+    ) {
+        stream_pass::<u16, X, 32, K>(p, g, s, u16::wrapping_add, f)
     }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<X: Copy, const K: usize>(
+        p: &mut [u16],
+        g: &[u16],
+        s: &mut [&mut [X]; K],
+        f: &impl Fn(X, u16) -> X,
+    ) {
+        body(p, g, s, f)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { avx2(p, g, &mut s, &f) };
+    }
+    body(p, g, &mut s, &f)
 }

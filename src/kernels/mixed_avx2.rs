@@ -16,7 +16,7 @@ use core::arch::x86_64::*;
 use half::{bf16, f16};
 
 use super::mixed::{pair_key, rounding_key, Bf16Sr, F32State, StateStorage, Storage};
-use super::simd::Rule;
+use super::simd::{prefetch, Rule};
 use super::x86::Avx2F32;
 use super::{RuleVisitor, Scalars};
 use core::any::TypeId;
@@ -91,20 +91,22 @@ unsafe fn rne(b: __m256i) -> __m256i {
 
 /// `bf16_stochastic` in 8 lanes: `r` holds 16 random bits in the low half of each lane.
 ///
-/// The same results as the scalar function with fewer operations: ±∞ plus any `r` carries
-/// nothing into the kept bits and hits the overflow test, which keeps it truncated (= ∞); a
-/// NaN is truncated with the quiet bit set, which is `bf16_rne`'s NaN.
+/// The same results as the scalar function with fewer operations. A finite `b` or ±∞ plus
+/// `r` never wraps, so one unsigned minimum does the scalar function's overflow test: the cap
+/// `b | 0x7f7f_ffff` is the largest finite magnitude with `b`'s sign for a finite `b` (a sum
+/// that reaches the ∞ exponent becomes the truncated `0x7f7f`, which is what truncating such
+/// a `b` gives), and for ±∞ the cap is above any sum (±∞ stays ±∞). A NaN takes the quiet bit
+/// and is truncated, as in `bf16_rne`.
 #[inline(always)]
 unsafe fn stochastic(b: __m256i, r: __m256i) -> __m256i {
-    let up = _mm256_srli_epi32::<16>(_mm256_add_epi32(b, r));
-    let e16 = _mm256_set1_epi32(0x7f80);
-    let overflow = _mm256_cmpeq_epi32(_mm256_and_si256(up, e16), e16);
+    let capped = _mm256_min_epu32(
+        _mm256_add_epi32(b, r),
+        _mm256_or_si256(b, _mm256_set1_epi32(0x7f7f_ffff)),
+    );
     let abs = _mm256_and_si256(b, _mm256_set1_epi32(0x7fff_ffff));
     let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80_0000));
-    let quiet = _mm256_and_si256(nan, _mm256_set1_epi32(0x0040));
-    let truncated = _mm256_or_si256(_mm256_srli_epi32::<16>(b), quiet);
-    // A NaN whose payload carries out of the top (into the sign) is caught by `nan` itself.
-    _mm256_blendv_epi8(up, truncated, _mm256_or_si256(overflow, nan))
+    let quiet = _mm256_or_si256(b, _mm256_set1_epi32(0x0040_0000));
+    _mm256_srli_epi32::<16>(_mm256_blendv_epi8(capped, quiet, nan))
 }
 
 /// Writes the low 16 bits of each lane (each ≤ 0xffff) to 8 `bf16` at `p`.
@@ -195,6 +197,11 @@ unsafe fn run<R: Rule<K, E = f32>, const K: usize, P: Param, S: State>(
     let body = n - n % 8;
     let mut i = 0;
     while i < body {
+        prefetch(param.wrapping_add(i));
+        prefetch(grad.wrapping_add(i));
+        for a in state {
+            prefetch(a.wrapping_add(i));
+        }
         let p = Avx2F32(P::load(param.add(i)));
         let g = Avx2F32(P::load(grad.add(i)));
         let mut st: [Avx2F32; K] =
