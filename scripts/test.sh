@@ -53,6 +53,10 @@ fi
 step "conformance through the CLI (vsgd replay + check.py)"
 bash scripts/check-conformance.sh
 
+step "benchmark scripts parse (they are run by hand, not here)"
+for f in scripts/*.sh; do bash -n "$f"; done
+python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' scripts/*.py
+
 step "no_std build for wasm32 (core + alloc only)"
 bash scripts/check-nostd-wasm.sh
 
