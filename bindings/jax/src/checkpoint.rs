@@ -119,11 +119,27 @@ pub unsafe extern "C" fn vsgd_jax_default(
     }
 }
 
+/// A tensor's element type code: 0 = f32, 1 = f64 (state of the same type), 2 = bf16,
+/// 3 = f16 (mixed precision: f32 state).
 fn dtype_from(code: u32) -> Result<DType, String> {
     match code {
         0 => Ok(DType::F32),
         1 => Ok(DType::F64),
+        2 => Ok(DType::Bf16),
+        3 => Ok(DType::F16),
         _ => Err(format!("unknown element type code {code}")),
+    }
+}
+
+/// The code of [`dtype_from`] of a tensor with parameters of `param` and state of `state`,
+/// or the error for the combinations a JAX state cannot hold (`bf16` state).
+fn dtype_code(i: usize, param: DType, state: DType) -> Result<u32, String> {
+    match (param, state) {
+        (DType::F32, DType::F32) => Ok(0),
+        (DType::F64, DType::F64) => Ok(1),
+        (DType::Bf16, DType::F32) => Ok(2),
+        (DType::F16, DType::F32) => Ok(3),
+        (p, s) => Err(mixed_unsupported(i, p, s)),
     }
 }
 
@@ -149,8 +165,9 @@ unsafe fn copy_in<T: Element>(
 /// [`vsgd_jax_bytes_free`].
 ///
 /// Tensor `i` has name `tensor_names[i]`, `ranks[i]` dimensions (taken in turn from `dims`),
-/// element type `dtypes[i]` (0 = f32, 1 = f64), step count `steps[i]`, and state arrays
-/// `states[i·k + j]` (`k` arrays in `Algorithm::state_names` order, each as long as the tensor).
+/// element type `dtypes[i]` (0 = f32, 1 = f64; 2 = bf16 and 3 = f16 parameters with f32
+/// state), step count `steps[i]`, and state arrays `states[i·k + j]` (`k` arrays in
+/// `Algorithm::state_names` order, each as long as the tensor, of the state's element type).
 ///
 /// # Safety
 /// Every pointer holds what its description says; `out`, `out_len` are writable.
@@ -211,10 +228,12 @@ pub unsafe extern "C" fn vsgd_jax_save(
                     .map_err(|e| e.to_string())?;
                 for (j, s) in state_names.iter().enumerate() {
                     let src = *states.add(i * k + j);
+                    // The state is f32 for bf16 and f16 parameters (the spec's default).
                     match dtype {
-                        DType::F32 => copy_in::<f32>(&mut opt, id, s, src)?,
+                        DType::F32 | DType::Bf16 | DType::F16 => {
+                            copy_in::<f32>(&mut opt, id, s, src)?
+                        }
                         DType::F64 => copy_in::<f64>(&mut opt, id, s, src)?,
-                        d => return Err(format!("tensor '{name}': {} is not supported", d.name())),
                     }
                 }
             }
@@ -354,7 +373,8 @@ pub unsafe extern "C" fn vsgd_jax_ckpt_hyper(
 
 /// Tensor `i`: its name (copied into `name`, NUL-terminated, `*name_len` = full length
 /// without the NUL), rank and dimensions (at most `dims_cap`), element type (0 = f32, 1 =
-/// f64), step count and group.
+/// f64; 2 = bf16 and 3 = f16 parameters with f32 state; `bf16` state is refused), step count
+/// and group.
 ///
 /// # Safety
 /// As [`vsgd_jax_ckpt_summary`]; `name` has `name_cap` bytes, `dims` `dims_cap` entries.
@@ -398,11 +418,7 @@ pub unsafe extern "C" fn vsgd_jax_ckpt_tensor(
             for (d, &x) in info.shape.iter().enumerate() {
                 *dims.add(d) = x as u64;
             }
-            *dtype = match (info.dtype, info.state_dtype) {
-                (DType::F32, DType::F32) => 0,
-                (DType::F64, DType::F64) => 1,
-                (p, s) => return Err(mixed_unsupported(i, p, s)),
-            };
+            *dtype = dtype_code(i, info.dtype, info.state_dtype)?;
             *step = info.step;
             *group = info.group.0;
             Ok(())
@@ -411,7 +427,8 @@ pub unsafe extern "C" fn vsgd_jax_ckpt_tensor(
 }
 
 /// Copies state array `j` (in `Algorithm::state_names` order) of tensor `i` into `out`, which
-/// holds `len` elements of the tensor's element type (`len` must equal the tensor's length).
+/// holds `len` elements of the state's element type (f32 for bf16 and f16 parameters; `len`
+/// must equal the tensor's length).
 ///
 /// # Safety
 /// As [`vsgd_jax_ckpt_summary`]; `out` has room for `len` elements.
@@ -458,21 +475,21 @@ pub unsafe extern "C" fn vsgd_jax_ckpt_state(
                 .get(j)
                 .ok_or_else(|| format!("{} has no state array {j}", opt.algorithm()))?;
             let info = opt.tensor_info(id).map_err(|e| e.to_string())?;
-            match (info.dtype, info.state_dtype) {
-                (DType::F32, DType::F32) => copy::<f32>(opt, id, name, out, len),
-                (DType::F64, DType::F64) => copy::<f64>(opt, id, name, out, len),
-                (p, s) => Err(mixed_unsupported(i, p, s)),
+            match dtype_code(i, info.dtype, info.state_dtype)? {
+                1 => copy::<f64>(opt, id, name, out, len),
+                _ => copy::<f32>(opt, id, name, out, len),
             }
         })
     }
 }
 
-/// The error for a checkpoint tensor this bridge does not carry: mixed precision (a 16-bit
-/// parameter or `bf16` state), which the JAX optimizer state has no slot for yet.
+/// The error for a checkpoint tensor this bridge does not carry: `bf16` state (stochastically
+/// rounded), which the JAX transformations do not keep (their state of bf16 and f16
+/// parameters is f32).
 fn mixed_unsupported(i: usize, param: DType, state: DType) -> String {
     format!(
-        "tensor {i}: {} parameters with {} state (mixed precision) are not supported by the JAX \
-         checkpoint bridge",
+        "tensor {i}: {} parameters with {} state are not supported by the JAX checkpoint \
+         bridge (it carries f32 and f64 tensors, and bf16 or f16 parameters with f32 state)",
         param.name(),
         state.name()
     )

@@ -24,6 +24,11 @@
 //!   (`FAILED_PRECONDITION`), never a panic: cudarc panics on a missing library or symbol, and
 //!   every symbol called here is checked before its first call.
 //!
+//! - **f32 and f64 only**: the core has no mixed-precision CUDA kernel, so a call with bf16 or
+//!   f16 parameters (which the CPU handler steps with `vsgd::kernels::mixed`) is refused,
+//!   after the shared decoding and before the stream or the driver is asked for, with an
+//!   `INVALID_ARGUMENT` error naming the type.
+//!
 //! Unaliased outputs (XLA gave separate buffers) get their inputs copied on the stream first,
 //! as on the CPU.
 
@@ -34,7 +39,7 @@ use vsgd::cuda::cudarc::driver::sys::{self, CUresult};
 use vsgd::cuda::{self, CudaError, RawTensor};
 use vsgd::{DType, NonFinitePolicy};
 
-use crate::handler::{elem_size, entry, Buf, Call, Failure};
+use crate::handler::{dtype_name, elem_size, entry, invalid, Buf, Call, Failure};
 use crate::xla::{self, dtype};
 
 /// The handler XLA calls on platform "CUDA" (registered by the Python package when jaxlib
@@ -55,6 +60,15 @@ pub unsafe extern "C" fn vsgd_jax_xla_step_cuda(frame: *mut xla::CallFrame) -> *
 /// enqueued before every check has passed, except the scalars' read-back.
 unsafe fn step(frame: &xla::CallFrame) -> Result<(), Failure> {
     let mut call = unsafe { Call::decode(frame)? };
+    if !matches!(call.elem, dtype::F32 | dtype::F64) {
+        // `vsgd::cuda` has kernels for f32 and f64 only: a 16-bit parameter must not reach
+        // `enqueue`, which would read it as f64.
+        return Err(invalid(format!(
+            "the GPU handler steps f32 and f64 arrays only: {} parameters with f32 state \
+             (mixed precision) have no CUDA kernel yet; step them on the CPU",
+            dtype_name(call.elem)
+        )));
+    }
     let stream = unsafe { stream_of(frame)? };
     cuda::init().map_err(failure)?;
     let _bound = unsafe { Bound::stream_context(stream)? };
@@ -237,10 +251,10 @@ unsafe fn enqueue(call: &Call, stream: sys::CUstream) -> Result<(), Failure> {
             }
         }
     }
-    let dtype = if call.elem == dtype::F32 {
-        DType::F32
-    } else {
-        DType::F64
+    let dtype = match call.elem {
+        dtype::F32 => DType::F32,
+        dtype::F64 => DType::F64,
+        d => return Err(invalid(format!("no CUDA kernel for {}", dtype_name(d)))),
     };
     let mut tensors = Vec::with_capacity(call.leaves.len() * call.batch);
     for b in 0..call.batch {

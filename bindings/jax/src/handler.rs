@@ -9,13 +9,16 @@
 //!   (pred: the gradient verdict computed in JAX over the whole, possibly sharded, gradient),
 //!   then for `n` arrays: the `n` parameters, the `n` gradients, and for each state array of
 //!   the algorithm (`Algorithm::state_names` order) its `n` arrays; each array's parameter,
-//!   gradient and state have one shape, all arrays one element type (f32 or f64);
+//!   gradient and state have one shape, all arrays one element type: f32 or f64, or bf16 or
+//!   f16 parameters and gradients with f32 state (mixed precision);
 //! - outputs: the `n` parameters, then the state arrays in the same order, normally aliased
 //!   to their inputs (updated in place); when XLA gave separate buffers, the inputs are
 //!   copied to them first.
 //!
 //! The step is `vsgd::kernels::step` with learning rate `lr × lr_scale` and step number
-//! `count + 1`, run only when `finite` holds; otherwise the outputs equal the inputs. The
+//! `count + 1` (for bf16/f16 parameters `vsgd::kernels::mixed::step` with f32 state: the
+//! update in f32, the parameter rounded once to nearest even), run only when `finite` holds;
+//! otherwise the outputs equal the inputs. The
 //! arrays are laid end to end and cut into parts that the threads of XLA's intra-op pool
 //! share ([`crate::parallel`]).
 //! The three scalars either have one element or, under `vmap` (`vmap_method="broadcast_all"`),
@@ -25,8 +28,8 @@
 use core::ffi::{c_char, c_void, CStr};
 use core::ptr;
 
-use vsgd::kernels::{self, NonFinitePolicy};
-use vsgd::{Algorithm, Config, Element};
+use vsgd::kernels::{self, mixed, NonFinitePolicy, StepOutcome, Verdict};
+use vsgd::{bf16, f16, Algorithm, Config, Element};
 
 use crate::xla::{self, dtype};
 
@@ -49,8 +52,89 @@ pub unsafe extern "C" fn vsgd_jax_xla_step(frame: *mut xla::CallFrame) -> *mut x
 unsafe fn step(frame: &xla::CallFrame) -> Result<(), Failure> {
     let call = unsafe { Call::decode(frame)? };
     match call.elem {
-        dtype::F32 => unsafe { call.run::<f32>() },
-        _ => unsafe { call.run::<f64>() },
+        dtype::F32 => unsafe { call.run::<f32, f32>(plain::<f32>) },
+        dtype::F64 => unsafe { call.run::<f64, f64>(plain::<f64>) },
+        dtype::BF16 => unsafe { call.run::<bf16, f32>(mixed_f32_state::<bf16>) },
+        dtype::F16 => unsafe { call.run::<f16, f32>(mixed_f32_state::<f16>) },
+        // `Call::decode` admits only the four types above.
+        d => Err(invalid(format!(
+            "unsupported element type {}",
+            dtype_name(d)
+        ))),
+    }
+}
+
+/// The core's step of one piece of a tensor, with parameters and gradients stored as `P` and
+/// state as `S`; the verdict is JAX's (finite: the rows that are not are never stepped).
+type Kernel<P, S> =
+    fn(&Config, u64, f64, &mut [P], &[P], &mut [&mut [S]]) -> Result<StepOutcome, vsgd::Error>;
+
+/// f32 or f64 throughout: `kernels::step_with_verdict`.
+fn plain<T: Element>(
+    config: &Config,
+    t: u64,
+    lr: f64,
+    param: &mut [T],
+    grad: &[T],
+    state: &mut [&mut [T]],
+) -> Result<StepOutcome, vsgd::Error> {
+    kernels::step_with_verdict(
+        config,
+        t,
+        lr,
+        param,
+        grad,
+        state,
+        NonFinitePolicy::Skip,
+        Verdict::Finite,
+    )
+}
+
+/// bf16 or f16 parameters and gradients with f32 state: `kernels::mixed::step` (the update in
+/// f32, the parameter rounded once, to nearest even).
+fn mixed_f32_state<P: mixed::Storage>(
+    config: &Config,
+    t: u64,
+    lr: f64,
+    param: &mut [P],
+    grad: &[P],
+    state: &mut [&mut [f32]],
+) -> Result<StepOutcome, vsgd::Error> {
+    mixed::step(
+        config,
+        t,
+        lr,
+        param,
+        grad,
+        state,
+        &mixed::F32State,
+        NonFinitePolicy::Skip,
+        Verdict::Finite,
+    )
+}
+
+/// The name of an element type the step takes.
+pub(crate) fn dtype_name(d: i32) -> String {
+    match d {
+        dtype::F32 => "f32".into(),
+        dtype::F64 => "f64".into(),
+        dtype::BF16 => "bf16".into(),
+        dtype::F16 => "f16".into(),
+        dtype::PRED => "pred".into(),
+        dtype::S32 => "s32".into(),
+        dtype::S64 => "s64".into(),
+        dtype::U32 => "u32".into(),
+        dtype::U64 => "u64".into(),
+        d => format!("XLA type {d}"),
+    }
+}
+
+/// The state's element type for parameters of element type `elem`: f32 for the 16-bit
+/// types (mixed precision), else the parameters' own.
+pub(crate) fn state_dtype_of(elem: i32) -> i32 {
+    match elem {
+        dtype::BF16 | dtype::F16 => dtype::F32,
+        d => d,
     }
 }
 
@@ -277,6 +361,7 @@ impl Buf {
 pub(crate) fn elem_size(d: i32) -> usize {
     match d {
         dtype::PRED => 1,
+        dtype::BF16 | dtype::F16 => 2,
         dtype::S32 | dtype::U32 | dtype::F32 => 4,
         _ => 8,
     }
@@ -302,7 +387,10 @@ pub(crate) struct Call {
     pub(crate) finite: Buf,
     /// Rows under `vmap` (1 otherwise).
     pub(crate) batch: usize,
+    /// Element type of the parameters and gradients.
     pub(crate) elem: i32,
+    /// Element type of the state ([`state_dtype_of`] `elem`).
+    pub(crate) state_elem: i32,
     /// 1 + the algorithm's state arrays.
     pub(crate) arrays: usize,
     pub(crate) leaves: Vec<Leaf>,
@@ -375,8 +463,19 @@ impl Call {
             if j == 0 {
                 elem = grad.dtype;
             }
-            if grad.dtype != elem || !matches!(elem, dtype::F32 | dtype::F64) {
-                return Err(invalid("arrays must be f32 or f64, one type per call"));
+            if grad.dtype != elem
+                || !matches!(elem, dtype::F32 | dtype::F64 | dtype::BF16 | dtype::F16)
+            {
+                return Err(invalid(format!(
+                    "arrays must be f32 or f64 (or bf16 or f16 with f32 state), one type per \
+                     call; gradient {j} is {}{}",
+                    dtype_name(grad.dtype),
+                    if j > 0 && grad.dtype != elem {
+                        format!(", gradient 0 {}", dtype_name(elem))
+                    } else {
+                        String::new()
+                    }
+                )));
             }
             if batch == 0 || grad.len % batch != 0 {
                 return Err(invalid(format!(
@@ -397,8 +496,17 @@ impl Call {
                     arg(3 + (1 + a) * n + j, what)?
                 };
                 let output = unsafe { Buf::decode(rets[a * n + j], what)? };
+                let want = if a == 0 { elem } else { state_dtype_of(elem) };
                 for b in [&input, &output] {
-                    if b.dtype != elem || !b.same_shape(&grad) {
+                    if a > 0 && b.dtype != want && b.same_shape(&grad) && want != elem {
+                        return Err(invalid(format!(
+                            "array {j}: state {what} is {}; the state of {} parameters must \
+                             be f32 (mixed precision)",
+                            dtype_name(b.dtype),
+                            dtype_name(elem)
+                        )));
+                    }
+                    if b.dtype != want || !b.same_shape(&grad) {
                         return Err(invalid(format!(
                             "array {j}: {what} differs from the gradient in element type or shape"
                         )));
@@ -417,6 +525,7 @@ impl Call {
             finite,
             batch,
             elem,
+            state_elem: state_dtype_of(elem),
             arrays: 1 + k,
             leaves,
             pool: unsafe { crate::parallel::Pool::of(frame) },
@@ -428,7 +537,6 @@ impl Call {
     /// Data is aligned for the element type; outputs overlap neither one another nor any
     /// input, except that an output may be exactly the input it aliases.
     fn check_layout(&self) -> Result<(), Failure> {
-        let align = elem_size(self.elem);
         // (start, end, leaf, array) of every non-empty output, sorted.
         let mut outs: Vec<(usize, usize, usize, usize)> = Vec::new();
         for (j, leaf) in self.leaves.iter().enumerate() {
@@ -444,7 +552,7 @@ impl Call {
                 .chain([&leaf.grad]);
             if bufs
                 .into_iter()
-                .any(|b| b.len > 0 && (b.data as usize) % align != 0)
+                .any(|b| b.len > 0 && (b.data as usize) % elem_size(b.dtype) != 0)
             {
                 return Err(invalid("misaligned buffer"));
             }
@@ -501,15 +609,20 @@ impl Call {
     /// Checks every row's learning rate and step number, then copies unaliased inputs to
     /// their outputs and steps the rows whose gradient is finite: all arrays of a row as one
     /// range of elements, cut into parts that threads share.
-    unsafe fn run<T: Element>(mut self) -> Result<(), Failure> {
+    unsafe fn run<P, S>(mut self, kernel: Kernel<P, S>) -> Result<(), Failure> {
         unsafe { self.check_rows()? };
         for leaf in &self.leaves {
             for a in 0..self.arrays {
                 let (i, o) = (leaf.ins[a], leaf.outs[a]);
                 if i.data != o.data && i.len > 0 {
-                    // SAFETY: both hold `len` elements of T and do not overlap (checked).
+                    // SAFETY: both hold `len` elements of one type (checked: `bytes` is that
+                    // many bytes) and do not overlap (checked).
                     unsafe {
-                        ptr::copy_nonoverlapping(i.data.cast::<T>(), o.data.cast::<T>(), i.len)
+                        ptr::copy_nonoverlapping(
+                            i.data.cast::<u8>(),
+                            o.data.cast::<u8>(),
+                            i.bytes().len(),
+                        )
                     };
                 }
             }
@@ -521,13 +634,17 @@ impl Call {
             starts.push(starts.last().copied().unwrap_or(0) + leaf.grad.len / self.batch);
         }
         let total = starts.last().copied().unwrap_or(0);
-        let bytes = total * elem_size(self.elem) * (2 * self.arrays + 1);
-        let leaves: Vec<LeafPtrs<T>> = self
+        // Bytes touched per step: parameter read and written, gradient read, state read and
+        // written.
+        let bytes =
+            total * (3 * elem_size(self.elem) + 2 * (self.arrays - 1) * elem_size(self.state_elem));
+        let leaves: Vec<LeafPtrs<P, S>> = self
             .leaves
             .iter()
             .map(|l| LeafPtrs {
-                grad: l.grad.data.cast::<T>(),
-                outs: core::array::from_fn(|a| l.outs[a].data.cast::<T>()),
+                grad: l.grad.data.cast::<P>(),
+                param: l.outs[0].data.cast::<P>(),
+                state: core::array::from_fn(|a| l.outs[1 + a].data.cast::<S>()),
                 row_len: l.grad.len / self.batch,
             })
             .collect();
@@ -538,6 +655,7 @@ impl Call {
             }
             self.config.set_lr(lr);
             let row = Row {
+                kernel,
                 config: &self.config,
                 t,
                 lr,
@@ -595,29 +713,32 @@ pub(crate) fn pieces(
         .filter(|(_, r)| !r.is_empty())
 }
 
-/// An array's gradient and outputs as typed pointers, and the length of one of its rows.
-struct LeafPtrs<T> {
-    grad: *const T,
-    outs: [*mut T; 1 + MAX_STATE],
+/// An array's gradient and outputs as typed pointers (parameter and gradient stored as `P`,
+/// state as `S`), and the length of one of its rows.
+struct LeafPtrs<P, S> {
+    grad: *const P,
+    param: *mut P,
+    state: [*mut S; MAX_STATE],
     row_len: usize,
 }
 
 /// One row of every array of the call, laid end to end (`starts`), over raw pointers so that
 /// threads can share it; each thread takes a disjoint range of that row.
-struct Row<'a, T> {
+struct Row<'a, P, S> {
+    kernel: Kernel<P, S>,
     config: &'a Config,
     t: u64,
     lr: f64,
     row: usize,
-    leaves: &'a [LeafPtrs<T>],
+    leaves: &'a [LeafPtrs<P, S>],
     starts: &'a [usize],
     arrays: usize,
 }
 
 // SAFETY: the pointers are only used by `step`, on ranges the caller keeps disjoint.
-unsafe impl<T> Sync for Row<'_, T> {}
+unsafe impl<P, S> Sync for Row<'_, P, S> {}
 
-impl<T: Element> Row<'_, T> {
+impl<P, S> Row<'_, P, S> {
     /// Steps elements `range` of the row (the pieces of the arrays that range covers).
     ///
     /// # Safety
@@ -626,24 +747,21 @@ impl<T: Element> Row<'_, T> {
         for (j, piece) in pieces(self.starts, range) {
             let leaf = &self.leaves[j];
             let (start, n) = (self.row * leaf.row_len + piece.start, piece.len());
-            let slice = |p: *mut T| unsafe { core::slice::from_raw_parts_mut(p.add(start), n) };
             let grad = unsafe { core::slice::from_raw_parts(leaf.grad.add(start), n) };
-            let param = slice(leaf.outs[0]);
-            let mut state: [&mut [T]; MAX_STATE] = [&mut [], &mut [], &mut []];
+            let param = unsafe { core::slice::from_raw_parts_mut(leaf.param.add(start), n) };
+            let mut state: [&mut [S]; MAX_STATE] = [&mut [], &mut [], &mut []];
             for (a, s) in state.iter_mut().enumerate().take(self.arrays - 1) {
-                *s = slice(leaf.outs[1 + a]);
+                *s = unsafe { core::slice::from_raw_parts_mut(leaf.state[a].add(start), n) };
             }
             // The verdict came from JAX (over the whole gradient, across shards) and said
             // finite, so the kernel takes it instead of scanning this piece again.
-            kernels::step_with_verdict(
+            (self.kernel)(
                 self.config,
                 self.t,
                 self.lr,
                 param,
                 grad,
                 &mut state[..self.arrays - 1],
-                NonFinitePolicy::Skip,
-                kernels::Verdict::Finite,
             )
             .map_err(|e| invalid(e.to_string()))?;
         }

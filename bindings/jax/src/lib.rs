@@ -2,7 +2,8 @@
 //!
 //! The shared library the `vsgd_jax` Python package loads with ctypes. No Python and no C++
 //! in it: an XLA FFI handler written against XLA's C API ([`xla`], declared by hand) that runs
-//! the core's stateless step `vsgd::kernels::step`, and a few C functions over the core's
+//! the core's stateless step `vsgd::kernels::step` (`vsgd::kernels::mixed::step` for bf16 and
+//! f16 parameters with f32 state), and a few C functions over the core's
 //! `Optimizer` and `checkpoint` API for configuration checks and checkpoints. No algorithm
 //! code lives here.
 //!

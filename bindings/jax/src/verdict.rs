@@ -2,7 +2,8 @@
 //! arrays is finite (no NaN, no ±∞), with the core's vectorized scan
 //! (`vsgd::kernels::all_finite`), split across XLA's thread pool like the step.
 //!
-//! Call frame: inputs, any number of arrays of one element type (f32 or f64); one output,
+//! Call frame: inputs, any number of arrays of one element type (f32, f64, bf16 or f16, the
+//! 16-bit types scanned by `vsgd::kernels::mixed::all_finite`); one output,
 //! a pred array of `B` elements (`B` = 1, or the rows under `vmap` with
 //! `vmap_method="broadcast_all"`, each input then holding `B` leading rows of equal size).
 //! Element `b` of the output is the verdict over row `b` of every input.
@@ -13,9 +14,10 @@
 use core::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use vsgd::{kernels, Element};
+use vsgd::kernels::{self, mixed};
+use vsgd::{bf16, f16};
 
-use crate::handler::{buffers, elem_size, entry, invalid, pieces, Buf, Failure};
+use crate::handler::{buffers, dtype_name, elem_size, entry, invalid, pieces, Buf, Failure};
 use crate::xla::{self, dtype};
 
 /// The handler XLA calls (registered by the Python package). Answers the metadata query like
@@ -46,10 +48,13 @@ unsafe fn all_finite(frame: &xla::CallFrame) -> Result<(), Failure> {
     let mut grads = Vec::with_capacity(args.len());
     for (j, &a) in args.iter().enumerate() {
         let g = unsafe { Buf::decode(a, "grad")? };
-        if !matches!(g.dtype, dtype::F32 | dtype::F64)
+        if !matches!(g.dtype, dtype::F32 | dtype::F64 | dtype::BF16 | dtype::F16)
             || g.dtype != grads.first().map_or(g.dtype, |f: &Buf| f.dtype)
         {
-            return Err(invalid("arrays must be f32 or f64, one type per call"));
+            return Err(invalid(format!(
+                "arrays must be f32, f64, bf16 or f16, one type per call; gradient {j} is {}",
+                dtype_name(g.dtype)
+            )));
         }
         if g.len % batch != 0 {
             return Err(invalid(format!(
@@ -65,8 +70,10 @@ unsafe fn all_finite(frame: &xla::CallFrame) -> Result<(), Failure> {
     }
     let pool = unsafe { crate::parallel::Pool::of(frame) };
     match grads.first().map(|g| g.dtype) {
-        Some(dtype::F64) => unsafe { scan::<f64>(&grads, batch, out, pool) },
-        _ => unsafe { scan::<f32>(&grads, batch, out, pool) },
+        Some(dtype::F64) => unsafe { scan::<f64>(&grads, batch, out, pool, kernels::all_finite) },
+        Some(dtype::BF16) => unsafe { scan::<bf16>(&grads, batch, out, pool, mixed::all_finite) },
+        Some(dtype::F16) => unsafe { scan::<f16>(&grads, batch, out, pool, mixed::all_finite) },
+        _ => unsafe { scan::<f32>(&grads, batch, out, pool, kernels::all_finite) },
     }
 }
 
@@ -82,11 +89,12 @@ impl<T> Arrays<T> {
     }
 }
 
-unsafe fn scan<T: Element>(
+unsafe fn scan<T>(
     grads: &[Buf],
     batch: usize,
     out: Buf,
     pool: Option<crate::parallel::Pool>,
+    all_finite: fn(&[T]) -> bool,
 ) -> Result<(), Failure> {
     let mut starts = Vec::with_capacity(grads.len() + 1);
     starts.push(0usize);
@@ -116,7 +124,7 @@ unsafe fn scan<T: Element>(
                         piece.len(),
                     )
                 };
-                if !kernels::all_finite(x) {
+                if !all_finite(x) {
                     finite.store(false, Ordering::Relaxed);
                 }
             }

@@ -465,6 +465,40 @@ fn bad_operands_are_refused_before_the_stream_or_the_driver() {
 }
 
 #[test]
+fn mixed_precision_is_refused_before_the_stream_or_the_driver() {
+    // Adam over 2 arrays: inputs 3 scalars, 2 params, 2 grads, 2 m, 2 v; outputs 2 params,
+    // 2 m, 2 v. The parameters and gradients relabelled as 16-bit (the buffers are larger
+    // than needed), the state f32: the CPU handler would step it (`kernels::mixed`); the GPU
+    // has no mixed-precision kernel, and says so instead of reading the arrays as f64.
+    for (half, name) in [(dtype::BF16, "bf16"), (dtype::F16, "f16")] {
+        let mut mem = Mem::new();
+        let (mut ins, mut outs) = f32_step(&mut mem, 2, 2, &[4], 0, true);
+        for op in ins[3..7].iter_mut().chain(&mut outs[..2]) {
+            op.dtype = half;
+        }
+        let needle = format!(
+            "the GPU handler steps f32 and f64 arrays only: {name} parameters with f32 state \
+             (mixed precision) have no CUDA kernel yet"
+        );
+        for with_stream in [false, true] {
+            let mut f = Frame::new("adam", &[], &ins, &outs);
+            *f.api = api(with_stream);
+            expect_err(f.call(), xla::ERROR_INVALID_ARGUMENT, &needle);
+        }
+        // 16-bit state is refused by the shared decoder, naming the array.
+        let mut bad = ins.clone();
+        bad[7].dtype = half; // array 0's m
+        let mut f = Frame::new("adam", &[], &bad, &outs);
+        *f.api = api(false);
+        expect_err(
+            f.call(),
+            xla::ERROR_INVALID_ARGUMENT,
+            &format!("array 0: state m is {name}; the state of {name} parameters must be f32"),
+        );
+    }
+}
+
+#[test]
 fn a_missing_stream_is_refused_before_the_driver() {
     let mut mem = Mem::new();
     let (ins, outs) = f32_step(&mut mem, 1, 2, &[3], 0, true);

@@ -18,6 +18,7 @@ partitioned shard by shard over a ``Mesh`` with no all-gather, batched under ``v
 from ._transform import (
     AdamState,
     ConstantVsgdState,
+    ElementTypeError,
     SgdmState,
     Transformation,
     VsgdState,
@@ -27,6 +28,7 @@ from ._transform import (
     effective_momentum,
     make,
     sgdm,
+    state_dtype,
     vsgd,
 )
 from .checkpoint import load, load_transformation, save
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdamState",
     "ConstantVsgdState",
+    "ElementTypeError",
     "SgdmState",
     "Transformation",
     "VsgdState",
@@ -48,5 +51,6 @@ __all__ = [
     "make",
     "save",
     "sgdm",
+    "state_dtype",
     "vsgd",
 ]

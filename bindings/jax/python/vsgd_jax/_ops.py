@@ -43,8 +43,10 @@ def _ffi(spec, lr_scale, count, finite, *arrays):
     _native.library()
     k = len(spec.state_names)
     n = len(arrays) // (2 + k)
-    params = arrays[:n]
-    out = [jax.ShapeDtypeStruct(p.shape, p.dtype) for p in params] * (1 + k)
+    # The outputs: the parameters, then the state arrays, each of its input's element type
+    # (bfloat16/float16 parameters have float32 state).
+    outputs = list(arrays[:n]) + list(arrays[2 * n:])
+    out = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in outputs]
     aliases = {3 + j: j for j in range(n)}
     aliases.update({3 + (2 + a) * n + j: (1 + a) * n + j for a in range(k) for j in range(n)})
     call = jax.ffi.ffi_call(_native.TARGET, out, vmap_method="broadcast_all",

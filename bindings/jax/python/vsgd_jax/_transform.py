@@ -85,11 +85,34 @@ def _path_names(tree) -> list[str]:
     return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
+#: The parameter element types the native step takes, each with its state's element type:
+#: float32 and float64 keep state of their own type; bfloat16 and float16 (mixed precision)
+#: keep float32 state, the update computed in float32 (``vsgd::kernels::mixed::step``) and
+#: the new parameter rounded once, to nearest even.
+STATE_DTYPES = {np.dtype(jnp.float32): np.dtype(jnp.float32),
+                np.dtype(jnp.float64): np.dtype(jnp.float64),
+                np.dtype(jnp.bfloat16): np.dtype(jnp.float32),
+                np.dtype(jnp.float16): np.dtype(jnp.float32)}
+
+
+class ElementTypeError(TypeError, ValueError):
+    """An array whose element type does not go with its parameter's (a gradient of another
+    type, state not of the parameter's state type): a ``TypeError``, and a ``ValueError`` as
+    such mismatches were before mixed precision."""
+
+
 def _check_dtype(x, where: str) -> None:
     dt = jnp.result_type(x)
-    if dt not in (jnp.float32, jnp.float64):
+    if np.dtype(dt) not in STATE_DTYPES:
         raise TypeError(f"vsgd_jax: {where} has element type {dt}; the native step takes "
-                        "float32 or float64 (float64 needs jax_enable_x64)")
+                        "float32 or float64 (float64 needs jax_enable_x64), or bfloat16 or "
+                        "float16 with float32 state (mixed precision)")
+
+
+def state_dtype(param_dtype) -> np.dtype:
+    """The element type of the optimizer state of parameters of ``param_dtype``: float32 for
+    bfloat16 and float16 (mixed precision), else the parameters' own."""
+    return STATE_DTYPES[np.dtype(param_dtype)]
 
 
 #: Arrays stepped by one custom call. XLA's compile time grows with the square of a call's
@@ -99,7 +122,9 @@ ARRAYS_PER_CALL = 32
 
 
 def _groups(leaves) -> list[list[int]]:
-    """Indices of ``leaves`` by element type, in groups of at most ARRAYS_PER_CALL."""
+    """Indices of ``leaves`` by element type, in groups of at most ARRAYS_PER_CALL. For
+    parameters the element type decides the state's (:data:`STATE_DTYPES`), so each group
+    has one (parameter, state) pair of element types: one custom call each."""
     by_dtype: dict[Any, list[int]] = {}
     for i, x in enumerate(leaves):
         by_dtype.setdefault(jnp.result_type(x), []).append(i)
@@ -162,12 +187,23 @@ class _Update:
         for i, name in enumerate(names):
             p = leaves[0][i]
             _check_dtype(p, f"params{name}")
+            pt = np.dtype(jnp.result_type(p))
             for what, ls in zip(whats[1:], leaves[1:]):
                 x = ls[i]
-                if jnp.shape(x) != jnp.shape(p) or jnp.result_type(x) != jnp.result_type(p):
+                xt = np.dtype(jnp.result_type(x))
+                if jnp.shape(x) != jnp.shape(p):
                     raise ValueError(
-                        f"vsgd_jax: {what}{name} is {jnp.result_type(x)}{list(jnp.shape(x))} "
-                        f"but params{name} is {jnp.result_type(p)}{list(jnp.shape(p))}")
+                        f"vsgd_jax: {what}{name} is {xt}{list(jnp.shape(x))} "
+                        f"but params{name} is {pt}{list(jnp.shape(p))}")
+                want = pt if what == "grads" else STATE_DTYPES[pt]
+                if xt != want:
+                    why = ("a gradient has its parameter's element type" if what == "grads"
+                           else f"the state of {pt} parameters is {want}"
+                           + (" (mixed precision: bfloat16 or float16 state is not supported)"
+                              if want != pt else ""))
+                    raise ElementTypeError(
+                        f"vsgd_jax: {what}{name} is {xt}{list(jnp.shape(x))} but params{name} "
+                        f"is {pt}{list(jnp.shape(p))}: {why}")
         if jnp.shape(state.count) != () or not jnp.issubdtype(jnp.result_type(state.count),
                                                                 jnp.integer):
             raise ValueError("vsgd_jax: state.count must be an integer scalar")
@@ -269,9 +305,11 @@ def make(algorithm: str, learning_rate: ScalarOrSchedule, **hyper) -> Transforma
     def init(params):
         for name, p in zip(_path_names(params), jax.tree_util.tree_leaves(params)):
             _check_dtype(p, f"params{name}")
-        zeros = [jax.tree_util.tree_map(jnp.zeros_like, params)
-                 for _ in state_type._fields[1:]]
-        return state_type(jnp.zeros([], jnp.int32), *zeros)
+        def zeros(p):
+            return jnp.zeros_like(p, state_dtype(jnp.result_type(p)))
+
+        arrays = [jax.tree_util.tree_map(zeros, params) for _ in state_type._fields[1:]]
+        return state_type(jnp.zeros([], jnp.int32), *arrays)
 
     return Transformation(init, _Update(spec, learning_rate))
 

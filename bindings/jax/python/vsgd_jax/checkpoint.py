@@ -4,7 +4,9 @@ checkpoint code: ``vsgd inspect FILE`` describes them and the C library's
 ``vsgd_optimizer_load`` resumes them.
 
 Tensor names are the parameter paths (``jax.tree_util.keystr``, e.g. ``['dense']['w']``);
-every tensor's step count is the state's ``count``.
+every tensor's step count is the state's ``count``. Mixed precision: a tensor of bfloat16 or
+float16 parameters (``save(..., params=params)`` says which) is saved as such, with its float32
+state; its state loads back as float32.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _native
-from ._transform import HYPER, STATE_TYPES, Transformation, make
+from ._transform import HYPER, STATE_DTYPES, STATE_TYPES, Transformation, make
 
-_DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
-_CODE_DTYPE = {0: np.float32, 1: np.float64}
+#: The native bridge's element type codes of a tensor's parameters (its state is float32 for
+#: bfloat16 and float16: ``STATE_DTYPES``).
+_DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float64): 1,
+               np.dtype(jnp.bfloat16): 2, np.dtype(jnp.float16): 3}
+_CODE_DTYPE = {c: d for d, c in _DTYPE_CODE.items()}
 
 
 def _algorithm_of(state, tx):
@@ -47,12 +52,17 @@ def _hyper_of(algorithm, state, tx):
     return hyper
 
 
-def save(state, tx: Transformation | None = None) -> bytes:
+def save(state, tx: Transformation | None = None, *, params=None) -> bytes:
     """The checkpoint bytes of ``state`` (a state made by a ``vsgd_jax`` transformation).
 
     With ``tx`` (the transformation that made the state) its hyperparameters are saved, and
     ``adamw`` is told apart from ``adam``; an optax schedule is saved as its value at
     ``state.count``. Without it, the algorithm's defaults are saved.
+
+    With ``params`` (the parameters the state belongs to) each tensor is saved with its
+    parameters' element type: bfloat16 and float16 parameters (mixed precision, float32
+    state) are saved as such, so that the native library resumes them as mixed-precision
+    tensors. Without it, each tensor has its state's element type (float32 or float64).
     """
     algorithm = _algorithm_of(state, tx)
     hyper = _hyper_of(algorithm, state, tx)
@@ -66,6 +76,13 @@ def save(state, tx: Transformation | None = None) -> bytes:
     if count < 0:
         raise ValueError(f"vsgd_jax.save: count {count} is negative")
     n = len(paths)
+    param_dtypes = None
+    if params is not None:
+        flat = jax.tree_util.tree_flatten_with_path(params)[0]
+        got = [jax.tree_util.keystr(p) for p, _ in flat]
+        if got != paths:
+            raise ValueError(f"vsgd_jax.save: params has the leaves {got}, the state {paths}")
+        param_dtypes = [np.dtype(jnp.result_type(x)) for _, x in flat]
     ranks, dims, dtypes, ptrs = [], [], [], []
     for i in range(n):
         first = arrays[0][i]
@@ -74,11 +91,17 @@ def save(state, tx: Transformation | None = None) -> bytes:
             if a.shape != first.shape or a.dtype != first.dtype:
                 raise ValueError(f"vsgd_jax.save: state.{f}{paths[i]} does not match "
                                  f"state.{fields[0]}{paths[i]}")
-        if first.dtype not in _DTYPE_CODE:
-            raise TypeError(f"vsgd_jax.save: {paths[i]} has element type {first.dtype}")
+        if first.dtype not in (np.float32, np.float64):
+            raise TypeError(f"vsgd_jax.save: the state of {paths[i]} has element type "
+                            f"{first.dtype}; it must be float32 or float64")
+        pt = first.dtype if param_dtypes is None else param_dtypes[i]
+        if STATE_DTYPES.get(pt) != first.dtype:
+            raise TypeError(f"vsgd_jax.save: params{paths[i]} is {pt} but its state is "
+                            f"{first.dtype}; the state of float32 and float64 parameters has "
+                            "their type, of bfloat16 and float16 parameters float32")
         ranks.append(first.ndim)
         dims.extend(first.shape)
-        dtypes.append(_DTYPE_CODE[first.dtype])
+        dtypes.append(_DTYPE_CODE[pt])
         ptrs.extend(arrays[j][i].ctypes.data for j in range(len(fields)))
     c = ctypes
     hk = list(hyper)
@@ -133,8 +156,10 @@ class _Loaded:
         _native.call("ckpt_tensor", self.h, i, name, len(name), ctypes.byref(name_len),
                      ctypes.byref(rank), dims, 64, ctypes.byref(dtype), ctypes.byref(step),
                      ctypes.byref(group))
+        # The state's element type (float32 for bfloat16 and float16 parameters).
+        state_dtype = STATE_DTYPES[_CODE_DTYPE[dtype.value]]
         return (name.value.decode(), tuple(int(d) for d in dims[:rank.value]),
-                _CODE_DTYPE[dtype.value], step.value)
+                state_dtype, step.value)
 
     def state(self, i, j, shape, dtype):
         out = np.empty(shape, dtype)
@@ -148,7 +173,8 @@ def load(data: bytes, like=None):
 
     With ``like`` (the parameters, or a state, whose structure the state should take) the
     arrays are placed in that pytree, checked leaf by leaf against the saved names and
-    shapes; without it each state field is a dict from tensor name to array.
+    shapes; without it each state field is a dict from tensor name to array. The state of a
+    tensor of bfloat16 or float16 parameters (mixed precision) is float32.
     A corrupt, truncated or future-version checkpoint raises ``ValueError`` (the decoder's
     message); nothing is read from it then.
     """
