@@ -48,7 +48,16 @@ pub(crate) trait Vector: Copy {
 }
 
 /// Defines a [`Vector`] over one register type from the names of its intrinsics
-/// (used by `x86.rs`, `neon.rs` and `wasm.rs`).
+/// (used by `x86.rs`, `neon.rs` and `wasm.rs`; none of them on a target without SIMD).
+#[cfg_attr(
+    not(any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon"),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(unused_macros)
+)]
 macro_rules! vector {
     (
         $(#[$attr:meta])*
@@ -421,7 +430,7 @@ pub(crate) fn prefetch<T>(p: *const T) {
         _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(PREFETCH_AHEAD))
     }
     #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    let _ = p;
+    let _ = (p, PREFETCH_AHEAD);
 }
 
 /// Applies `r` to the elements `[start, end)` (a multiple of `V::LANES` long) of the buffers.
@@ -531,6 +540,15 @@ pub(crate) unsafe fn apply<V: Vector>(
 /// # Safety
 /// See [`Vector`].
 #[inline(always)]
+#[cfg_attr(
+    not(any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon"),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(dead_code)
+)]
 pub(crate) unsafe fn all_finite<V: Vector>(x: &[V::E]) -> bool {
     const CHUNK: usize = 1 << 14;
     // The read-out below holds 16 lanes; CHUNK must be a multiple of `step`.
