@@ -1,7 +1,10 @@
 //! JavaScript values to and from the core's types, every check made here (no panics).
 
-use js_sys::{Array, ArrayBuffer, Float32Array, Float64Array, Object, Reflect, Uint8Array};
-use vsgd::{DType, Element, GroupId, LrSchedule, Schedule};
+use half::slice::HalfFloatSliceExt;
+use js_sys::{
+    Array, ArrayBuffer, Float32Array, Float64Array, Object, Reflect, Uint16Array, Uint8Array,
+};
+use vsgd::{bf16, f16, DType, GroupId, LrSchedule, Schedule};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -84,7 +87,7 @@ pub fn group_arg(v: &JsValue) -> Result<GroupId> {
 }
 
 /// `n` zeros, or an error (never an abort) when wasm memory cannot hold them.
-pub fn try_vec<T: Element>(n: usize) -> Result<Vec<T>> {
+pub fn try_vec<T: Copy + Default>(n: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| {
         err(&format!(
@@ -92,7 +95,7 @@ pub fn try_vec<T: Element>(n: usize) -> Result<Vec<T>> {
             n.saturating_mul(core::mem::size_of::<T>())
         ))
     })?;
-    v.resize(n, T::ZERO);
+    v.resize(n, T::default());
     Ok(v)
 }
 
@@ -139,10 +142,51 @@ pub fn bytes_from(v: &JsValue) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The element types, with their JavaScript array types.
-pub trait JsElement: Element {
-    /// The typed array of this element type.
-    fn name() -> &'static str;
+/// The JavaScript typed arrays that carry tensors: Float32Array (f32), Float64Array (f64) and
+/// Uint16Array (the raw bits of bf16 and f16: JavaScript has no 16-bit float array).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArrayKind {
+    /// Float32Array.
+    F32,
+    /// Float64Array.
+    F64,
+    /// Uint16Array.
+    U16,
+}
+
+impl ArrayKind {
+    /// The typed array a tensor of parameter type `d` is passed as.
+    pub fn of(d: DType) -> ArrayKind {
+        match d {
+            DType::F32 => ArrayKind::F32,
+            DType::F64 => ArrayKind::F64,
+            DType::Bf16 | DType::F16 => ArrayKind::U16,
+        }
+    }
+
+    /// The JavaScript name of the typed array.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArrayKind::F32 => "Float32Array",
+            ArrayKind::F64 => "Float64Array",
+            ArrayKind::U16 => "Uint16Array",
+        }
+    }
+}
+
+/// The name of the typed array of a dtype (with what it holds, for the 16-bit types).
+pub fn type_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "Float32Array",
+        DType::F64 => "Float64Array",
+        DType::Bf16 => "Uint16Array (of bfloat16 bits)",
+        DType::F16 => "Uint16Array (of float16 bits)",
+    }
+}
+
+/// The element types, with their JavaScript array types: `f32`, `f64`, and `bf16`/`f16` as
+/// Uint16Array of their bits.
+pub trait JsElement: Copy + Default + 'static {
     /// A new JavaScript array holding a copy of `x`.
     fn new_array(x: &[Self]) -> JsValue;
     /// A view of `x` in wasm memory.
@@ -156,18 +200,16 @@ pub trait JsElement: Element {
     fn copy_out(a: &TypedArray, x: &[Self]) -> bool;
 }
 
-/// The impl of one element type: its typed array and `TypedArray` variant.
+/// The impl of one element type: its typed array, `TypedArray` variant, and how its slices
+/// are seen as slices of the typed array's elements (`$raw`, `$raw_mut`).
 macro_rules! js_element {
-    ($t:ty, $array:ident, $variant:ident) => {
+    ($t:ty, $array:ident, $variant:ident, $raw:expr, $raw_mut:expr) => {
         impl JsElement for $t {
-            fn name() -> &'static str {
-                stringify!($array)
-            }
             fn new_array(x: &[$t]) -> JsValue {
-                $array::from(x).into()
+                $array::from($raw(x)).into()
             }
             unsafe fn view(x: &[$t]) -> JsValue {
-                $array::view(x).into()
+                $array::view($raw(x)).into()
             }
             fn copy_in(a: &TypedArray, out: &mut [$t]) -> bool {
                 match a {
@@ -175,7 +217,7 @@ macro_rules! js_element {
                         // An empty array needs no copy; a detached one (an emptied view) would
                         // throw.
                         if !out.is_empty() {
-                            a.copy_to(out);
+                            a.copy_to($raw_mut(out));
                         }
                         true
                     }
@@ -186,7 +228,7 @@ macro_rules! js_element {
                 match a {
                     TypedArray::$variant(a) if a.length() as usize == x.len() => {
                         if !x.is_empty() {
-                            a.copy_from(x);
+                            a.copy_from($raw(x));
                         }
                         true
                     }
@@ -197,32 +239,44 @@ macro_rules! js_element {
     };
 }
 
-js_element!(f32, Float32Array, F32);
-js_element!(f64, Float64Array, F64);
-
-/// The name of the typed array of a dtype.
-pub fn type_name(d: DType) -> &'static str {
-    match d {
-        DType::F32 => f32::name(),
-        DType::F64 => f64::name(),
-        DType::Bf16 | DType::F16 => "Uint16Array",
-    }
+fn same<T>(x: &[T]) -> &[T] {
+    x
 }
 
-/// A Float32Array or a Float64Array passed in.
+fn same_mut<T>(x: &mut [T]) -> &mut [T] {
+    x
+}
+
+fn bits<H: HalfFloatSliceExt + ?Sized>(x: &H) -> &[u16] {
+    x.reinterpret_cast()
+}
+
+fn bits_mut<H: HalfFloatSliceExt + ?Sized>(x: &mut H) -> &mut [u16] {
+    x.reinterpret_cast_mut()
+}
+
+js_element!(f32, Float32Array, F32, same, same_mut);
+js_element!(f64, Float64Array, F64, same, same_mut);
+js_element!(bf16, Uint16Array, U16, bits, bits_mut);
+js_element!(f16, Uint16Array, U16, bits, bits_mut);
+
+/// A Float32Array, a Float64Array or a Uint16Array passed in.
 pub enum TypedArray {
     /// f32 elements.
     F32(Float32Array),
     /// f64 elements.
     F64(Float64Array),
+    /// 16-bit elements: the bits of bf16 or f16 values.
+    U16(Uint16Array),
 }
 
 impl TypedArray {
-    /// The element type.
-    pub fn dtype(&self) -> DType {
+    /// Which typed array it is.
+    pub fn kind(&self) -> ArrayKind {
         match self {
-            TypedArray::F32(_) => DType::F32,
-            TypedArray::F64(_) => DType::F64,
+            TypedArray::F32(_) => ArrayKind::F32,
+            TypedArray::F64(_) => ArrayKind::F64,
+            TypedArray::U16(_) => ArrayKind::U16,
         }
     }
 
@@ -230,6 +284,7 @@ impl TypedArray {
         match self {
             TypedArray::F32(a) => a.length() as usize,
             TypedArray::F64(a) => a.length() as usize,
+            TypedArray::U16(a) => a.length() as usize,
         }
     }
 
@@ -266,24 +321,27 @@ pub fn stale(what: &str) -> JsError {
     ))
 }
 
-/// A Float32Array or Float64Array argument.
+/// The typed arrays a tensor may be given as, for error messages.
+const EXPECTED: &str = "a Float32Array, a Float64Array or a Uint16Array (bf16/f16 bits)";
+
+/// A Float32Array, Float64Array or Uint16Array argument.
 pub fn typed(v: &JsValue, what: &str) -> Result<TypedArray> {
     if let Some(a) = v.dyn_ref::<Float32Array>() {
         Ok(TypedArray::F32(a.clone()))
     } else if let Some(a) = v.dyn_ref::<Float64Array>() {
         Ok(TypedArray::F64(a.clone()))
+    } else if let Some(a) = v.dyn_ref::<Uint16Array>() {
+        Ok(TypedArray::U16(a.clone()))
     } else {
-        Err(err(&format!(
-            "{what}: expected a Float32Array or a Float64Array"
-        )))
+        Err(err(&format!("{what}: expected {EXPECTED}")))
     }
 }
 
-/// An array of Float32Array/Float64Array.
+/// An array of typed arrays (one per tensor).
 pub fn typed_list(v: &JsValue, what: &str) -> Result<Vec<TypedArray>> {
     if !Array::is_array(v) {
         return Err(err(&format!(
-            "{what}: expected an array of Float32Array or Float64Array (one per tensor)"
+            "{what}: expected an array of typed arrays, one per tensor ({EXPECTED})"
         )));
     }
     let a: &Array = v.unchecked_ref();
@@ -294,6 +352,33 @@ pub fn typed_list(v: &JsValue, what: &str) -> Result<Vec<TypedArray>> {
         out.push(typed(&x, &format!("{what}[{i}]"))?);
     }
     Ok(out)
+}
+
+/// A seed of stochastic rounding: a non-negative integer number (up to 2^53) or a BigInt
+/// (up to 2^64 − 1).
+pub fn seed_arg(v: &JsValue) -> Result<u64> {
+    if v.is_bigint() {
+        return u64::try_from(v.clone())
+            .map_err(|_| err("seed: expected an integer in [0, 2^64 - 1]"));
+    }
+    let x = v
+        .as_f64()
+        .ok_or_else(|| err("seed: expected a number or a BigInt"))?;
+    if !((0.0..=9_007_199_254_740_992.0).contains(&x) && x.fract() == 0.0) {
+        return Err(err(&format!(
+            "seed: expected an integer in [0, 2^53] (a BigInt for larger seeds), got {x}"
+        )));
+    }
+    Ok(x as u64)
+}
+
+/// A seed as JavaScript sees it: a number when exact (up to 2^53), else a BigInt.
+pub fn seed_value(seed: u64) -> JsValue {
+    if seed <= 1 << 53 {
+        JsValue::from_f64(seed as f64)
+    } else {
+        JsValue::from(seed)
+    }
 }
 
 // ------------------------------------------------------------------------------ schedules

@@ -21,22 +21,33 @@ use vsgd::{
 };
 use wasm_bindgen::prelude::*;
 
-use buffers::{Buf, Buffers};
+use buffers::{Buf, Buffers, Stepped};
 use convert::{
     err, get, group_arg, index, new_object, set, stale, string_arg, try_vec, type_name, typed,
-    JsElement, OrJs, Result, TypedArray,
+    ArrayKind, JsElement, OrJs, Result, TypedArray,
 };
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
 /** The algorithms, by the core's names. */
 export type Algorithm = "vsgd" | "constant_vsgd" | "adam" | "adamw" | "sgdm";
-/** Element type of a tensor. */
-export type DType = "f32" | "f64";
+/**
+ * Element type of a tensor's parameter and gradient: "f32", "f64", or, for mixed precision,
+ * "bf16" (bfloat16) or "f16" (IEEE half), computed in f32.
+ */
+export type DType = "f32" | "f64" | "bf16" | "f16";
+/**
+ * Element type of a tensor's state: the parameter's own for f32 and f64; "f32" (the default)
+ * or "bf16" (stochastic rounding) for bf16, f16 and f32 parameters.
+ */
+export type StateDType = "f32" | "f64" | "bf16";
 /** What to do with a gradient holding NaN or ±Infinity. */
 export type NonFinitePolicy = "skip" | "error" | "propagate";
-/** A Float32Array for f32 tensors, a Float64Array for f64 tensors. */
-export type FloatArray = Float32Array | Float64Array;
+/**
+ * A tensor's values: a Float32Array for f32, a Float64Array for f64, a Uint16Array of the
+ * raw 16-bit patterns for bf16 and f16 (JavaScript has no 16-bit float array).
+ */
+export type FloatArray = Float32Array | Float64Array | Uint16Array;
 
 /**
  * Hyperparameters by the core's names (defaults in parentheses):
@@ -75,8 +86,18 @@ export interface OptimizerOptions extends Hyperparameters {
 export interface TensorOptions {
   /** Name, reported in errors, read-outs and checkpoints. */
   name?: string;
-  /** Element type (default "f32"). */
+  /** Element type of the parameter and gradient (default "f32"). */
   dtype?: DType;
+  /**
+   * Element type of the state (default: "f32" for bf16/f16 parameters, else the
+   * parameter's). "bf16" stores the state in bfloat16 with stochastic rounding.
+   */
+  stateDtype?: StateDType;
+  /**
+   * Seed of the stochastic rounding of bf16 state (default: the tensor's index; kept in
+   * checkpoints). A number up to 2^53 or a BigInt.
+   */
+  seed?: number | bigint;
   /** Parameter group (default 0). */
   group?: number;
 }
@@ -86,7 +107,12 @@ export interface TensorInfo {
   name: string | null;
   shape: number[];
   len: number;
+  /** Element type of the parameter and gradient. */
   dtype: DType;
+  /** Element type of the state. */
+  stateDtype: StateDType;
+  /** Seed of the stochastic rounding of bf16 state (a BigInt above 2^53); null for other state. */
+  seed: number | bigint | null;
   group: number;
   /** Updates applied so far (skipped steps do not count). */
   step: number;
@@ -241,6 +267,9 @@ pub struct Optimizer {
     inner: vsgd::Optimizer,
     /// Per tensor: its zero-copy buffers, created by the first `paramBuffer`/`gradBuffer`.
     buffers: Vec<Option<Buffers>>,
+    /// The tensors skipped by the last step when it took several core calls (tensors of
+    /// several kinds: the core's `last_skipped` has only the last call's); else `None`.
+    skipped: Option<Vec<TensorId>>,
 }
 
 #[wasm_bindgen]
@@ -267,6 +296,7 @@ impl Optimizer {
         Ok(Optimizer {
             inner,
             buffers: Vec::new(),
+            skipped: None,
         })
     }
 
@@ -430,9 +460,21 @@ impl Optimizer {
             Some(d) => d
                 .as_string()
                 .and_then(|d| DType::from_name(&d))
-                .filter(|d| matches!(d, DType::F32 | DType::F64))
-                .ok_or_else(|| err("dtype: expected \"f32\" or \"f64\""))?,
+                .ok_or_else(|| err("dtype: expected \"f32\", \"f64\", \"bf16\" or \"f16\""))?,
             None => DType::F32,
+        };
+        // Which combinations are allowed is the core's to say (add_tensor below).
+        let state_dtype = match get(&options, "stateDtype")? {
+            Some(d) => Some(
+                d.as_string()
+                    .and_then(|d| DType::from_name(&d))
+                    .ok_or_else(|| err("stateDtype: expected \"f32\", \"f64\" or \"bf16\""))?,
+            ),
+            None => None,
+        };
+        let seed = match get(&options, "seed")? {
+            Some(s) => Some(convert::seed_arg(&s)?),
+            None => None,
         };
         let group = match get(&options, "group")? {
             Some(g) => GroupId(index(&g, "group")?),
@@ -447,6 +489,12 @@ impl Optimizer {
         let mut spec = TensorSpec::new(&shape).dtype(dtype).group(group);
         if let Some(n) = &name {
             spec = spec.name(n);
+        }
+        if let Some(d) = state_dtype {
+            spec = spec.state_dtype(d);
+        }
+        if let Some(s) = seed {
+            spec = spec.seed(s);
         }
         let id = self.inner.add_tensor(spec).js()?;
         self.buffers.push(None);
@@ -468,7 +516,8 @@ impl Optimizer {
         Ok(self.inner.find(&name).map(|t| t.0 as u32))
     }
 
-    /// What is registered for a tensor: name, shape, element count, dtype, group, step count.
+    /// What is registered for a tensor: name, shape, element count, dtype, state dtype, seed
+    /// (bf16 state), group, step count.
     #[wasm_bindgen(js_name = tensorInfo, unchecked_return_type = "TensorInfo")]
     pub fn tensor_info(
         &self,
@@ -487,6 +536,13 @@ impl Optimizer {
         set(&o, "shape", &shape)?;
         set(&o, "len", &JsValue::from_f64(info.len as f64))?;
         set(&o, "dtype", &dtype_name(info.dtype))?;
+        set(&o, "stateDtype", &dtype_name(info.state_dtype))?;
+        let seed = if info.state_dtype == DType::Bf16 {
+            convert::seed_value(info.seed)
+        } else {
+            JsValue::NULL
+        };
+        set(&o, "seed", &seed)?;
         set(&o, "group", &JsValue::from_f64(info.group.0 as f64))?;
         set(&o, "step", &JsValue::from_f64(info.step as f64))?;
         Ok(o)
@@ -502,10 +558,11 @@ impl Optimizer {
         self.inner.step_count(t).map(|s| s as f64).js()
     }
 
-    /// One update of every tensor: `params[i]` and `grads[i]` belong to tensor `i`, all
-    /// Float32Array or all Float64Array (the tensors' dtype). The parameters are updated in
-    /// place (copied into wasm memory and back). Every tensor is checked before any is
-    /// touched: on an error nothing changes.
+    /// One update of every tensor: `params[i]` and `grads[i]` belong to tensor `i`, each the
+    /// typed array of that tensor's dtype (Float32Array for f32, Float64Array for f64,
+    /// Uint16Array of the bits for bf16 and f16). The parameters are updated in place (copied
+    /// into wasm memory and back). Every tensor is checked before any is touched: on an error
+    /// nothing changes.
     #[wasm_bindgen(unchecked_return_type = "StepReport")]
     pub fn step(
         &mut self,
@@ -514,30 +571,58 @@ impl Optimizer {
     ) -> Result<Object> {
         let params = convert::typed_list(&params, "params")?;
         let grads = convert::typed_list(&grads, "grads")?;
-        let dtype = match params.first().or(grads.first()) {
-            Some(a) => a.dtype(),
-            None => DType::F32,
-        };
-        for (what, list) in [("params", &params), ("grads", &grads)] {
-            if let Some(i) = list.iter().position(|a| a.dtype() != dtype) {
-                return Err(err(&format!(
-                    "{what}[{i}] is a {} but the first array is a {}: all must be of one \
-                     type (step tensors of mixed types with stepTensor)",
-                    type_name(list[i].dtype()),
-                    type_name(dtype)
-                )));
+        let n = self.inner.num_tensors();
+        for (what, len) in [("params", params.len()), ("grads", grads.len())] {
+            if len != n {
+                return Err(err(&vsgd::Error::LengthMismatch {
+                    what,
+                    expected: n,
+                    got: len,
+                }
+                .to_string()));
             }
         }
-        let report = match dtype {
-            DType::F32 => self.step_copies::<f32>(&params, &grads)?,
-            DType::F64 => self.step_copies::<f64>(&params, &grads)?,
-            d => return Err(mixed_unsupported(d)),
-        };
-        report_object(report)
+        let mut dtypes = Vec::new();
+        dtypes.try_reserve_exact(n).map_err(|_| oom())?;
+        for i in 0..n {
+            let d = self.inner.tensor_info(TensorId(i)).js()?.dtype;
+            for (what, list) in [("params", &params), ("grads", &grads)] {
+                check_kind(&list[i], &format!("{what}[{i}]"), i, d)?;
+            }
+            dtypes.push(d);
+        }
+        let mut p = Vec::new();
+        let mut g = Vec::new();
+        p.try_reserve_exact(n).map_err(|_| oom())?;
+        g.try_reserve_exact(n).map_err(|_| oom())?;
+        for (i, (a, &d)) in params.iter().zip(&dtypes).enumerate() {
+            p.push(Buf::from_js(a, d, &format!("params[{i}]"))?);
+        }
+        for (i, (a, &d)) in grads.iter().zip(&dtypes).enumerate() {
+            g.push(Buf::from_js(a, d, &format!("grads[{i}]"))?);
+        }
+        // The scratch of the step, reserved and freed here, so that the step reuses it rather
+        // than grow wasm memory between the check below and the copies back.
+        buffers::warm_scratch(n);
+        // The copies above may have grown wasm memory: a parameter that is a view into it
+        // would now be empty and could not take the result. Checked before anything changes.
+        for (i, (a, v)) in params.iter().zip(&p).enumerate() {
+            if !a.has_len(v.len()) {
+                return Err(stale(&format!("params[{i}]")));
+            }
+        }
+        let mut p_refs: Vec<&mut Buf> = p.iter_mut().collect();
+        let g_refs: Vec<&Buf> = g.iter().collect();
+        let stepped = buffers::step_all(&mut self.inner, &mut p_refs, &g_refs)?;
+        for (i, (a, v)) in params.iter().zip(&p).enumerate() {
+            v.copy_back(a, &format!("params[{i}]"))?;
+        }
+        self.finish(stepped)
     }
 
-    /// One update of one tensor (`param` updated in place). Returns "applied", or "skipped"
-    /// when the gradient was not finite under the "skip" policy (nothing changed).
+    /// One update of one tensor (`param` updated in place; the typed array of the tensor's
+    /// dtype, as for `step`). Returns "applied", or "skipped" when the gradient was not finite
+    /// under the "skip" policy (nothing changed).
     #[wasm_bindgen(js_name = stepTensor, unchecked_return_type = "\"applied\" | \"skipped\"")]
     pub fn step_tensor(
         &mut self,
@@ -548,18 +633,23 @@ impl Optimizer {
         let t = self.tensor_arg(&tensor)?;
         let param = typed(&param, "param")?;
         let grad = typed(&grad, "grad")?;
-        if param.dtype() != grad.dtype() {
+        if param.kind() != grad.kind() {
             return Err(err(&format!(
                 "param is a {} but grad is a {}",
-                type_name(param.dtype()),
-                type_name(grad.dtype())
+                param.kind().name(),
+                grad.kind().name()
             )));
         }
-        let outcome = match param.dtype() {
-            DType::F32 => self.step_tensor_copy::<f32>(t, &param, &grad)?,
-            DType::F64 => self.step_tensor_copy::<f64>(t, &param, &grad)?,
-            d => return Err(mixed_unsupported(d)),
-        };
+        let d = self.inner.tensor_info(t).js()?.dtype;
+        check_kind(&param, "param", t.0, d)?;
+        let mut p = Buf::from_js(&param, d, "param")?;
+        let g = Buf::from_js(&grad, d, "grad")?;
+        if !param.has_len(p.len()) {
+            return Err(stale("param"));
+        }
+        let outcome = buffers::step_one(&mut self.inner, t, &mut p, &g).js()?;
+        self.skipped = None;
+        p.copy_back(&param, "param")?;
         Ok(match outcome {
             StepOutcome::Applied => "applied",
             StepOutcome::Skipped => "skipped",
@@ -567,8 +657,9 @@ impl Optimizer {
         .into())
     }
 
-    /// The zero-copy parameter buffer of a tensor: a Float32Array (or Float64Array) view
-    /// into wasm memory, created (zero-filled) by the first call. Fill it with the initial
+    /// The zero-copy parameter buffer of a tensor: a view into wasm memory of the tensor's
+    /// typed array (Float32Array, Float64Array, or Uint16Array of bf16/f16 bits), created
+    /// (zero-filled) by the first call. Fill it with the initial
     /// parameters; `stepBuffers()` updates it in place. A view stays valid across
     /// `stepBuffers()` and the buffer getters; any other call may grow wasm memory, which
     /// empties every view (`length` 0): take views again after such a call. Views die with
@@ -594,8 +685,8 @@ impl Optimizer {
     }
 
     /// One update of every tensor over its zero-copy buffers (`paramBuffer`, `gradBuffer`),
-    /// in place, without copying. Every tensor needs its buffers and all tensors one dtype.
-    /// Does not grow wasm memory: views taken before stay valid.
+    /// in place, without copying. Every tensor needs its buffers (of any dtypes). Does not
+    /// grow wasm memory: views taken before stay valid.
     #[wasm_bindgen(js_name = stepBuffers, unchecked_return_type = "StepReport")]
     pub fn step_buffers(&mut self) -> Result<Object> {
         if let Some(k) = self.buffers.iter().position(Option::is_none) {
@@ -603,21 +694,12 @@ impl Optimizer {
                 "tensor {k} has no buffers: call paramBuffer({k}) and gradBuffer({k}) first"
             )));
         }
-        let dtype = self
-            .buffers
-            .first()
-            .and_then(Option::as_ref)
-            .map_or(DType::F32, |b| b.param.dtype());
-        let report = match dtype {
-            DType::F32 => buffers::step_all::<f32>(&mut self.inner, &mut self.buffers),
-            DType::F64 => buffers::step_all::<f64>(&mut self.inner, &mut self.buffers),
-            d => return Err(mixed_unsupported(d)),
-        }
-        .js()?;
-        report_object(report)
+        let stepped = buffers::step_buffers(&mut self.inner, &mut self.buffers)?;
+        self.finish(stepped)
     }
 
-    /// A copy of one state array of a tensor (`stateNames` gives the names).
+    /// A copy of one state array of a tensor (`stateNames` gives the names): a Float32Array
+    /// or Float64Array, or for bf16 state a Uint16Array of its bits.
     #[wasm_bindgen(unchecked_return_type = "FloatArray")]
     pub fn state(
         &self,
@@ -626,34 +708,69 @@ impl Optimizer {
     ) -> Result<JsValue> {
         let t = self.tensor_arg(&tensor)?;
         let info = self.inner.tensor_info(t).js()?;
-        match info.dtype {
-            DType::F32 => self.state_copy::<f32>(t, &string_arg(&name, "name")?),
-            DType::F64 => self.state_copy::<f64>(t, &string_arg(&name, "name")?),
-            d => Err(mixed_unsupported(d)),
-        }
+        let name = string_arg(&name, "name")?;
+        Ok(match info.state_dtype {
+            DType::Bf16 => JsElement::new_array(self.inner.state_bf16(t, &name).js()?),
+            DType::F64 => JsElement::new_array(self.inner.state::<f64>(t, &name).js()?),
+            _ => JsElement::new_array(self.inner.state::<f32>(t, &name).js()?),
+        })
     }
 
-    /// VSGD's learned effective momentum `bhg / (bg + bhg)` per element of a tensor (a new
-    /// array of the tensor's dtype). Only for VSGD.
-    #[wasm_bindgen(js_name = effectiveMomentum, unchecked_return_type = "FloatArray")]
+    /// VSGD's learned effective momentum `bhg / (bg + bhg)` per element of a tensor: a new
+    /// Float64Array for f64 tensors, a Float32Array for the others (computed in f32 from bf16
+    /// state). Only for VSGD.
+    #[wasm_bindgen(
+        js_name = effectiveMomentum,
+        unchecked_return_type = "Float32Array | Float64Array"
+    )]
     pub fn effective_momentum(
         &self,
         #[wasm_bindgen(unchecked_param_type = "number")] tensor: JsValue,
     ) -> Result<JsValue> {
         let t = self.tensor_arg(&tensor)?;
         let info = self.inner.tensor_info(t).js()?;
-        match info.dtype {
-            DType::F32 => self.momentum_copy::<f32>(t, info.len),
-            DType::F64 => self.momentum_copy::<f64>(t, info.len),
-            d => Err(mixed_unsupported(d)),
+        match info.state_dtype {
+            DType::F64 => {
+                let mut out = try_vec::<f64>(info.len)?;
+                self.inner.effective_momentum(t, &mut out).js()?;
+                Ok(JsElement::new_array(&out))
+            }
+            DType::Bf16 => {
+                // The core reads f32 or f64 state: bf16 state is widened (exactly) first.
+                if self.inner.algorithm() != Algorithm::Vsgd {
+                    return Err(err(&vsgd::Error::AlgorithmMismatch {
+                        expected: Algorithm::Vsgd,
+                        got: self.inner.algorithm(),
+                    }
+                    .to_string()));
+                }
+                let widen = |name: &str| -> Result<Vec<f32>> {
+                    let s = self.inner.state_bf16(t, name).js()?;
+                    let mut v = try_vec::<f32>(s.len())?;
+                    for (d, x) in v.iter_mut().zip(s) {
+                        *d = x.to_f32();
+                    }
+                    Ok(v)
+                };
+                let (bg, bhg) = (widen("bg")?, widen("bhg")?);
+                let mut out = try_vec::<f32>(info.len)?;
+                vsgd::kernels::effective_momentum(&bg, &bhg, &mut out).js()?;
+                Ok(JsElement::new_array(&out))
+            }
+            _ => {
+                let mut out = try_vec::<f32>(info.len)?;
+                self.inner.effective_momentum(t, &mut out).js()?;
+                Ok(JsElement::new_array(&out))
+            }
         }
     }
 
     /// Tensors skipped by the last step (non-finite gradient under the "skip" policy).
     #[wasm_bindgen(js_name = lastSkipped, unchecked_return_type = "number[]")]
     pub fn last_skipped(&self) -> Array {
-        self.inner
-            .last_skipped()
+        self.skipped
+            .as_deref()
+            .unwrap_or(self.inner.last_skipped())
             .iter()
             .map(|t| JsValue::from_f64(t.0 as f64))
             .collect()
@@ -679,7 +796,11 @@ impl Optimizer {
             .try_reserve_exact(inner.num_tensors())
             .map_err(|_| err("could not allocate memory for the tensors"))?;
         buffers.resize_with(inner.num_tensors(), || None);
-        Ok(Optimizer { inner, buffers })
+        Ok(Optimizer {
+            inner,
+            buffers,
+            skipped: None,
+        })
     }
 }
 
@@ -698,72 +819,21 @@ impl Optimizer {
             .get_mut(t.0)
             .ok_or_else(|| err(&vsgd::Error::UnknownTensor { tensor: t.0 }.to_string()))?;
         if slot.is_none() {
-            buffers::warm_scratch(tensors);
             *slot = Some(Buffers {
                 param: Buf::zeros(dtype, len)?,
                 grad: Buf::zeros(dtype, len)?,
             });
+            // After the buffers: the scratch freed here stays free for `stepBuffers`.
+            buffers::warm_scratch(tensors);
         }
         slot.as_ref()
             .ok_or_else(|| err(&vsgd::Error::UnknownTensor { tensor: t.0 }.to_string()))
     }
 
-    fn state_copy<T: JsElement>(&self, t: TensorId, name: &str) -> Result<JsValue> {
-        let x = self.inner.state::<T>(t, name).js()?;
-        Ok(T::new_array(x))
-    }
-
-    fn momentum_copy<T: JsElement>(&self, t: TensorId, len: usize) -> Result<JsValue> {
-        let mut out = try_vec::<T>(len)?;
-        self.inner.effective_momentum(t, &mut out).js()?;
-        Ok(T::new_array(&out))
-    }
-
-    fn step_copies<T: JsElement>(
-        &mut self,
-        params: &[TypedArray],
-        grads: &[TypedArray],
-    ) -> Result<StepReport> {
-        let mut p = Vec::new();
-        let mut g = Vec::new();
-        p.try_reserve_exact(params.len()).map_err(|_| oom())?;
-        g.try_reserve_exact(grads.len()).map_err(|_| oom())?;
-        for (i, a) in params.iter().enumerate() {
-            p.push(a.to_vec::<T>(&format!("params[{i}]"))?);
-        }
-        for (i, a) in grads.iter().enumerate() {
-            g.push(a.to_vec::<T>(&format!("grads[{i}]"))?);
-        }
-        let mut p_refs: Vec<&mut [T]> = p.iter_mut().map(Vec::as_mut_slice).collect();
-        let g_refs: Vec<&[T]> = g.iter().map(Vec::as_slice).collect();
-        // The copies above may have grown wasm memory: a parameter that is a view into it
-        // would now be empty and could not take the result. Checked before anything changes.
-        for (i, (a, v)) in params.iter().zip(&p_refs).enumerate() {
-            if !a.has_len(v.len()) {
-                return Err(stale(&format!("params[{i}]")));
-            }
-        }
-        let report = self.inner.step(&mut p_refs, &g_refs).js()?;
-        for (i, (a, v)) in params.iter().zip(&p).enumerate() {
-            a.copy_back(v, &format!("params[{i}]"))?;
-        }
-        Ok(report)
-    }
-
-    fn step_tensor_copy<T: JsElement>(
-        &mut self,
-        t: TensorId,
-        param: &TypedArray,
-        grad: &TypedArray,
-    ) -> Result<StepOutcome> {
-        let mut p = param.to_vec::<T>("param")?;
-        let g = grad.to_vec::<T>("grad")?;
-        if !param.has_len(p.len()) {
-            return Err(stale("param"));
-        }
-        let outcome = self.inner.step_tensor(t, &mut p, &g).js()?;
-        param.copy_back(&p, "param")?;
-        Ok(outcome)
+    /// The end of a step over every tensor: what it skipped, and its report.
+    fn finish(&mut self, stepped: Stepped) -> Result<Object> {
+        self.skipped = stepped.skipped;
+        report_object(stepped.report)
     }
 }
 
@@ -771,11 +841,15 @@ fn oom() -> JsError {
     err("could not allocate memory for the step")
 }
 
-/// The error for a tensor this package cannot step or read yet: mixed precision (a 16-bit
-/// parameter or `bf16` state), as a checkpoint saved elsewhere may hold.
-fn mixed_unsupported(d: DType) -> JsError {
-    err(&format!(
-        "{} tensors (mixed precision) are not supported in wasm yet",
-        d.name()
-    ))
+/// Checks that `a` (argument `what`) is the typed array of tensor `t`'s parameter type `d`.
+fn check_kind(a: &TypedArray, what: &str, t: usize, d: DType) -> Result<()> {
+    if a.kind() == ArrayKind::of(d) {
+        return Ok(());
+    }
+    Err(err(&format!(
+        "{what} is a {} but tensor {t} holds {} parameters: expected a {}",
+        a.kind().name(),
+        d.name(),
+        type_name(d)
+    )))
 }

@@ -130,19 +130,31 @@ test("zero-copy views: valid across stepBuffers, emptied when memory grows, re-t
   o.free();
 });
 
-test("mixed f32/f64 tensors step with stepTensor; step() says so", () => {
-  const o = new Optimizer();
-  o.addTensor([2]);
-  o.addTensor([2], { dtype: "f64" });
-  const p32 = new Float32Array([1, 2]);
-  const p64 = new Float64Array([1, 2]);
-  assert.throws(() => o.step([p32, p64], [p32.slice(), p64.slice()]), /all must be of one type/);
-  assert.throws(() => o.step([p32, p32], [p32, p32]), /tensor 1 holds f64 but f32 buffers were given/);
-  assert.equal(o.stepTensor(0, p32, new Float32Array([0.1, 0.1])), "applied");
-  assert.equal(o.stepTensor(1, p64, new Float64Array([0.1, 0.1])), "applied");
+test("f32 and f64 tensors step together in step(): the bits of stepTensor one by one", () => {
+  const make = () => {
+    const o = new Optimizer();
+    o.addTensor([2]);
+    o.addTensor([2], { dtype: "f64" });
+    return o;
+  };
+  const [o, l] = [make(), make()];
+  const [p32, p64] = [new Float32Array([1, 2]), new Float64Array([1, 2])];
+  const [q32, q64] = [p32.slice(), p64.slice()];
+  for (let s = 0; s < 3; s++) {
+    const [g32, g64] = [new Float32Array([0.1, -0.2 * s]), new Float64Array([0.3 * s, 0.1])];
+    assert.deepEqual(o.step([p32, p64], [g32, g64]), { applied: 2, skipped: 0 });
+    assert.equal(l.stepTensor(0, q32, g32), "applied");
+    assert.equal(l.stepTensor(1, q64, g64), "applied");
+  }
+  sameBits(p32, q32, "f32 tensor");
+  sameBits(p64, q64, "f64 tensor");
+  assert.ok(Buffer.from(o.save()).equals(Buffer.from(l.save())), "state differs");
+  assert.throws(() => o.step([p32, p32], [p32, p32]), /params\[1\] is a Float32Array but tensor 1 holds f64 parameters: expected a Float64Array/);
+  assert.throws(() => o.stepTensor(1, p32, p32), /param is a Float32Array but tensor 1 holds f64 parameters: expected a Float64Array/);
   assert.ok(o.state(1, "mug") instanceof Float64Array);
   assert.ok(o.state(0, "mug") instanceof Float32Array);
   o.free();
+  l.free();
 });
 
 test("tensor registry: find, tensorInfo, numTensors, numGroups", () => {
@@ -154,8 +166,8 @@ test("tensor registry: find, tensorInfo, numTensors, numGroups", () => {
   assert.equal(o.numGroups, 2);
   assert.equal(o.find("scale"), 1);
   assert.equal(o.find("nope"), undefined);
-  assert.deepEqual(o.tensorInfo(0), { name: "w", shape: [2, 3], len: 6, dtype: "f32", group: 0, step: 0 });
-  assert.deepEqual(o.tensorInfo(1), { name: "scale", shape: [], len: 1, dtype: "f64", group: 1, step: 0 });
+  assert.deepEqual(o.tensorInfo(0), { name: "w", shape: [2, 3], len: 6, dtype: "f32", stateDtype: "f32", seed: null, group: 0, step: 0 });
+  assert.deepEqual(o.tensorInfo(1), { name: "scale", shape: [], len: 1, dtype: "f64", stateDtype: "f64", seed: null, group: 1, step: 0 });
   assert.deepEqual(o.config(g), { ...defaults("adamw"), lr: 0.5, weight_decay: 0 });
   o.free();
 });

@@ -94,7 +94,7 @@ test("vsgd/tfjs resolves from the installed package (with tfjs beside it)", () =
 test("TypeScript: the declarations type-check a user program (ESM, CommonJS, bundler)", () => {
   const tsc = join(WASM_DIR, "node_modules", "typescript", "bin", "tsc");
   writeFileSync(join(app, "main.mts"), `
-    import init, { Optimizer, defaults, type OptimizerOptions, type TensorInfo, type Schedule, type StepReport } from "vsgd";
+    import init, { Optimizer, defaults, type OptimizerOptions, type TensorInfo, type Schedule, type StepReport, type FloatArray, type StateDType } from "vsgd";
     await init();
     const options: OptimizerOptions = { algorithm: "adamw", lr: 1e-3, weight_decay: 0.01, policy: "skip" };
     const o: Optimizer = new Optimizer(options);
@@ -104,11 +104,18 @@ test("TypeScript: the declarations type-check a user program (ESM, CommonJS, bun
     const s: Schedule = { kind: "one_cycle", total: 100 };
     o.setSchedule(0, s);
     const lr: number = o.lrAt(0, 1) * defaults("adamw").lr;
-    const m: Float32Array | Float64Array = o.paramBuffer(id);
+    const m: FloatArray = o.paramBuffer(id);
+    const h: number = o.addTensor([4], { dtype: "bf16", stateDtype: "bf16", seed: 7n });
+    const hs: "applied" | "skipped" = o.stepTensor(h, new Uint16Array(4), new Uint16Array(4));
+    const sd: StateDType = o.tensorInfo(h).stateDtype;
+    const seed: number | bigint | null = o.tensorInfo(h).seed;
+    const em: Float32Array | Float64Array = o.effectiveMomentum(0);
+    // @ts-expect-error: not a dtype
+    o.addTensor([2], { dtype: "int8" });
     const outcome: "applied" | "skipped" = o.stepTensor(id, new Float64Array(6), new Float64Array(6));
     const bytes: Uint8Array = o.save();
     Optimizer.load(bytes).free();
-    export const used = [r.applied, info.shape, lr, m.length, outcome, o.stateNames.join()];
+    export const used = [r.applied, info.shape, lr, m.length, outcome, o.stateNames.join(), hs, sd, seed, em];
     // @ts-expect-error: not an algorithm
     new Optimizer({ algorithm: "lion" });
     // @ts-expect-error: a shape is an array
