@@ -24,7 +24,7 @@
 //! split and any sharding give the same bits.
 //!
 //! On x86-64 with AVX2 the whole vectors go through one fused loop (widen, rule, narrow in
-//! registers; `mixed_avx2.rs`); the rest, and every other target, through stack buffers of
+//! registers; `mixed_x86.rs`); the rest, and every other target, through stack buffers of
 //! [`CHUNK`] elements. Both give the same bits; nothing is allocated.
 
 use half::{bf16, f16};
@@ -537,7 +537,7 @@ pub fn apply_mixed<P: Storage, S: StateStorage>(
     );
     // Whole vectors in one fused loop where the CPU has one (x86-64 AVX2); the rest here.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    let mut start = super::mixed_avx2::apply(s, t, param, grad, state, storage);
+    let mut start = super::mixed_x86::apply(s, t, param, grad, state, storage);
     #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
     let mut start = 0;
     if start == n {

@@ -22,7 +22,7 @@ pub(crate) mod batch;
 mod dispatch;
 pub mod mixed;
 #[cfg(all(feature = "alloc", feature = "std", target_arch = "x86_64"))]
-mod mixed_avx2;
+mod mixed_x86;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 mod neon;
 pub mod portable;

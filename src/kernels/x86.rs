@@ -151,4 +151,4 @@ mod avx512 {
     entry_points!("avx512f", Avx512, apply_avx512, all_finite_avx512);
 }
 #[cfg(vsgd_avx512)]
-pub(crate) use avx512::{all_finite_avx512, apply_avx512};
+pub(crate) use avx512::{all_finite_avx512, apply_avx512, Avx512F32};
