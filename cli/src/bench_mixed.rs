@@ -184,7 +184,7 @@ unsafe fn ceiling_part<P: Storage, S: StateStorage>(
 
 /// One loop over the elements touching the parameter and the `K` state arrays.
 ///
-/// With AVX2 where the CPU has it (as the fused kernel), the lengths checked once so that the
+/// With AVX-512F or AVX2 where the CPU has it (as the fused kernel), the lengths checked once so that the
 /// loop vectorizes, and the same prefetches as the kernel.
 fn pass<X: Copy, const K: usize>(
     p: &mut [u16],
@@ -210,6 +210,21 @@ fn pass<X: Copy, const K: usize>(
         f: &impl Fn(X, u16) -> X,
     ) {
         body(p, g, s, f)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512<X: Copy, const K: usize>(
+        p: &mut [u16],
+        g: &[u16],
+        s: &mut [&mut [X]; K],
+        f: &impl Fn(X, u16) -> X,
+    ) {
+        body(p, g, s, f)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx512(p, g, &mut s, &f) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {

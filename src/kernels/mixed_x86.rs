@@ -48,6 +48,11 @@ trait Isa: Copy {
     unsafe fn stochastic(b: Self::I, r: Self::I) -> Self::I;
     /// Writes the low 16 bits of each lane (each ≤ 0xffff) as `LANES` `bf16` at `p`.
     unsafe fn store_bf16(x: Self::I, p: *mut bf16);
+    /// Writes `v` rounded to nearest even (`bf16_rne`) as `LANES` `bf16` at `p`.
+    #[inline(always)]
+    unsafe fn store_bf16_rne(v: Self::F, p: *mut bf16) {
+        Self::store_bf16(Self::rne(Self::bits(v)), p)
+    }
     /// `hash32((first + lane) ^ key)` in each lane (`first + lane` wrapping).
     unsafe fn hash_index(first: u32, key: u32) -> Self::I;
     /// The low (`high == false`) or high 16 bits of each lane, in its low half.
@@ -154,20 +159,28 @@ impl Isa for Avx2 {
 }
 
 /// AVX-512F: 16 lanes, the same operations as [`Avx2`] (masks instead of blends; `vpmovdw`
-/// narrows). AVX-512 BF16's `vcvtneps2bf16` is not used: it flushes subnormal inputs and
-/// outputs to zero, where `bf16_rne` keeps them, so its bits would differ from every other
-/// path's.
+/// narrows). With AVX-512 BF16 (and DQ) the parameter is rounded by `vcvtneps2bf16`, which
+/// is `bf16_rne` for every input but subnormals (it flushes them to zero, where `bf16_rne`
+/// keeps them): a vector holding a subnormal (one `vfpclassps`) takes the integer rounding
+/// instead, so the bits stay every other path's.
 #[cfg(vsgd_avx512)]
 #[clippy::msrv = "1.89"]
 mod avx512 {
     use super::*;
     use crate::kernels::x86::Avx512F32;
 
-    /// AVX-512F: 16 lanes.
+    /// AVX-512F: 16 lanes; `BF16`: AVX-512 BF16 and DQ present too.
     #[derive(Clone, Copy)]
-    pub(super) struct Avx512;
+    pub(super) struct Avx512<const BF16: bool>;
 
-    impl Isa for Avx512 {
+    /// The lanes of `b` (`f32` bits) that are NaN: one unordered compare.
+    #[inline(always)]
+    unsafe fn nan_mask(b: __m512i) -> __mmask16 {
+        let v = _mm512_castsi512_ps(b);
+        _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
+    }
+
+    impl<const BF16: bool> Isa for Avx512<BF16> {
         type F = Avx512F32;
         type I = __m512i;
         #[inline(always)]
@@ -192,29 +205,42 @@ mod avx512 {
         }
         #[inline(always)]
         unsafe fn rne(b: __m512i) -> __m512i {
-            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-            let bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb);
-            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
-            let abs = _mm512_and_si512(b, _mm512_set1_epi32(0x7fff_ffff));
-            let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
-            let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(0x0040));
-            _mm512_mask_blend_epi32(nan, rounded, quiet)
+            // A NaN (one unordered compare, into a mask) takes the quiet bit and is truncated.
+            let t = _mm512_srli_epi32::<16>(b);
+            let lsb = _mm512_and_si512(t, _mm512_set1_epi32(1));
+            let biased = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
+            let nan = nan_mask(b);
+            _mm512_mask_or_epi32(
+                _mm512_srli_epi32::<16>(biased),
+                nan,
+                t,
+                _mm512_set1_epi32(0x0040),
+            )
         }
-        /// As [`Avx2::stochastic`].
+        /// As [`Avx2::stochastic`], the NaN lanes by a masked `or`.
         #[inline(always)]
         unsafe fn stochastic(b: __m512i, r: __m512i) -> __m512i {
             let capped = _mm512_min_epu32(
                 _mm512_add_epi32(b, r),
                 _mm512_or_si512(b, _mm512_set1_epi32(0x7f7f_ffff)),
             );
-            let abs = _mm512_and_si512(b, _mm512_set1_epi32(0x7fff_ffff));
-            let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
-            let quiet = _mm512_or_si512(b, _mm512_set1_epi32(0x0040_0000));
-            _mm512_srli_epi32::<16>(_mm512_mask_blend_epi32(nan, capped, quiet))
+            let nan = nan_mask(b);
+            let x = _mm512_mask_or_epi32(capped, nan, b, _mm512_set1_epi32(0x0040_0000));
+            _mm512_srli_epi32::<16>(x)
         }
         #[inline(always)]
         unsafe fn store_bf16(x: __m512i, p: *mut bf16) {
             _mm256_storeu_si256(p as *mut __m256i, _mm512_cvtepi32_epi16(x))
+        }
+        #[inline(always)]
+        unsafe fn store_bf16_rne(v: Avx512F32, p: *mut bf16) {
+            // 0x20: the subnormal class.
+            if BF16 && _mm512_fpclass_ps_mask::<0x20>(v.0) == 0 {
+                let h: __m256i = core::mem::transmute(_mm512_cvtneps_pbh(v.0));
+                _mm256_storeu_si256(p as *mut __m256i, h)
+            } else {
+                Self::store_bf16(Self::rne(Self::bits(v)), p)
+            }
         }
         #[inline(always)]
         unsafe fn hash_index(first: u32, key: u32) -> __m512i {
@@ -247,7 +273,7 @@ mod avx512 {
         }
     }
 
-    /// [`super::entry`] compiled with AVX-512F.
+    /// The fused loop compiled with AVX-512F.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
@@ -259,7 +285,22 @@ mod avx512 {
         state: &mut [&mut [S::Elem]],
         storage: S,
     ) {
-        super::visit::<Avx512, P, S>(s, param, grad, state, storage)
+        super::visit::<Avx512<false>, P, S>(s, param, grad, state, storage)
+    }
+
+    /// The fused loop compiled with AVX-512F, BF16 and DQ.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, AVX-512 BF16 and AVX-512DQ.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512dq,avx2,f16c")]
+    pub(super) unsafe fn entry_bf16<P: Param, S: State>(
+        s: &Scalars<f32>,
+        param: &mut [P],
+        grad: &[P],
+        state: &mut [&mut [S::Elem]],
+        storage: S,
+    ) {
+        super::visit::<Avx512<true>, P, S>(s, param, grad, state, storage)
     }
 }
 
@@ -299,7 +340,7 @@ impl Lanes for bf16 {
 impl Param for bf16 {
     #[inline(always)]
     unsafe fn store<A: Isa>(v: A::F, p: *mut bf16) {
-        A::store_bf16(A::rne(A::bits(v)), p)
+        A::store_bf16_rne(v, p)
     }
 }
 
@@ -473,6 +514,8 @@ enum Width {
     Avx2,
     #[cfg(vsgd_avx512)]
     Avx512,
+    #[cfg(vsgd_avx512)]
+    Avx512Bf16,
 }
 
 impl Width {
@@ -482,7 +525,13 @@ impl Width {
         let path = KernelPath::active();
         #[cfg(vsgd_avx512)]
         if path == KernelPath::Avx512 && std::is_x86_feature_detected!("avx512f") {
-            return Some(Width::Avx512);
+            let bf16 = std::is_x86_feature_detected!("avx512bf16")
+                && std::is_x86_feature_detected!("avx512dq");
+            return Some(if bf16 {
+                Width::Avx512Bf16
+            } else {
+                Width::Avx512
+            });
         }
         (matches!(path, KernelPath::Avx2 | KernelPath::Avx512)
             && std::is_x86_feature_detected!("avx2")
@@ -495,7 +544,7 @@ impl Width {
         match self {
             Width::Avx2 => 8,
             #[cfg(vsgd_avx512)]
-            Width::Avx512 => 16,
+            Width::Avx512 | Width::Avx512Bf16 => 16,
         }
     }
 
@@ -515,6 +564,8 @@ impl Width {
             Width::Avx2 => entry_avx2::<P, S>(s, param, grad, state, storage),
             #[cfg(vsgd_avx512)]
             Width::Avx512 => avx512::entry::<P, S>(s, param, grad, state, storage),
+            #[cfg(vsgd_avx512)]
+            Width::Avx512Bf16 => avx512::entry_bf16::<P, S>(s, param, grad, state, storage),
         }
     }
 }
@@ -671,9 +722,13 @@ mod tests {
                 let r = A::load_words(rs.as_ptr());
                 A::store_words(A::rne(v), ne.as_mut_ptr());
                 A::store_words(A::stochastic(v, r), sr.as_mut_ptr());
+                let mut stored = [bf16::ZERO; 16];
+                A::store_bf16_rne(A::F::load(bits.as_ptr() as *const f32), stored.as_mut_ptr());
                 for j in 0..lanes {
                     let x = f32::from_bits(bits[j]);
                     assert_eq!(ne[j], u32::from(bf16_rne(x)), "rne {:#x}", bits[j]);
+                    let stored = stored[j].to_bits();
+                    assert_eq!(stored, bf16_rne(x), "stored rne {:#x}", bits[j]);
                     let want = u32::from(bf16_stochastic(x, rs[j] as u16));
                     assert_eq!(sr[j], want, "sr {:#x} r {:#x}", bits[j], rs[j]);
                     checked += 1;
@@ -701,6 +756,19 @@ mod tests {
             return;
         }
         // SAFETY: AVX-512F checked above.
-        unsafe { lanes_round_as_the_scalar_functions::<avx512::Avx512>() }
+        unsafe { lanes_round_as_the_scalar_functions::<avx512::Avx512<false>>() }
+    }
+
+    #[cfg(vsgd_avx512)]
+    #[test]
+    fn avx512_bf16_lanes_round_as_the_scalar_functions() {
+        if !(std::is_x86_feature_detected!("avx512bf16")
+            && std::is_x86_feature_detected!("avx512dq"))
+        {
+            std::println!("skipped: no AVX-512 BF16 and DQ on this CPU");
+            return;
+        }
+        // SAFETY: AVX-512F, BF16 and DQ checked above (BF16 implies F).
+        unsafe { lanes_round_as_the_scalar_functions::<avx512::Avx512<true>>() }
     }
 }
