@@ -23,8 +23,8 @@
 //! start of the whole tensor ([`Bf16Sr::offset`] for a shard), so a resumed run, any thread
 //! split and any sharding give the same bits.
 //!
-//! On x86-64 with AVX2 the whole vectors go through one fused loop (widen, rule, narrow in
-//! registers; `mixed_x86.rs`); the rest, and every other target, through stack buffers of
+//! On x86-64 with AVX2 or AVX-512F the whole vectors go through one fused loop (widen, rule,
+//! narrow in registers, 8 or 16 lanes; `mixed_x86.rs`); the rest, and every other target, through stack buffers of
 //! [`CHUNK`] elements. Both give the same bits; nothing is allocated.
 
 use half::{bf16, f16};
@@ -535,7 +535,8 @@ pub fn apply_mixed<P: Storage, S: StateStorage>(
         grad.len() == n && state.iter().all(|a| a.len() == n),
         "wrong lengths"
     );
-    // Whole vectors in one fused loop where the CPU has one (x86-64 AVX2); the rest here.
+    // Whole vectors in one fused loop where the CPU has one (x86-64 AVX2, AVX-512F); the
+    // rest here.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     let mut start = super::mixed_x86::apply(s, t, param, grad, state, storage);
     #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
