@@ -624,3 +624,90 @@ fn a_part_of_a_shard_keeps_the_whole_tensor_index() {
     );
     assert_eq!(F32State.at(10), F32State);
 }
+
+/// Every class of value (signed zeros, subnormals, ±∞, NaN, the largest finite, ties) in the
+/// parameters, gradients and state, stepped as one tensor (whole vectors through the fused
+/// loop where the CPU has one) and one element at a time (the chunked path), with the
+/// `propagate` policy so that nothing is skipped: NaN where NaN, the same bits elsewhere.
+fn every_class_whole_equals_one_by_one<P: Storage, S: mixed::StateStorage>(
+    storage: impl Fn(u64) -> S,
+    make: fn(f32) -> S::Elem,
+) {
+    /// A comparable form of a widened value: NaN for any NaN, the bits otherwise.
+    fn key(x: f32) -> Option<u32> {
+        (!x.is_nan()).then_some(x.to_bits())
+    }
+    let n = 16 * 4 + 5;
+    let pool = specials();
+    let mut rng = Rng(0xc1a55);
+    let mut pick = move || {
+        if rng.below(2) == 0 {
+            pool[rng.below(pool.len() as u64) as usize]
+        } else {
+            any_f32(&mut rng)
+        }
+    };
+    for a in ALGORITHMS {
+        let c = config(a);
+        let k = a.state_count();
+        let mut param: Vec<P> = (0..n).map(|_| P::narrow(pick())).collect();
+        let mut state: Vec<Vec<S::Elem>> = (0..k)
+            .map(|_| (0..n).map(|_| make(pick())).collect())
+            .collect();
+        let (mut p1, mut s1) = (param.clone(), state.clone());
+        for t in 1..=3 {
+            let grad: Vec<P> = (0..n).map(|_| P::narrow(pick())).collect();
+            let mut arrays: Vec<&mut [S::Elem]> = state.iter_mut().map(|v| &mut v[..]).collect();
+            let (policy, verdict) = (NonFinitePolicy::Propagate, Verdict::Check);
+            let s = storage(0);
+            mixed::step(
+                &c,
+                t,
+                0.01,
+                &mut param,
+                &grad,
+                &mut arrays,
+                &s,
+                policy,
+                verdict,
+            )
+            .unwrap();
+            for i in 0..n {
+                let mut arrays: Vec<&mut [S::Elem]> =
+                    s1.iter_mut().map(|v| &mut v[i..i + 1]).collect();
+                let (p, g, s) = (&mut p1[i..i + 1], &grad[i..i + 1], storage(i as u64));
+                mixed::step(&c, t, 0.01, p, g, &mut arrays, &s, policy, verdict).unwrap();
+            }
+            for i in 0..n {
+                let (x, y) = (param[i].widen(), p1[i].widen());
+                assert_eq!(key(x), key(y), "{a:?} t={t} param[{i}]: {x:e} vs {y:e}");
+                for j in 0..k {
+                    let (x, y) = (S::widen(state[j][i]), S::widen(s1[j][i]));
+                    assert_eq!(
+                        key(x),
+                        key(y),
+                        "{a:?} t={t} state[{j}][{i}]: {x:e} vs {y:e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_class_through_whole_vectors_bf16_f32_state() {
+    every_class_whole_equals_one_by_one::<bf16, F32State>(|_| F32State, |x| x);
+}
+
+#[test]
+fn every_class_through_whole_vectors_f16_f32_state() {
+    every_class_whole_equals_one_by_one::<f16, F32State>(|_| F32State, |x| x);
+}
+
+#[test]
+fn every_class_through_whole_vectors_bf16_state() {
+    every_class_whole_equals_one_by_one::<bf16, Bf16Sr>(
+        |offset| Bf16Sr { seed: 77, offset },
+        bf16::from_f32,
+    );
+}

@@ -159,25 +159,27 @@ impl Isa for Avx2 {
 }
 
 /// AVX-512F: 16 lanes, the same operations as [`Avx2`] (masks instead of blends; `vpmovdw`
-/// narrows). With AVX-512 BF16 (and DQ) the parameter is rounded by `vcvtneps2bf16`, which
-/// is `bf16_rne` for every input but subnormals (it flushes them to zero, where `bf16_rne`
-/// keeps them): a vector holding a subnormal (one `vfpclassps`) takes the integer rounding
-/// instead, so the bits stay every other path's.
+/// narrows). With AVX-512 BF16 the parameter is rounded by `vcvtneps2bf16`, which is
+/// `bf16_rne` for every input but subnormals (it flushes them to zero, where `bf16_rne` keeps
+/// them) and does not read MXCSR: a vector holding a subnormal (two integer mask tests) takes
+/// the integer rounding instead, so the bits stay every other path's whatever MXCSR's DAZ and
+/// FTZ say (the unit tests run under each).
 #[cfg(vsgd_avx512)]
 #[clippy::msrv = "1.89"]
 mod avx512 {
     use super::*;
     use crate::kernels::x86::Avx512F32;
 
-    /// AVX-512F: 16 lanes; `BF16`: AVX-512 BF16 and DQ present too.
+    /// AVX-512F: 16 lanes; `BF16`: AVX-512 BF16 present too.
     #[derive(Clone, Copy)]
     pub(super) struct Avx512<const BF16: bool>;
 
-    /// The lanes of `b` (`f32` bits) that are NaN: one unordered compare.
+    /// The lanes of `b` (`f32` bits) that are NaN, by an integer compare: a floating-point
+    /// compare would raise MXCSR's flags, which the scalar functions never do.
     #[inline(always)]
     unsafe fn nan_mask(b: __m512i) -> __mmask16 {
-        let v = _mm512_castsi512_ps(b);
-        _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v)
+        let abs = _mm512_and_si512(b, _mm512_set1_epi32(0x7fff_ffff));
+        _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f80_0000))
     }
 
     impl<const BF16: bool> Isa for Avx512<BF16> {
@@ -234,8 +236,13 @@ mod avx512 {
         }
         #[inline(always)]
         unsafe fn store_bf16_rne(v: Avx512F32, p: *mut bf16) {
-            // 0x20: the subnormal class.
-            if BF16 && _mm512_fpclass_ps_mask::<0x20>(v.0) == 0 {
+            // Subnormal lanes (exponent 0, mantissa not 0), found with integer tests: the
+            // floating-point class test (`vfpclassps`) takes subnormals for zeros when MXCSR's
+            // DAZ is set, and the instruction would then flush them.
+            let b = Self::bits(v);
+            let exp0 = _mm512_testn_epi32_mask(b, _mm512_set1_epi32(0x7f80_0000));
+            let subnormal = _mm512_mask_test_epi32_mask(exp0, b, _mm512_set1_epi32(0x007f_ffff));
+            if BF16 && subnormal == 0 {
                 let h: __m256i = core::mem::transmute(_mm512_cvtneps_pbh(v.0));
                 _mm256_storeu_si256(p as *mut __m256i, h)
             } else {
@@ -288,11 +295,11 @@ mod avx512 {
         super::visit::<Avx512<false>, P, S>(s, param, grad, state, storage)
     }
 
-    /// The fused loop compiled with AVX-512F, BF16 and DQ.
+    /// The fused loop compiled with AVX-512F and BF16.
     ///
     /// # Safety
-    /// The CPU has AVX-512F, AVX-512 BF16 and AVX-512DQ.
-    #[target_feature(enable = "avx512f,avx512bf16,avx512dq,avx2,f16c")]
+    /// The CPU has AVX-512F and AVX-512 BF16.
+    #[target_feature(enable = "avx512f,avx512bf16,avx2,f16c")]
     pub(super) unsafe fn entry_bf16<P: Param, S: State>(
         s: &Scalars<f32>,
         param: &mut [P],
@@ -525,8 +532,7 @@ impl Width {
         let path = KernelPath::active();
         #[cfg(vsgd_avx512)]
         if path == KernelPath::Avx512 && std::is_x86_feature_detected!("avx512f") {
-            let bf16 = std::is_x86_feature_detected!("avx512bf16")
-                && std::is_x86_feature_detected!("avx512dq");
+            let bf16 = std::is_x86_feature_detected!("avx512bf16");
             return Some(if bf16 {
                 Width::Avx512Bf16
             } else {
@@ -707,10 +713,14 @@ mod tests {
                 };
                 let b = (top << 23) | mant;
                 for j in 0..lanes {
-                    bits[j] = if j == 0 {
-                        b
-                    } else {
-                        (b & !0xffff) | (next() & 0xffff)
+                    // Lane 0: `b`; the others: `b`'s class with other low bits, and in some
+                    // vectors a signed zero or a subnormal among them (mixed vectors).
+                    let sign = next() & 0x8000_0000;
+                    bits[j] = match (j, m % 4) {
+                        (0, _) => b,
+                        (1, 1) => sign,
+                        (2, 2) => sign | (next() & 0x7f_ffff).max(1),
+                        _ => (b & !0xffff) | (next() & 0xffff),
                     };
                     rs[j] = match j {
                         0 => 0,
@@ -738,6 +748,41 @@ mod tests {
         assert_eq!(checked, 512 * 256 * lanes as u64);
     }
 
+    /// MXCSR's denormals-are-zero and flush-to-zero bits.
+    const DAZ: u32 = 0x0040;
+    const FTZ: u32 = 0x8000;
+
+    /// Runs `f` with `bits` set in this thread's MXCSR, then restores it.
+    fn with_mxcsr(bits: u32, f: impl FnOnce()) {
+        let mut old = 0u32;
+        // SAFETY: reads and writes this thread's MXCSR only (SSE is part of x86-64); the
+        // old value is restored before returning (the test panics only after that).
+        let result = unsafe {
+            core::arch::asm!("stmxcsr [{}]", in(reg) &mut old as *mut u32);
+            let new = old | bits;
+            core::arch::asm!("ldmxcsr [{}]", in(reg) &new as *const u32);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            core::arch::asm!("ldmxcsr [{}]", in(reg) &old as *const u32);
+            result
+        };
+        if let Err(e) = result {
+            std::panic::resume_unwind(e)
+        }
+    }
+
+    /// The lane conversions of `A` under each MXCSR setting a host program may choose.
+    ///
+    /// # Safety
+    /// The CPU has `A`'s instruction set.
+    unsafe fn lanes_round_as_the_scalar_functions_whatever_mxcsr<A: Isa>() {
+        for bits in [0, DAZ, FTZ, DAZ | FTZ] {
+            // SAFETY: as this function's.
+            with_mxcsr(bits, || unsafe {
+                lanes_round_as_the_scalar_functions::<A>()
+            });
+        }
+    }
+
     #[test]
     fn avx2_lanes_round_as_the_scalar_functions() {
         if !std::is_x86_feature_detected!("avx2") {
@@ -745,7 +790,7 @@ mod tests {
             return;
         }
         // SAFETY: AVX2 checked above.
-        unsafe { lanes_round_as_the_scalar_functions::<Avx2>() }
+        unsafe { lanes_round_as_the_scalar_functions_whatever_mxcsr::<Avx2>() }
     }
 
     #[cfg(vsgd_avx512)]
@@ -756,19 +801,19 @@ mod tests {
             return;
         }
         // SAFETY: AVX-512F checked above.
-        unsafe { lanes_round_as_the_scalar_functions::<avx512::Avx512<false>>() }
+        unsafe { lanes_round_as_the_scalar_functions_whatever_mxcsr::<avx512::Avx512<false>>() }
     }
 
     #[cfg(vsgd_avx512)]
     #[test]
     fn avx512_bf16_lanes_round_as_the_scalar_functions() {
-        if !(std::is_x86_feature_detected!("avx512bf16")
-            && std::is_x86_feature_detected!("avx512dq"))
+        if !(std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bf16"))
         {
-            std::println!("skipped: no AVX-512 BF16 and DQ on this CPU");
+            std::println!("skipped: no AVX-512F and AVX-512 BF16 on this CPU");
             return;
         }
-        // SAFETY: AVX-512F, BF16 and DQ checked above (BF16 implies F).
-        unsafe { lanes_round_as_the_scalar_functions::<avx512::Avx512<true>>() }
+        // SAFETY: AVX-512F and BF16 checked above.
+        unsafe { lanes_round_as_the_scalar_functions_whatever_mxcsr::<avx512::Avx512<true>>() }
     }
 }
