@@ -360,7 +360,27 @@ def test_checkpoint_round_trip_and_inspect(dtype, tmp_path, vsgd_bin):
     out = subprocess.run([str(vsgd_bin), "inspect", str(path)], capture_output=True,
                          text=True, check=True).stdout
     name = {jnp.bfloat16: "bf16", jnp.float16: "f16"}[dtype]
-    assert name in out and "['layer']['w']" in out, out
+    # "param bf16," would contain "f16," without the word before it.
+    assert f"param {name}," in out and "['layer']['w']" in out, out
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+def test_a_checkpoint_loads_only_into_parameters_of_its_recorded_type(dtype):
+    tx = vsgd_jax.adam(0.01)
+    params, state, _ = trained(tx, dtype)
+    data = vsgd_jax.save(state, tx, params=params)
+    other = jnp.float16 if dtype == jnp.bfloat16 else jnp.bfloat16
+    for wrong in (other, jnp.float32):
+        like = jax.tree_util.tree_map(lambda x: x.astype(wrong), params)
+        with pytest.raises(ValueError, match=r"saved with parameters of type "
+                           rf"{np.dtype(dtype).name}; `like` has {np.dtype(wrong).name}"):
+            vsgd_jax.load(data, like=like)
+    # A state as `like` is checked against the state's type (float32 here): it loads.
+    assert bits(vsgd_jax.load(data, like=state)) == bits(state)
+    with pytest.raises(ValueError, match="saved with state of type float32; `like` has "
+                       "bfloat16"):
+        vsgd_jax.load(data, like=state._replace(
+            m=jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16), state.m)))
 
 
 def test_checkpoint_params_that_do_not_fit_the_state_are_refused():

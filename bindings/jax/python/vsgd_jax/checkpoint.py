@@ -156,10 +156,11 @@ class _Loaded:
         _native.call("ckpt_tensor", self.h, i, name, len(name), ctypes.byref(name_len),
                      ctypes.byref(rank), dims, 64, ctypes.byref(dtype), ctypes.byref(step),
                      ctypes.byref(group))
-        # The state's element type (float32 for bfloat16 and float16 parameters).
-        state_dtype = STATE_DTYPES[_CODE_DTYPE[dtype.value]]
+        # The parameters' element type as recorded, and the state's (float32 for bfloat16
+        # and float16 parameters).
+        param_dtype = _CODE_DTYPE[dtype.value]
         return (name.value.decode(), tuple(int(d) for d in dims[:rank.value]),
-                state_dtype, step.value)
+                STATE_DTYPES[param_dtype], step.value, param_dtype)
 
     def state(self, i, j, shape, dtype):
         out = np.empty(shape, dtype)
@@ -172,9 +173,12 @@ def load(data: bytes, like=None):
     the library whose tensors share one step count).
 
     With ``like`` (the parameters, or a state, whose structure the state should take) the
-    arrays are placed in that pytree, checked leaf by leaf against the saved names and
-    shapes; without it each state field is a dict from tensor name to array. The state of a
-    tensor of bfloat16 or float16 parameters (mixed precision) is float32.
+    arrays are placed in that pytree, checked leaf by leaf against the saved names, shapes
+    and element types; without it each state field is a dict from tensor name to array. The
+    state of a tensor of bfloat16 or float16 parameters (mixed precision) is float32; a
+    checkpoint saved with such parameters (``save(..., params=)``) loads only into parameters
+    of the same type (one saved without ``params`` records float32 and loads into any
+    parameters whose state is float32).
     A corrupt, truncated or future-version checkpoint raises ``ValueError`` (the decoder's
     message); nothing is read from it then.
     """
@@ -200,7 +204,8 @@ def load(data: bytes, like=None):
         raise TypeError("vsgd_jax.load: the checkpoint holds float64 tensors; enable "
                         "jax_enable_x64 first")
     if like is not None:
-        if type(like) in STATE_TYPES.values():
+        like_state = type(like) in STATE_TYPES.values()
+        if like_state:
             like = getattr(like, type(like)._fields[1])
         flat, treedef = jax.tree_util.tree_flatten_with_path(like)
         want = [jax.tree_util.keystr(p) for p, _ in flat]
@@ -211,6 +216,19 @@ def load(data: bytes, like=None):
             if tuple(jnp.shape(leaf)) != t[1]:
                 raise ValueError(f"vsgd_jax.load: {t[0]} has shape {list(t[1])} in the "
                                  f"checkpoint, {list(jnp.shape(leaf))} in `like`")
+            dt = getattr(leaf, "dtype", None)
+            if dt is None:
+                continue
+            dt = np.dtype(dt)
+            if like_state:
+                ok, saved, what = dt == t[2], t[2], "state"
+            else:
+                recorded_16 = t[4] in (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))
+                ok = (dt == t[4]) if recorded_16 else (STATE_DTYPES.get(dt) == t[2])
+                saved, what = t[4], "parameters"
+            if not ok:
+                raise ValueError(f"vsgd_jax.load: {t[0]} was saved with {what} of type "
+                                 f"{saved.name}; `like` has {dt.name}")
         trees = [jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in arrs])
                  for arrs in arrays]
     else:
