@@ -125,9 +125,17 @@ pub struct Buffers {
 /// buffers handed to the core, one set per kind of tensor, and the skipped tensors), so that
 /// the step reuses it instead of growing wasm memory (which would empty the views the caller
 /// has just taken, or a parameter of `step` that is such a view, before its copy back).
-pub fn warm_scratch(tensors: usize) {
-    let scratch: Vec<[usize; 16]> = Vec::with_capacity(tensors.saturating_add(16));
+///
+/// Fallible: where wasm memory cannot hold it, `false`, and the caller reports that before
+/// anything changes (an infallible reservation would trap the instance).
+#[must_use]
+pub fn warm_scratch(tensors: usize) -> bool {
+    let mut scratch: Vec<[usize; 16]> = Vec::new();
+    let ok = scratch
+        .try_reserve_exact(tensors.saturating_add(16))
+        .is_ok();
     core::hint::black_box(&scratch);
+    ok
 }
 
 /// How the core steps a tensor: which of its step calls takes it. One call takes tensors of

@@ -95,7 +95,8 @@ export interface TensorOptions {
   stateDtype?: StateDType;
   /**
    * Seed of the stochastic rounding of bf16 state (default: the tensor's index; kept in
-   * checkpoints). A number up to 2^53 or a BigInt.
+   * checkpoints). A number up to 2^53 or a BigInt. Only with `stateDtype: "bf16"`: given
+   * with any other state it is an error.
    */
   seed?: number | bigint;
   /** Parameter group (default 0). */
@@ -476,6 +477,12 @@ impl Optimizer {
             Some(s) => Some(convert::seed_arg(&s)?),
             None => None,
         };
+        if seed.is_some() && state_dtype != Some(DType::Bf16) {
+            // A seed that nothing would use is a caller's mistake, not an option to drop.
+            return Err(err(
+                "seed: only bf16 state (stateDtype: \"bf16\") is rounded stochastically",
+            ));
+        }
         let group = match get(&options, "group")? {
             Some(g) => GroupId(index(&g, "group")?),
             None => GroupId(0),
@@ -603,7 +610,9 @@ impl Optimizer {
         }
         // The scratch of the step, reserved and freed here, so that the step reuses it rather
         // than grow wasm memory between the check below and the copies back.
-        buffers::warm_scratch(n);
+        if !buffers::warm_scratch(n) {
+            return Err(oom());
+        }
         // The copies above may have grown wasm memory: a parameter that is a view into it
         // would now be empty and could not take the result. Checked before anything changes.
         for (i, (a, v)) in params.iter().zip(&p).enumerate() {
@@ -824,7 +833,10 @@ impl Optimizer {
                 grad: Buf::zeros(dtype, len)?,
             });
             // After the buffers: the scratch freed here stays free for `stepBuffers`.
-            buffers::warm_scratch(tensors);
+            if !buffers::warm_scratch(tensors) {
+                *slot = None;
+                return Err(err("could not allocate memory for the tensor's buffers"));
+            }
         }
         slot.as_ref()
             .ok_or_else(|| err(&vsgd::Error::UnknownTensor { tensor: t.0 }.to_string()))

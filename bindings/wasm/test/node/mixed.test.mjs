@@ -288,6 +288,11 @@ test("bf16 state with stochastic rounding: Uint16 state arrays, reported dtypes 
   assert.equal(big.tensorInfo(0).seed, 2n ** 64n - 1n);
   big.addTensor([2], { dtype: "f32", stateDtype: "bf16" });
   assert.equal(big.tensorInfo(1).seed, 1, "the default seed is the tensor's index");
+  // A seed nothing would use (state other than bf16) is an Error, and adds no tensor.
+  for (const opts of [{ dtype: "bf16", seed: 5 }, { dtype: "f16", stateDtype: "f32", seed: 5 }, { seed: 0 }]) {
+    assert.throws(() => big.addTensor([2], opts), /seed: only bf16 state \(stateDtype: "bf16"\) is rounded stochastically/, JSON.stringify(opts));
+  }
+  assert.equal(big.numTensors, 2);
   big.free();
   for (const o of runs) o.free();
 });
