@@ -301,6 +301,8 @@ static void test_half(void) {
     float m[5] = {0}, mf[5] = {0};
     float *st[1] = {m}, *stf[1] = {mf}, *st_null[1] = {NULL};
     float *st_param[1] = {(float *)(void *)p};
+    uint16_t s16_early[6] = {0};
+    uint16_t *st16_early[1] = {s16_early};
     vsgd_step_outcome o = 42;
     ROW(NUL, vsgd_step_bf16(NULL, 1, 0.1, p, g, 5, st, 1, 0, VSGD_FINITE_CHECK, &o));
     ROW(NUL, vsgd_step_bf16(c, 1, 0.1, NULL, g, 5, st, 1, 0, VSGD_FINITE_CHECK, &o));
@@ -312,6 +314,12 @@ static void test_half(void) {
     ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_bf16(c, 1, 0.1, p, p, 5, st, 1, 0, VSGD_FINITE_CHECK, &o));
     ROW(VSGD_RESULT_OVERLAPPING_BUFFERS,
         vsgd_step_bf16(c, 1, 0.1, p, g, 5, st_param, 1, 0, VSGD_FINITE_CHECK, &o));
+    /* The outcome is written after the step: inside the parameter it would overwrite it. */
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS,
+        vsgd_step_bf16(c, 1, 0.1, p, g, 5, st, 1, 0, VSGD_FINITE_CHECK, (vsgd_step_outcome *)(void *)p));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS,
+        vsgd_step_bf16_sr(c, 1, 0.1, p, g, 5, st16_early, 1, 7, 0, 0, VSGD_FINITE_CHECK,
+                          (vsgd_step_outcome *)(void *)s16_early));
     ROW(NUL, vsgd_step_f16(c, 1, 0.1, p, NULL, 5, st, 1, 0, VSGD_FINITE_CHECK, &o));
     ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_step_f16(c, 1, 0.1, p, g, SIZE_MAX / 2, st, 1, 0, VSGD_FINITE_CHECK, &o));
     ROW(ENUM, vsgd_step_f16(c, 1, 0.1, p, g, 5, st, 1, 9, VSGD_FINITE_CHECK, &o));
@@ -382,6 +390,10 @@ static void test_stateless(void) {
     ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(c, 1, 0.1, p, p + 3, 4, st, 3, 0, VSGD_FINITE_CHECK, &o));
     ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(c, 1, 0.1, p, g, 4, st_alias, 3, 0, VSGD_FINITE_CHECK, &o));
     ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_step_f32(c, 1, 0.1, p, g, 4, st_param, 3, 0, VSGD_FINITE_CHECK, &o));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS,
+        vsgd_step_f32(c, 1, 0.1, p, g, 4, st, 3, 0, VSGD_FINITE_CHECK, (vsgd_step_outcome *)(void *)(p + 2)));
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS,
+        vsgd_step_f32(c, 1, 0.1, p, g, 4, st, 3, 0, VSGD_FINITE_CHECK, (vsgd_step_outcome *)(void *)s1));
     ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_step_f32(c, 1, 0.1, p, g, SIZE_MAX / 2, st, 3, 0, VSGD_FINITE_CHECK, &o));
     /* Wrong algorithm: an SGDM configuration with VSGD's three state arrays. */
     CHECK_OK(vsgd_config_new(VSGD_ALGORITHM_SGDM, &bad));
@@ -829,6 +841,18 @@ static void test_handle(void) {
     ps[1] = w + 2; /* overlaps tensor 0's parameter */
     ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step_f32(h, ps, gs, lens, 3, &rep));
     CHECK(rep.applied == 77);
+    {
+        /* The report is written after the step: inside a parameter it would overwrite it. */
+        union {
+            vsgd_step_report r;
+            float f[8];
+        } u;
+        u.r.struct_size = sizeof u.r; /* u.f[0..1] */
+        memcpy(u.f + 2, w, sizeof w); /* tensor 0's parameter: u.f[2..5], inside the report */
+        float *ps_u[3] = {u.f + 2, big, NULL};
+        ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step_f32(h, ps_u, gs, lens, 3, &u.r));
+        CHECK(memcmp(u.f + 2, w, sizeof w) == 0 && u.r.struct_size == sizeof u.r);
+    }
     rep.struct_size = 8;
     ROW(VSGD_RESULT_INVALID_STRUCT_SIZE, vsgd_optimizer_step_f32(h, ps, gs, lens, 3, &rep));
     rep.struct_size = sizeof rep;
@@ -894,6 +918,8 @@ static void test_handle(void) {
         ROW(ENUM, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, 9, VSGD_DTYPE_F32, 7, "m", 0, &mid));
         ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_F16, VSGD_DTYPE_F16, 7, "m", 0, &mid));
         ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_F64, VSGD_DTYPE_F32, 7, "m", 0, &mid));
+        /* No C step takes float parameters with bfloat16 state: refused at registration. */
+        ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_F32, VSGD_DTYPE_BF16, 7, "m", 0, &mid));
         ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_BF16, VSGD_DTYPE_BF16, 7, "m", 5, &mid));
         ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_BF16, VSGD_DTYPE_F32, 7, bad_utf8, 0, &mid));
         CHECK(mid == 99);

@@ -1743,7 +1743,8 @@ vsgd_result vsgd_optimizer_add_tensor(struct vsgd_optimizer *optimizer,
  * `seed` is ignored for `float` state. Checkpoints keep each array in its own type.
  *
  * Errors: as `vsgd_optimizer_add_tensor`, and `DTYPE_MISMATCH` for a combination no step
- * supports (`double` parameters take `double` state only; binary16 state does not exist).
+ * supports (`double` parameters take `double` state only; binary16 state does not exist;
+ * `float` parameters with bfloat16 state have no step in this ABI yet).
  *
  * # Safety
  * As `vsgd_optimizer_add_tensor`.

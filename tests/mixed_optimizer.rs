@@ -445,4 +445,17 @@ fn a_version_2_tensor_with_unknown_or_missing_mixed_keys_is_refused() {
     let e = checkpoint::load(&b).unwrap_err();
     assert!(matches!(e, CheckpointError::Malformed { .. }), "{e:?}");
     assert!(e.to_string().contains("known key"), "{e}");
+    // A seed on a tensor whose state is f32 (the encoder writes 0: only bf16 state is
+    // rounded stochastically) is refused, not dropped.
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"\xa4seed\x00")
+        .expect("a mixed tensor with f32 state");
+    let mut b = bytes.clone();
+    b[at + 5] = 7;
+    let sum = xxhash_rust::xxh3::xxh3_64(&b[..body]);
+    b[body + 1..].copy_from_slice(&sum.to_be_bytes());
+    let e = checkpoint::load(&b).unwrap_err();
+    assert!(matches!(e, CheckpointError::Inconsistent { .. }), "{e:?}");
+    assert!(e.to_string().contains("seed 7 with f32 state"), "{e}");
 }

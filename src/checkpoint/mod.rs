@@ -263,8 +263,14 @@ fn copy_in(
         DType::F32 => copy::<f32>(opt, algorithm, k, t, Optimizer::state_mut)?,
         DType::F64 => copy::<f64>(opt, algorithm, k, t, Optimizer::state_mut)?,
         DType::Bf16 => copy(opt, algorithm, k, t, Optimizer::state_bf16_mut)?,
-        // The decoder rejects f16 state (`DType::allows_state`).
-        DType::F16 => {}
+        // The decoder rejects f16 state (`DType::allows_state`); an error all the same, so
+        // that a decoder that let it through could not leave the state unset.
+        DType::F16 => {
+            return Err(CheckpointError::Inconsistent {
+                tensor: format!("tensor {k}"),
+                reason: "f16 state is not supported".into(),
+            })
+        }
     }
     opt.set_step_count(TensorId(k), t.step)?;
     Ok(())

@@ -77,7 +77,8 @@ impl StateLayout {
         let pad = (STAGGER_BYTES + PAGE_BYTES - bytes % PAGE_BYTES) % PAGE_BYTES;
         StateLayout {
             lead: STAGGER_BYTES / size,
-            stride: len + pad / size,
+            // Saturating: a length near `usize::MAX` then fails in `total` (an error), not here.
+            stride: len.saturating_add(pad / size),
         }
     }
 

@@ -109,13 +109,19 @@ unsafe fn step_any<P, S>(
     // above; readable by the caller's contract). Copied out so no reference to the pointer
     // array outlives this line.
     ptrs[..state_count].copy_from_slice(unsafe { slice(state, state_count) });
-    let mut spans = [Span::EMPTY; 2 + INLINE_STATE];
+    let mut spans = [Span::EMPTY; 3 + INLINE_STATE];
     spans[0] = check_buffer(param, len, true, "param", None)?;
     spans[1] = check_buffer(grad, len, false, "grad", None)?;
     for (j, &p) in ptrs[..state_count].iter().enumerate() {
         spans[2 + j] = check_buffer(p, len, true, "state", Some(j))?;
     }
-    check_disjoint(&mut spans[..2 + state_count])?;
+    let mut n = 2 + state_count;
+    if !outcome.is_null() {
+        // Written after the step: inside a buffer of the step it would overwrite its result.
+        spans[n] = check_buffer(outcome, 1, true, "outcome", None)?;
+        n += 1;
+    }
+    check_disjoint(&mut spans[..n])?;
     let result = {
         // SAFETY: every buffer is non-NULL (or empty), aligned, fits in isize, and no written
         // buffer overlaps another (checked above); each holds `len` elements (caller).

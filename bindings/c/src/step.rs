@@ -204,10 +204,23 @@ unsafe fn step_all<T: Copy>(
             try_to_vec(slice(lens, count), "lens")?,
         )
     };
-    let mut spans = try_vec(count.saturating_mul(2), "the buffers of the step")?;
+    let mut spans = try_vec(
+        count.saturating_mul(2).saturating_add(1),
+        "the buffers of the step",
+    )?;
     for i in 0..count {
         spans.push(check_buffer(pv[i], lv[i], true, "params", Some(i))?);
         spans.push(check_buffer(gv[i], lv[i], false, "grads", Some(i))?);
+    }
+    if !report.is_null() {
+        // Written after the step: inside a buffer of the step it would overwrite its result.
+        spans.push(check_buffer(
+            report as *const u8,
+            report_size,
+            true,
+            "report",
+            None,
+        )?);
     }
     check_disjoint(&mut spans)?;
     let mut ps: Vec<&mut [T]> = try_vec(count, "the parameters of the step")?;

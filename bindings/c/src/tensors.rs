@@ -88,7 +88,8 @@ pub unsafe extern "C" fn vsgd_optimizer_add_tensor(
 /// `seed` is ignored for `float` state. Checkpoints keep each array in its own type.
 ///
 /// Errors: as `vsgd_optimizer_add_tensor`, and `DTYPE_MISMATCH` for a combination no step
-/// supports (`double` parameters take `double` state only; binary16 state does not exist).
+/// supports (`double` parameters take `double` state only; binary16 state does not exist;
+/// `float` parameters with bfloat16 state have no step in this ABI yet).
 ///
 /// # Safety
 /// As `vsgd_optimizer_add_tensor`.
@@ -106,7 +107,18 @@ pub unsafe extern "C" fn vsgd_optimizer_add_tensor_mixed(
     out_tensor: *mut usize,
 ) -> vsgd_result {
     guard("vsgd_optimizer_add_tensor_mixed", || {
-        let state = Some((dtype_from_c(state_dtype)?, seed));
+        let state = dtype_from_c(state_dtype)?;
+        if param_dtype == crate::config::VSGD_DTYPE_F32 && state == vsgd::DType::Bf16 {
+            // The core has the step (`Optimizer::step_mixed`), this ABI not yet: refused here
+            // rather than registered and then refused at every step.
+            return Err(Failure::new(
+                crate::error::VSGD_RESULT_DTYPE_MISMATCH,
+                "float parameters with bfloat16 state: no step of the C ABI takes them yet \
+                 (use bfloat16 or binary16 parameters, or float state)"
+                    .to_string(),
+            ));
+        }
+        let state = Some((state, seed));
         // SAFETY: forwarded contract.
         unsafe {
             add_tensor(

@@ -711,6 +711,13 @@ fn parse_v1<'a>(r: &mut Reader<'a>, version: u64) -> Result<Checkpoint<'a>, Chec
                 dtype.name()
             )));
         }
+        if dtype != DType::Bf16 && seed != 0 {
+            // The encoder writes 0: only bf16 state is rounded stochastically.
+            return Err(inconsistent(format!(
+                "seed {seed} with {} state (a seed belongs to bf16 state; 0 otherwise)",
+                dtype.name()
+            )));
+        }
         let len = shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
