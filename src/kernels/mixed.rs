@@ -484,7 +484,7 @@ impl StateStorage for Bf16Sr {
         while lo < m {
             let at = first.wrapping_add(lo as u64);
             let to_boundary = (1u64 << 32) - (at & 0xffff_ffff);
-            let hi = m.min(lo + usize::try_from(to_boundary).unwrap_or(usize::MAX));
+            let hi = m.min(lo.saturating_add(usize::try_from(to_boundary).unwrap_or(usize::MAX)));
             let mut pairs = dst.chunks_mut(2).zip(src.chunks(2)).enumerate();
             for (pair, (d, s)) in &mut pairs {
                 let key2 = pair_key(key, pair, (at >> 32) as u32);
