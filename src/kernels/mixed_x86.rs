@@ -236,18 +236,19 @@ mod avx512 {
         }
         #[inline(always)]
         unsafe fn store_bf16_rne(v: Avx512F32, p: *mut bf16) {
-            // Subnormal lanes (exponent 0, mantissa not 0), found with integer tests: the
-            // floating-point class test (`vfpclassps`) takes subnormals for zeros when MXCSR's
-            // DAZ is set, and the instruction would then flush them.
             let b = Self::bits(v);
-            let exp0 = _mm512_testn_epi32_mask(b, _mm512_set1_epi32(0x7f80_0000));
-            let subnormal = _mm512_mask_test_epi32_mask(exp0, b, _mm512_set1_epi32(0x007f_ffff));
-            if BF16 && subnormal == 0 {
-                let h: __m256i = core::mem::transmute(_mm512_cvtneps_pbh(v.0));
-                _mm256_storeu_si256(p as *mut __m256i, h)
-            } else {
-                Self::store_bf16(Self::rne(Self::bits(v)), p)
+            if BF16 {
+                // Subnormal lanes (exponent 0, mantissa not 0), found with integer tests: the
+                // floating-point class test (`vfpclassps`) takes subnormals for zeros when
+                // MXCSR's DAZ is set, and the instruction would then flush them.
+                let exp0 = _mm512_testn_epi32_mask(b, _mm512_set1_epi32(0x7f80_0000));
+                let mant = _mm512_set1_epi32(0x007f_ffff);
+                if _mm512_mask_test_epi32_mask(exp0, b, mant) == 0 {
+                    let h: __m256i = core::mem::transmute(_mm512_cvtneps_pbh(v.0));
+                    return _mm256_storeu_si256(p as *mut __m256i, h);
+                }
             }
+            Self::store_bf16(Self::rne(b), p)
         }
         #[inline(always)]
         unsafe fn hash_index(first: u32, key: u32) -> __m512i {
