@@ -66,7 +66,9 @@ pub use error::Error;
 pub use half::{bf16, f16};
 pub use kernels::{NonFinitePolicy, StepOutcome};
 #[cfg(feature = "alloc")]
-pub use optimizer::{GroupId, Optimizer, StepReport, TensorId, TensorInfo, TensorSpec};
+pub use optimizer::{
+    GradRef, GroupId, Optimizer, ParamMut, StepReport, TensorId, TensorInfo, TensorSpec,
+};
 pub use schedule::{LrSchedule, Schedule, ScheduleClock};
 
 /// README.md's Rust examples, compiled and run as doctests.

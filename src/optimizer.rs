@@ -15,6 +15,9 @@ use crate::kernels::{self, NonFinitePolicy, Scalars, StepOutcome};
 use crate::schedule::{LrSchedule, ScheduleClock};
 use half::bf16;
 
+mod any;
+pub use any::{GradRef, ParamMut};
+
 /// Index of a registered tensor (in registration order, from 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(pub usize);

@@ -96,4 +96,50 @@ fn steps_do_not_allocate() {
             }
         }
     }
+    step_any_does_not_allocate();
+}
+
+/// `step_any` over tensors of every type allocates nothing once warm (the first step may:
+/// the work lists of a type not stepped before are reserved then), skipped or refused ones
+/// included. Called by the test above (one test per binary).
+fn step_any_does_not_allocate() {
+    use vsgd::{bf16, GradRef, ParamMut};
+    let _ = kernels::KernelPath::active();
+    for threads in [1usize, 2] {
+        let mut opt = Optimizer::new(Config::default_for(Algorithm::Vsgd)).unwrap();
+        opt.set_threads(threads);
+        opt.set_clip_norm(Some(1.0)).unwrap();
+        let n = 150_000;
+        opt.add_tensor(TensorSpec::new(&[n])).unwrap();
+        opt.add_tensor(TensorSpec::new(&[7]).dtype(DType::F64)).unwrap();
+        opt.add_tensor(TensorSpec::new(&[n]).dtype(DType::Bf16)).unwrap();
+        let bf16_state = TensorSpec::new(&[1025]).dtype(DType::Bf16).state_dtype(DType::Bf16);
+        opt.add_tensor(bf16_state.seed(3)).unwrap();
+        let (mut p32, g32) = (vec![0.5f32; n], vec![0.25f32; n]);
+        let (mut p64, g64) = (vec![0.5f64; 7], vec![0.25f64; 7]);
+        let (mut pb, gb) = (vec![bf16::ONE; n], vec![bf16::from_f32(0.25); n]);
+        let (mut ps, mut gs) = (vec![bf16::ONE; 1025], vec![bf16::from_f32(-0.5); 1025]);
+        for step in 0..4 {
+            if step == 3 {
+                gs[9] = bf16::NAN;
+            }
+            let mut p: [ParamMut; 4] = [
+                (&mut p32[..]).into(),
+                (&mut p64[..]).into(),
+                (&mut pb[..]).into(),
+                (&mut ps[..]).into(),
+            ];
+            let g: [Option<GradRef>; 4] = [
+                Some((&g32[..]).into()),
+                Some((&g64[..]).into()),
+                Some((&gb[..]).into()),
+                Some((&gs[..]).into()),
+            ];
+            let (r, allocations) = counted(|| opt.step_any(&mut p, &g));
+            assert_eq!(r.unwrap().skipped, usize::from(step == 3));
+            if step > 0 {
+                assert_eq!(allocations, 0, "step {step}, {threads} threads");
+            }
+        }
+    }
 }
