@@ -22,26 +22,26 @@
 //! ```
 //!
 //! How a step runs: each variable's value and gradient are copied to host memory, updated by
-//! [`Optimizer::step_tensor`] (the same kernels, state layout, schedules and non-finite policy
+//! one [`Optimizer::step_any`] over all of them (the same kernels, state layout, schedules and non-finite policy
 //! as everywhere else in the crate, so the bits are those of the core [`Optimizer`] fed the same
 //! gradients), and the new value is written back with [`Var::set`]. The copy costs two passes
 //! over the parameters per step, small next to a forward and backward pass; on a GPU device it
 //! is a round trip through the host.
 //!
 //! Variables of type `f32` and `f64` are optimized (state in the same type); `bf16` and `f16`
-//! variables too, as mixed-precision tensors ([`Optimizer::step_mixed`]: the update computed in
+//! variables too, as mixed-precision tensors (as [`Optimizer::step_mixed`]: the update computed in
 //! `f32` with `f32` state, the parameter rounded once to nearest even). Integer variables are
 //! left out, as candle's own optimizers do.
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType as CandleDType, Tensor, Var, WithDType};
+use candle_core::{DType as CandleDType, Tensor, Var};
 use candle_nn::VarMap;
 
 use crate::config::Config;
 use crate::element::DType;
 use crate::error::Error;
 use crate::kernels::{self, NonFinitePolicy};
-use crate::optimizer::{GroupId, Optimizer, TensorId, TensorSpec};
+use crate::optimizer::{GradRef, GroupId, Optimizer, ParamMut, TensorId, TensorSpec};
 use crate::schedule::LrSchedule;
 
 /// candle-nn's [`Optimizer`](candle_nn::Optimizer) run by this crate's engine.
@@ -75,6 +75,17 @@ enum Host {
 }
 
 impl Host {
+    /// The engine's views of a value and its gradient, if they are of one type.
+    fn buffers<'a>(&'a mut self, grad: &'a Host) -> Option<(ParamMut<'a>, GradRef<'a>)> {
+        Some(match (self, grad) {
+            (Host::F32(p), Host::F32(g)) => (ParamMut::F32(p), GradRef::F32(g)),
+            (Host::F64(p), Host::F64(g)) => (ParamMut::F64(p), GradRef::F64(g)),
+            (Host::Bf16(p), Host::Bf16(g)) => (ParamMut::Bf16(p), GradRef::Bf16(g)),
+            (Host::F16(p), Host::F16(g)) => (ParamMut::F16(p), GradRef::F16(g)),
+            _ => return None,
+        })
+    }
+
     /// Whether every element is finite (not NaN or ±∞).
     fn all_finite(&self) -> bool {
         match self {
@@ -85,14 +96,6 @@ impl Host {
         }
     }
 }
-
-/// How [`CandleOptimizer::batch`] steps the engine: `step_some` for `f32`/`f64` variables,
-/// `step_mixed` for `bf16`/`f16` ones.
-type StepOf<T> = fn(
-    &mut Optimizer,
-    &mut [&mut [T]],
-    &[Option<&[T]>],
-) -> Result<crate::optimizer::StepReport, Error>;
 
 fn wrap(e: Error) -> candle_core::Error {
     candle_core::Error::wrap(e)
@@ -181,10 +184,9 @@ impl CandleOptimizer {
     /// skipped because their gradient held NaN or ±∞ (under [`NonFinitePolicy::Skip`]), in
     /// registration order: [`tensor_id`](Self::tensor_id) maps a variable to its id.
     ///
-    /// Use this rather than `inner().last_skipped()`: the adapter steps the engine once per
-    /// element type (one batched step for all `f32` variables, one for all `f64` ones), so the
-    /// engine's own report names only the last of those. A step that returns an error before
-    /// changing anything leaves this list as it was.
+    /// The same list as `inner().last_skipped()` after a step (the adapter steps the engine
+    /// once, [`Optimizer::step_any`], whatever the variables' types). A step that returns an
+    /// error before changing anything leaves this list as it was.
     pub fn last_skipped(&self) -> &[TensorId] {
         &self.skipped
     }
@@ -221,30 +223,6 @@ impl CandleOptimizer {
             .lr_at(GroupId(0), step.saturating_add(1))
             .unwrap_or(0.0)
     }
-
-    /// One engine step over the tensors that have a gradient in `grads` (indexed by engine
-    /// tensor id), then the updated variables written back.
-    fn batch<T: WithDType>(
-        &mut self,
-        params: &mut [Vec<T>],
-        grads: &[Option<Vec<T>>],
-        run: StepOf<T>,
-    ) -> candle_core::Result<()> {
-        let mut ps: Vec<&mut [T]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
-        let gs: Vec<Option<&[T]>> = grads.iter().map(|g| g.as_deref()).collect();
-        run(&mut self.inner, &mut ps, &gs).map_err(wrap)?;
-        let skipped = self.inner.last_skipped();
-        self.skipped.extend_from_slice(skipped);
-        for (k, id) in self.ids.iter().enumerate() {
-            if grads[id.0].is_none() || skipped.contains(id) {
-                continue;
-            }
-            let var = &self.vars[k];
-            let value = core::mem::take(&mut params[id.0]);
-            var.set(&Tensor::from_vec(value, var.shape(), var.device())?)?;
-        }
-        Ok(())
-    }
 }
 
 impl candle_nn::Optimizer for CandleOptimizer {
@@ -261,9 +239,10 @@ impl candle_nn::Optimizer for CandleOptimizer {
     /// counters, are left alone). Every gradient is fetched and checked (type, shape, and
     /// finiteness under [`NonFinitePolicy::Error`]) before any variable changes, so an error of
     /// that kind, or a pending invalid learning rate, leaves the model and the optimizer as they
-    /// were. The variables of one element type are then stepped together, in one batched
-    /// engine step split across threads ([`Optimizer::step_some`]; variables without a
-    /// gradient are frozen), and written back; an error writing a variable back leaves the
+    /// were. All the variables are then stepped together, whatever their types, in one batched
+    /// engine step split across threads ([`Optimizer::step_any`]: one global norm for gradient
+    /// clipping, one tick of the global schedule clock; variables without a gradient are
+    /// frozen), and written back; an error writing a variable back leaves the
     /// ones before it updated. Under the default [`NonFinitePolicy::Skip`], a
     /// variable whose gradient holds NaN or ±∞ is skipped and named by
     /// [`CandleOptimizer::last_skipped`].
@@ -299,40 +278,51 @@ impl candle_nn::Optimizer for CandleOptimizer {
             }
             work.push((k, p, g));
         }
-        self.skipped.clear();
-        // One batched engine step per element type (all tensors of a model are usually one
-        // type): the variables of that type with a gradient, the others as `None`.
+        // One engine step over every variable, whatever its type (one global norm for
+        // clipping, one tick of the global clock): the ones without a gradient frozen.
         let n = self.inner.num_tensors();
-        let (mut p32, mut g32) = (vec![Vec::new(); n], vec![None; n]);
-        let (mut p64, mut g64) = (vec![Vec::new(); n], vec![None; n]);
-        let (mut pb, mut gb) = (vec![Vec::new(); n], vec![None; n]);
-        let (mut ph, mut gh) = (vec![Vec::new(); n], vec![None; n]);
-        let mut any = [false; 4];
+        let mut hosts: Vec<Option<(Host, Host)>> = (0..n).map(|_| None).collect();
         for (k, p, g) in work {
-            let id = self.ids[k].0;
-            match (p, g) {
-                (Host::F32(p), Host::F32(g)) => (p32[id], g32[id], any[0]) = (p, Some(g), true),
-                (Host::F64(p), Host::F64(g)) => (p64[id], g64[id], any[1]) = (p, Some(g), true),
-                (Host::Bf16(p), Host::Bf16(g)) => (pb[id], gb[id], any[2]) = (p, Some(g), true),
-                (Host::F16(p), Host::F16(g)) => (ph[id], gh[id], any[3]) = (p, Some(g), true),
-                _ => {
-                    return Err(candle_core::Error::msg(format!(
-                        "vsgd: variable {k} and its gradient were copied as different types"
-                    )))
+            hosts[self.ids[k].0] = Some((p, g));
+        }
+        let mut params = Vec::with_capacity(n);
+        let mut given = Vec::with_capacity(n);
+        for h in hosts.iter_mut() {
+            match h {
+                Some((p, g)) => {
+                    let (p, g) = p.buffers(g).ok_or_else(|| {
+                        candle_core::Error::msg(
+                            "vsgd: a variable and its gradient were copied as different types",
+                        )
+                    })?;
+                    params.push(p);
+                    given.push(Some(g));
+                }
+                None => {
+                    params.push(ParamMut::F32(&mut []));
+                    given.push(None);
                 }
             }
         }
-        if any[0] {
-            self.batch(&mut p32, &g32, Optimizer::step_some)?;
-        }
-        if any[1] {
-            self.batch(&mut p64, &g64, Optimizer::step_some)?;
-        }
-        if any[2] {
-            self.batch(&mut pb, &gb, Optimizer::step_mixed)?;
-        }
-        if any[3] {
-            self.batch(&mut ph, &gh, Optimizer::step_mixed)?;
+        self.inner.step_any(&mut params, &given).map_err(wrap)?;
+        drop((params, given));
+        self.skipped.clear();
+        self.skipped.extend_from_slice(self.inner.last_skipped());
+        for (k, id) in self.ids.iter().enumerate() {
+            let Some((value, _)) = hosts[id.0].take() else {
+                continue;
+            };
+            if self.skipped.contains(id) {
+                continue;
+            }
+            let var = &self.vars[k];
+            let t = match value {
+                Host::F32(v) => Tensor::from_vec(v, var.shape(), var.device())?,
+                Host::F64(v) => Tensor::from_vec(v, var.shape(), var.device())?,
+                Host::Bf16(v) => Tensor::from_vec(v, var.shape(), var.device())?,
+                Host::F16(v) => Tensor::from_vec(v, var.shape(), var.device())?,
+            };
+            var.set(&t)?;
         }
         Ok(())
     }
@@ -610,6 +600,76 @@ mod tests {
         Ok(())
     }
 
+    /// A model of f32 and bf16 variables is one engine step: the global schedule clock
+    /// advances once per step and gradient clipping takes the norm over both types (it took
+    /// one norm and one clock tick per type before `step_any`).
+    #[test]
+    fn mixed_types_are_one_step() -> candle_core::Result<()> {
+        use crate::optimizer::{GradRef, ParamMut};
+        use crate::schedule::{Schedule, ScheduleClock};
+        use half::bf16;
+        let dev = Device::Cpu;
+        let config = Config::default_for(Algorithm::Vsgd);
+        let schedule = || {
+            LrSchedule::from(Schedule::StepDecay {
+                every: 1,
+                factor: 0.5,
+            })
+        };
+        let wb = Var::new(&[bf16::from_f32(1.0), bf16::from_f32(-0.5)], &dev)?;
+        let w32 = Var::new(&[2.0f32, 0.25, -3.0], &dev)?;
+        let mut opt = CandleOptimizer::new(vec![wb.clone(), w32.clone()], config)?;
+        opt.set_schedule(schedule())?;
+        opt.inner_mut().set_schedule_clock(ScheduleClock::Global);
+        opt.inner_mut().set_clip_norm(Some(0.5)).map_err(wrap)?;
+        let mut core = Optimizer::new(config).map_err(wrap)?;
+        core.set_schedule(GroupId(0), schedule()).map_err(wrap)?;
+        core.set_schedule_clock(ScheduleClock::Global);
+        core.set_clip_norm(Some(0.5)).map_err(wrap)?;
+        core.add_tensor(TensorSpec::new(&[2]).dtype(DType::Bf16))
+            .map_err(wrap)?;
+        core.add_tensor(TensorSpec::new(&[3])).map_err(wrap)?;
+        let mut pb = [bf16::from_f32(1.0), bf16::from_f32(-0.5)];
+        let mut p32 = [2.0f32, 0.25, -3.0];
+        for step in 1..=3u64 {
+            // loss = Σ wb² + Σ w32²: gradients 2·wb and 2·w32.
+            let loss = wb
+                .as_tensor()
+                .sqr()?
+                .to_dtype(CandleDType::F32)?
+                .sum_all()?
+                .add(&w32.as_tensor().sqr()?.sum_all()?)?;
+            let grads = loss.backward()?;
+            let gb: Vec<bf16> = grads.get(&wb).expect("grad").to_vec1()?;
+            let g32: Vec<f32> = grads.get(&w32).expect("grad").to_vec1()?;
+            opt.step(&grads)?;
+            let r = core
+                .step_any(
+                    &mut [ParamMut::Bf16(&mut pb), ParamMut::F32(&mut p32)],
+                    &[Some(GradRef::Bf16(&gb)), Some(GradRef::F32(&g32))],
+                )
+                .map_err(wrap)?;
+            assert_eq!(r.applied, 2);
+            assert_eq!(opt.inner().global_step(), step);
+            let norm = (gb.iter().map(|g| g.to_f64().powi(2)).sum::<f64>()
+                + g32.iter().map(|&g| (g as f64).powi(2)).sum::<f64>())
+            .sqrt();
+            let got = opt.inner().last_grad_norm().expect("clipping on");
+            assert!((got - norm).abs() <= 1e-12 * norm, "{got} vs {norm}");
+            assert_eq!(
+                wb.as_tensor().to_vec1::<bf16>()?,
+                pb.to_vec(),
+                "step {step}"
+            );
+            assert_eq!(
+                w32.as_tensor().to_vec1::<f32>()?,
+                p32.to_vec(),
+                "step {step}"
+            );
+        }
+        Ok(())
+    }
+
     #[test]
     fn unsupported_and_integer_variables() -> candle_core::Result<()> {
         let dev = Device::Cpu;
@@ -695,7 +755,7 @@ mod tests {
 
     #[test]
     fn skip_in_an_earlier_variable_is_reported() -> candle_core::Result<()> {
-        // the engine's own report is reset by each per-dtype step; the adapter's is not
+        // one engine step over both types: the engine's report and the adapter's agree
         let dev = Device::Cpu;
         let a = Var::new(&[1.0f32, 2.0], &dev)?;
         let b = Var::new(&[3.0f64], &dev)?;
@@ -708,7 +768,7 @@ mod tests {
         grads.insert(&b, Tensor::new(&[1.0f64], &dev)?);
         opt.step(&grads)?;
         assert_eq!(opt.last_skipped(), [opt.tensor_id(0).unwrap()]);
-        assert!(opt.inner().last_skipped().is_empty());
+        assert_eq!(opt.inner().last_skipped(), opt.last_skipped());
         assert_eq!(a.as_tensor().to_vec1::<f32>()?, [1.0, 2.0]);
         assert!(b.as_tensor().to_vec1::<f64>()?[0] < 3.0);
         // a rejected step (wrong shape) keeps the report; a clean step clears it

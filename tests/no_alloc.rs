@@ -111,9 +111,13 @@ fn step_any_does_not_allocate() {
         opt.set_clip_norm(Some(1.0)).unwrap();
         let n = 150_000;
         opt.add_tensor(TensorSpec::new(&[n])).unwrap();
-        opt.add_tensor(TensorSpec::new(&[7]).dtype(DType::F64)).unwrap();
-        opt.add_tensor(TensorSpec::new(&[n]).dtype(DType::Bf16)).unwrap();
-        let bf16_state = TensorSpec::new(&[1025]).dtype(DType::Bf16).state_dtype(DType::Bf16);
+        opt.add_tensor(TensorSpec::new(&[7]).dtype(DType::F64))
+            .unwrap();
+        opt.add_tensor(TensorSpec::new(&[n]).dtype(DType::Bf16))
+            .unwrap();
+        let bf16_state = TensorSpec::new(&[1025])
+            .dtype(DType::Bf16)
+            .state_dtype(DType::Bf16);
         opt.add_tensor(bf16_state.seed(3)).unwrap();
         let (mut p32, g32) = (vec![0.5f32; n], vec![0.25f32; n]);
         let (mut p64, g64) = (vec![0.5f64; 7], vec![0.25f64; 7]);
