@@ -16,6 +16,12 @@
 //! `mixed_native --global-clock FILE` instead writes the checkpoint of an Adam optimizer without
 //! tensors whose schedules run on the global clock (at global step 3, lr halved every step):
 //! a setting the package cannot make itself, for testing its steps over several kinds.
+//!
+//! `mixed_native --clip-step BEFORE AFTER` writes the checkpoint BEFORE of a VSGD optimizer
+//! with gradient clipping (global norm at most 1.5: a setting the package cannot make) and two
+//! tensors, f32 of 2 elements and f64 of 1; then steps both at once (`step_any`: one norm over
+//! both) with parameters [1, 2] and [3] and gradients [1, 2] and [3], prints the parameters'
+//! bits (one line per tensor) and writes the checkpoint AFTER.
 
 use std::io::Read;
 
@@ -50,6 +56,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         opt.set_schedule_clock(ScheduleClock::Global);
         opt.set_global_step(3);
         std::fs::write(file, vsgd::checkpoint::save(&opt)?)?;
+        return Ok(());
+    }
+    if out == "--clip-step" {
+        let mut args = std::env::args().skip(2);
+        let (from, to) = args
+            .next()
+            .zip(args.next())
+            .ok_or("--clip-step needs two files")?;
+        let mut opt = Optimizer::new(Config::default_for(Algorithm::Vsgd))?;
+        opt.set_clip_norm(Some(1.5))?;
+        opt.add_tensor(TensorSpec::new(&[2]))?;
+        opt.add_tensor(TensorSpec::new(&[1]).dtype(DType::F64))?;
+        std::fs::write(from, vsgd::checkpoint::save(&opt)?)?;
+        let (mut p0, mut p1) = ([1.0f32, 2.0], [3.0f64]);
+        opt.step_any(
+            &mut [(&mut p0[..]).into(), (&mut p1[..]).into()],
+            &[
+                Some((&[1.0f32, 2.0][..]).into()),
+                Some((&[3.0f64][..]).into()),
+            ],
+        )?;
+        let b0: Vec<String> = p0.iter().map(|x| x.to_bits().to_string()).collect();
+        println!("{}\n{}", b0.join(" "), p1[0].to_bits());
+        std::fs::write(to, vsgd::checkpoint::save(&opt)?)?;
         return Ok(());
     }
     let mut text = String::new();

@@ -21,7 +21,7 @@ use vsgd::{
 };
 use wasm_bindgen::prelude::*;
 
-use buffers::{Buf, Buffers, Stepped};
+use buffers::{Buf, Buffers};
 use convert::{
     err, get, group_arg, index, new_object, set, stale, string_arg, try_vec, type_name, typed,
     ArrayKind, JsElement, OrJs, Result, TypedArray,
@@ -268,9 +268,6 @@ pub struct Optimizer {
     inner: vsgd::Optimizer,
     /// Per tensor: its zero-copy buffers, created by the first `paramBuffer`/`gradBuffer`.
     buffers: Vec<Option<Buffers>>,
-    /// The tensors skipped by the last step when it took several core calls (tensors of
-    /// several kinds: the core's `last_skipped` has only the last call's); else `None`.
-    skipped: Option<Vec<TensorId>>,
 }
 
 #[wasm_bindgen]
@@ -297,7 +294,6 @@ impl Optimizer {
         Ok(Optimizer {
             inner,
             buffers: Vec::new(),
-            skipped: None,
         })
     }
 
@@ -657,7 +653,6 @@ impl Optimizer {
             return Err(stale("param"));
         }
         let outcome = buffers::step_one(&mut self.inner, t, &mut p, &g).js()?;
-        self.skipped = None;
         p.copy_back(&param, "param")?;
         Ok(match outcome {
             StepOutcome::Applied => "applied",
@@ -777,9 +772,8 @@ impl Optimizer {
     /// Tensors skipped by the last step (non-finite gradient under the "skip" policy).
     #[wasm_bindgen(js_name = lastSkipped, unchecked_return_type = "number[]")]
     pub fn last_skipped(&self) -> Array {
-        self.skipped
-            .as_deref()
-            .unwrap_or(self.inner.last_skipped())
+        self.inner
+            .last_skipped()
             .iter()
             .map(|t| JsValue::from_f64(t.0 as f64))
             .collect()
@@ -805,11 +799,7 @@ impl Optimizer {
             .try_reserve_exact(inner.num_tensors())
             .map_err(|_| err("could not allocate memory for the tensors"))?;
         buffers.resize_with(inner.num_tensors(), || None);
-        Ok(Optimizer {
-            inner,
-            buffers,
-            skipped: None,
-        })
+        Ok(Optimizer { inner, buffers })
     }
 }
 
@@ -842,10 +832,9 @@ impl Optimizer {
             .ok_or_else(|| err(&vsgd::Error::UnknownTensor { tensor: t.0 }.to_string()))
     }
 
-    /// The end of a step over every tensor: what it skipped, and its report.
-    fn finish(&mut self, stepped: Stepped) -> Result<Object> {
-        self.skipped = stepped.skipped;
-        report_object(stepped.report)
+    /// The end of a step over every tensor: its report.
+    fn finish(&mut self, report: StepReport) -> Result<Object> {
+        report_object(report)
     }
 }
 
