@@ -799,6 +799,9 @@ static void test_handle(void) {
     ROW(VSGD_RESULT_MISALIGNED_BUFFER,
         vsgd_optimizer_step_tensor_f64(h, 1, (double *)misaligned(big), gb, 2, &o));
     ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_optimizer_step_tensor_f32(h, 0, w, gw, SIZE_MAX, &o));
+    /* The outcome, written after the step, must not lie inside the parameter. */
+    ROW(VSGD_RESULT_OVERLAPPING_BUFFERS,
+        vsgd_optimizer_step_tensor_f32(h, 0, w, gw, 4, (vsgd_step_outcome *)(void *)(w + 1)));
     CHECK_OK(vsgd_optimizer_set_policy(h, VSGD_POLICY_ERROR));
     float wnan[4] = {0, 0, NAN, 0};
     ROW(VSGD_RESULT_NON_FINITE_GRADIENT, vsgd_optimizer_step_tensor_f32(h, 0, w, wnan, 4, &o));
@@ -918,8 +921,6 @@ static void test_handle(void) {
         ROW(ENUM, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, 9, VSGD_DTYPE_F32, 7, "m", 0, &mid));
         ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_F16, VSGD_DTYPE_F16, 7, "m", 0, &mid));
         ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_F64, VSGD_DTYPE_F32, 7, "m", 0, &mid));
-        /* No C step takes float parameters with bfloat16 state: refused at registration. */
-        ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_F32, VSGD_DTYPE_BF16, 7, "m", 0, &mid));
         ROW(VSGD_RESULT_UNKNOWN_GROUP, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_BF16, VSGD_DTYPE_BF16, 7, "m", 5, &mid));
         ROW(VSGD_RESULT_INVALID_STRING, vsgd_optimizer_add_tensor_mixed(hm, (size_t[]){4}, 1, VSGD_DTYPE_BF16, VSGD_DTYPE_F32, 7, bad_utf8, 0, &mid));
         CHECK(mid == 99);
@@ -986,6 +987,114 @@ static void test_handle(void) {
         ROW(OK, vsgd_optimizer_step_f16(hh, eps, egs, el, 1, NULL));
         CHECK(e0[0] != 0x3c00);
         vsgd_optimizer_free(hh);
+    }
+
+    /* The steps for any type (each buffer typed by its tensor's registration):
+     * tensor 0 float, 1 float with bfloat16 state, 2 bfloat16 with float state. */
+    {
+        vsgd_optimizer *ha = make(VSGD_ALGORITHM_ADAM);
+        size_t t = 99, cnt = 99;
+        CHECK_OK(vsgd_optimizer_add_tensor(ha, (size_t[]){4}, 1, VSGD_DTYPE_F32, "f", 0, &t));
+        ROW(OK, vsgd_optimizer_add_tensor_mixed(ha, (size_t[]){4}, 1, VSGD_DTYPE_F32, VSGD_DTYPE_BF16, 3, "fb", 0, &t));
+        CHECK(t == 1);
+        CHECK_OK(vsgd_optimizer_add_tensor(ha, (size_t[]){4}, 1, VSGD_DTYPE_BF16, "b", 0, &t));
+        CHECK_OK(vsgd_optimizer_set_lr(ha, 0, 0.1));
+        _Alignas(16) float a0[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+        float a1[4] = {1, 1, 1, 1}, ag[4] = {0.5f, 0.5f, 0.5f, 0.5f}, anan[4] = {0.5f, NAN, 0.5f, 0.5f};
+        float a00[8], a10[4];
+        uint16_t b0[4] = {0x3f80, 0x3f80, 0x3f80, 0x3f80}, bg[4] = {0x3f00, 0x3f00, 0x3f00, 0x3f00}, b00[4];
+        memcpy(a00, a0, sizeof a0);
+        memcpy(a10, a1, sizeof a1);
+        memcpy(b00, b0, sizeof b0);
+        void *aps[3] = {a0, a1, b0};
+        const void *ags[3] = {ag, ag, bg}; /* one gradient read by two tensors: allowed */
+        size_t al[3] = {4, 4, 4};
+        vsgd_step_report ar = {sizeof ar, 77, 77};
+        ROW(NUL, vsgd_optimizer_step(NULL, aps, ags, al, 3, &ar));
+        ROW(NUL, vsgd_optimizer_step(ha, NULL, ags, al, 3, &ar));
+        ROW(NUL, vsgd_optimizer_step(ha, aps, NULL, al, 3, &ar));
+        ROW(NUL, vsgd_optimizer_step(ha, aps, ags, NULL, 3, &ar));
+        ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step(ha, aps, ags, al, 2, &ar));
+        al[2] = 3;
+        ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step(ha, aps, ags, al, 3, &ar));
+        al[2] = 4;
+        aps[0] = NULL;
+        ROW(NUL, vsgd_optimizer_step(ha, aps, ags, al, 3, &ar));
+        aps[0] = a0;
+        aps[2] = misaligned(b0); /* odd address: misaligned for bfloat16 */
+        ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_optimizer_step(ha, aps, ags, al, 3, &ar));
+        aps[2] = b0;
+        ags[1] = a0 + 2; /* read inside a written parameter */
+        ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step(ha, aps, ags, al, 3, &ar));
+        ags[1] = ag;
+        al[0] = SIZE_MAX;
+        ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_optimizer_step(ha, aps, ags, al, 3, &ar));
+        al[0] = 4;
+        /* The report, written after the step, inside a parameter (a0's last 4 elements). */
+        float a0_tail[4];
+        memcpy(a0_tail, a0 + 4, sizeof a0_tail);
+        vsgd_step_report *inside = (vsgd_step_report *)(void *)(a0 + 4);
+        inside->struct_size = sizeof *inside;
+        al[0] = 8;
+        ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step(ha, aps, ags, al, 3, &ar));
+        ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step(ha, aps, ags, al, 3, inside));
+        al[0] = 4;
+        memcpy(a0 + 4, a0_tail, sizeof a0_tail);
+        CHECK_OK(vsgd_optimizer_set_policy(ha, VSGD_POLICY_ERROR));
+        ags[1] = anan;
+        ROW(VSGD_RESULT_NON_FINITE_GRADIENT, vsgd_optimizer_step(ha, aps, ags, al, 3, &ar));
+        CHECK(ar.applied == 77 && memcmp(a0, a00, sizeof a0) == 0 && memcmp(a1, a10, sizeof a1) == 0 &&
+              memcmp(b0, b00, sizeof b0) == 0);
+        /* The typed steps refuse what they cannot take. */
+        ROW(VSGD_RESULT_DTYPE_MISMATCH, vsgd_optimizer_step_f32(ha, (float *[]){a0, a1, NULL},
+                                                                (const float *[]){ag, ag, NULL}, (size_t[]){4, 4, 0}, 3, &ar));
+        CHECK_OK(vsgd_optimizer_set_policy(ha, VSGD_POLICY_SKIP));
+        /* Tensor 1 skipped (NaN), tensor 2 frozen (no gradient; its parameter not looked at). */
+        ags[2] = NULL;
+        aps[2] = NULL;
+        ROW(OK, vsgd_optimizer_step(ha, aps, ags, al, 3, &ar));
+        CHECK(ar.struct_size == sizeof ar && ar.applied == 1 && ar.skipped == 1);
+        CHECK(a0[0] < 1 && memcmp(a1, a10, sizeof a1) == 0 && memcmp(b0, b00, sizeof b0) == 0);
+        size_t sk[2] = {9, 9};
+        CHECK_OK(vsgd_optimizer_last_skipped(ha, sk, 2, &cnt));
+        CHECK(cnt == 1 && sk[0] == 1);
+        uint64_t st = 9;
+        CHECK_OK(vsgd_optimizer_step_count(ha, 2, &st));
+        CHECK(st == 0);
+        /* Every tensor. */
+        ags[1] = ag;
+        ags[2] = bg;
+        aps[2] = b0;
+        ROW(OK, vsgd_optimizer_step(ha, aps, ags, al, 3, &ar));
+        CHECK(ar.applied == 3 && ar.skipped == 0);
+        CHECK(a1[0] < 1 && b0[0] != 0x3f80);
+
+        /* One tensor, any type. */
+        vsgd_step_outcome so = 42;
+        ROW(NUL, vsgd_optimizer_step_tensor(NULL, 2, b0, bg, 4, &so));
+        ROW(NUL, vsgd_optimizer_step_tensor(ha, 2, NULL, bg, 4, &so));
+        ROW(NUL, vsgd_optimizer_step_tensor(ha, 2, b0, NULL, 4, &so));
+        ROW(VSGD_RESULT_UNKNOWN_TENSOR, vsgd_optimizer_step_tensor(ha, 3, b0, bg, 4, &so));
+        ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step_tensor(ha, 2, b0, bg, 3, &so));
+        ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_optimizer_step_tensor(ha, 2, misaligned(b0), bg, 4, &so));
+        ROW(VSGD_RESULT_MISALIGNED_BUFFER, vsgd_optimizer_step_tensor(ha, 0, a0, (const char *)ag + 2, 4, &so));
+        ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step_tensor(ha, 2, b0, b0 + 1, 4, &so));
+        ROW(VSGD_RESULT_OVERLAPPING_BUFFERS, vsgd_optimizer_step_tensor(ha, 0, a0, ag, 4, (vsgd_step_outcome *)(void *)(a0 + 3)));
+        ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_optimizer_step_tensor(ha, 0, a0, ag, SIZE_MAX, &so));
+        CHECK_OK(vsgd_optimizer_set_policy(ha, VSGD_POLICY_ERROR));
+        ROW(VSGD_RESULT_NON_FINITE_GRADIENT, vsgd_optimizer_step_tensor(ha, 1, a1, anan, 4, &so));
+        CHECK(so == 42);
+        CHECK_OK(vsgd_optimizer_set_policy(ha, VSGD_POLICY_SKIP));
+        ROW(OK, vsgd_optimizer_step_tensor(ha, 1, a1, anan, 4, &so));
+        CHECK(so == VSGD_STEP_SKIPPED);
+        memcpy(b00, b0, sizeof b0);
+        ROW(OK, vsgd_optimizer_step_tensor(ha, 2, b0, bg, 4, NULL));
+        CHECK(memcmp(b0, b00, sizeof b0) != 0);
+        ROW(OK, vsgd_optimizer_step_tensor(ha, 1, a1, ag, 4, &so));
+        CHECK(so == VSGD_STEP_APPLIED);
+        CHECK_OK(vsgd_optimizer_step_count(ha, 1, &st));
+        CHECK(st == 2);
+        vsgd_optimizer_free(ha);
     }
 
     /* A good all-tensor step at the end: everything applies. */

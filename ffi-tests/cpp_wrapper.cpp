@@ -1073,6 +1073,27 @@ static void test_mixed_handle(vsgd::Algorithm a) {
   CHECK(back.info(1).seed == 77 && back.info(1).state_dtype == VSGD_DTYPE_BF16);
   CHECK(back.state_bf16(1, first.c_str()) == bs[0]);
   CHECK(back.save() == opt.save());
+  // step_any over a bfloat16 tensor and float parameters with bfloat16 state (which no typed
+  // step takes) gives each the bits of step_tensor_any.
+  vsgd::Optimizer mix(config), solo(config);
+  for (vsgd::Optimizer* o : {&mix, &solo}) {
+    CHECK(o->add_tensor({n}, vsgd::DType::BF16) == 0);
+    CHECK(o->add_tensor_mixed({n}, vsgd::DType::F32, vsgd::DType::BF16, 5, "fb") == 1);
+  }
+  std::vector<std::uint16_t> mw = w, sw = w;
+  std::vector<float> mf(n, 0.5f), sf(n, 0.5f), gf(n);
+  for (std::size_t i = 0; i < n; i++) gf[i] = 0.001f * static_cast<float>(i % 13) - 0.005f;
+  for (int t = 0; t < 2; t++) {
+    void* ps[2] = {mw.data(), mf.data()};
+    const void* gs[2] = {w.data(), gf.data()};
+    const std::size_t lens[2] = {n, n};
+    const vsgd_step_report r = mix.step_any(ps, gs, lens, 2);
+    CHECK(r.applied == 2 && r.skipped == 0);
+    CHECK(solo.step_tensor_any(0, sw.data(), w.data(), n) == vsgd::StepOutcome::Applied);
+    CHECK(solo.step_tensor_any(1, sf.data(), gf.data(), n) == vsgd::StepOutcome::Applied);
+  }
+  CHECK(mw == sw && same_bits(mf, sf) && mf[1] != 0.5f);
+  CHECK(mix.state_bf16(1, first.c_str()) == solo.state_bf16(1, first.c_str()));
 }
 
 static void test_mixed(vsgd::Algorithm a) {

@@ -71,6 +71,7 @@ build() { # build OUTPUT_SUFFIX FLAGS... : builds every test program
     gcc "${STRICT_C[@]}" "$@" -pthread "${CFLAGS_PKG[@]}" threads.c -o "$out/threads$suffix" "${LIBS_SHARED[@]}" -lm
     g++ "${STRICT_CXX[@]}" "$@" "${CFLAGS_PKG[@]}" cpp_wrapper.cpp -o "$out/cpp_wrapper$suffix" "${LIBS_SHARED[@]}"
     gcc "${STRICT_C[@]}" "$@" -pthread "${CFLAGS_PKG[@]}" robustness.c -o "$out/robustness$suffix" "${LIBS_SHARED[@]}"
+    gcc "${STRICT_C[@]}" "$@" "${CFLAGS_PKG[@]}" mixed.c -o "$out/mixed$suffix" "${LIBS_SHARED[@]}" -lm
 }
 run_all() { # run_all SUFFIX WRAPPER... : runs every test program
     local suffix="$1"
@@ -80,6 +81,7 @@ run_all() { # run_all SUFFIX WRAPPER... : runs every test program
     "$@" "$out/checkpoint$suffix" "$out" ${rust_checkpoints[@]+"${rust_checkpoints[@]}"}
     "$@" "$out/threads$suffix"
     "$@" "$out/cpp_wrapper$suffix" "$fixture" "$out"
+    "$@" "$out/mixed$suffix"
 }
 # expect_caught NAME PATTERN COMMAND... : the command must fail and print PATTERN.
 expect_caught() {
@@ -104,7 +106,7 @@ expect_caught lsan "LeakSanitizer: detected memory leaks" "$out/canary_lsan"
 
 say "AddressSanitizer + UBSan: tests"
 build _san "${SAN[@]}"
-for t in conformance bad_input checkpoint threads cpp_wrapper robustness; do
+for t in conformance bad_input checkpoint threads cpp_wrapper robustness mixed; do
     ldd "$out/${t}_san" >"$out/ldd.txt" # (no pipe into grep -q: pipefail + SIGPIPE)
     grep -q libasan "$out/ldd.txt" || fail "$t is not linked with libasan"
     grep -q libubsan "$out/ldd.txt" || fail "$t is not linked with libubsan"

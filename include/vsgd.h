@@ -186,7 +186,8 @@ typedef uint32_t vsgd_finite;
 typedef uint32_t vsgd_step_outcome;
 
 /**
- * What `vsgd_optimizer_step_f32` / `_f64` did. A growable struct: set `struct_size` to
+ * What a step over every tensor (`vsgd_optimizer_step` and the typed `vsgd_optimizer_step_*`)
+ * did. A growable struct: set `struct_size` to
  * `sizeof(vsgd_step_report)` before the call (`vsgd_step_report r = { sizeof r };`); see
  * `vsgd_tensor_info`.
  */
@@ -1708,6 +1709,68 @@ vsgd_result vsgd_optimizer_step_f16(struct vsgd_optimizer *optimizer,
                                     struct vsgd_step_report *report);
 
 /**
+ * One update of every registered tensor, whatever its types, in one parallel pass: a model of
+ * bfloat16 weights and `float` norms, or any mixture of `VSGD_DTYPE_F32`, `_F64`, `_BF16`
+ * and `_F16` tensors with `float`, `double` or bfloat16 state. `params[i]` (written) and
+ * `grads[i]` (read) hold `lens[i]` elements of tensor i's registered parameter type
+ * (`float`, `double`, or the `uint16_t` bits of a bfloat16 or binary16); `count` must equal
+ * the number of tensors.
+ *
+ * `grads[i]` NULL means tensor i has no gradient this step (a frozen or unused parameter, as
+ * torch skips parameters whose `grad` is None): it is left untouched with its step counter,
+ * `params[i]` is not looked at, and it counts neither as applied nor as skipped.
+ *
+ * It is one step of the whole model: every tensor is checked before any is touched (on error
+ * nothing changes), the non-finite policy sees every gradient, gradient clipping by global
+ * norm takes one norm over all of them, and a global schedule clock advances once. Each
+ * tensor gets the bits its typed step gives (`vsgd_optimizer_step_f32`, `_bf16`, ...): the
+ * `float`/`double` rule for `float`/`double` tensors; for 16-bit parameters or bfloat16
+ * state, the `float` rule over the widened values, the parameter rounded once to nearest
+ * even and bfloat16 state rounded stochastically. This is also the step for `float`
+ * parameters with bfloat16 state, which no typed step takes.
+ *
+ * Errors: as `vsgd_optimizer_step_f32` (`DTYPE_MISMATCH` cannot happen: the types come from
+ * the registration; `LENGTH_MISMATCH` for a `count` other than the number of tensors).
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `params`, `grads`, `lens` NULL or `count`
+ * readable elements; each `params[i]`/`grads[i]` NULL or `lens[i]` live elements of tensor
+ * i's type, aligned for it; `report` NULL or valid for reading its `struct_size` and writing
+ * that many bytes.
+ */
+vsgd_result vsgd_optimizer_step(struct vsgd_optimizer *optimizer,
+                                void *const *params,
+                                const void *const *grads,
+                                const size_t *lens,
+                                size_t count,
+                                struct vsgd_step_report *report);
+
+/**
+ * One update of tensor `tensor`, whatever its types: `param` (written) and `grad` (read)
+ * hold `len` elements (the tensor's length) of its registered parameter type (`float`,
+ * `double`, or `uint16_t` bits of a bfloat16 or binary16). The single-tensor step of
+ * bfloat16 and binary16 tensors and of `float` parameters with bfloat16 state; for a
+ * `float` or `double` tensor the same as `vsgd_optimizer_step_tensor_f32`/`_f64`. A tensor
+ * stepped alone clips its gradient by its own norm and does not advance the global schedule
+ * clock (as `vsgd_optimizer_step_tensor_f32`).
+ *
+ * `*outcome` (if not NULL) receives `VSGD_STEP_APPLIED` or `VSGD_STEP_SKIPPED`, as for
+ * `vsgd_optimizer_step_tensor_f32`. On error nothing changes.
+ *
+ * Errors: as `vsgd_optimizer_step_tensor_f32`.
+ *
+ * # Safety
+ * `optimizer` must be NULL or a live handle; `param` and `grad` NULL or `len` live elements
+ * of the tensor's type, aligned for it; `outcome` NULL or valid for one write.
+ */
+vsgd_result vsgd_optimizer_step_tensor(struct vsgd_optimizer *optimizer,
+                                       size_t tensor,
+                                       void *param,
+                                       const void *grad,
+                                       size_t len,
+                                       vsgd_step_outcome *outcome);
+
+/**
  * Registers a tensor of shape `shape[0] × … × shape[rank − 1]` (`rank` 0: a scalar, and
  * `shape` may be NULL) and element type `dtype` in group `group` (a `VSGD_DTYPE_BF16` or
  * `VSGD_DTYPE_F16` tensor keeps `float` state; see `vsgd_optimizer_add_tensor_mixed` for
@@ -1741,10 +1804,12 @@ vsgd_result vsgd_optimizer_add_tensor(struct vsgd_optimizer *optimizer,
  * rounded stochastically with bits keyed by `seed`, the step and the element's index, so a
  * resumed run and every thread split give the same bits; give each tensor its own seed).
  * `seed` is ignored for `float` state. Checkpoints keep each array in its own type.
+ * `float` parameters with bfloat16 state (`float` master weights, half the state memory)
+ * are stepped by `vsgd_optimizer_step` and `vsgd_optimizer_step_tensor`, the steps for any
+ * type; the typed `vsgd_optimizer_step_f32` refuses them (`DTYPE_MISMATCH`).
  *
  * Errors: as `vsgd_optimizer_add_tensor`, and `DTYPE_MISMATCH` for a combination no step
- * supports (`double` parameters take `double` state only; binary16 state does not exist;
- * `float` parameters with bfloat16 state have no step in this ABI yet).
+ * supports (`double` parameters take `double` state only; binary16 state does not exist).
  *
  * # Safety
  * As `vsgd_optimizer_add_tensor`.

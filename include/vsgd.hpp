@@ -741,6 +741,23 @@ class Optimizer {
     detail::check(vsgd_optimizer_step_f16(h_, params, grads, lens, count, &r));
     return r;
   }
+  /// One update of every tensor, whatever its types (float, double, or uint16_t bits of
+  /// bfloat16/binary16; float, double or bfloat16 state): each buffer of its tensor's type,
+  /// grads[i] nullptr for a frozen tensor; see vsgd_optimizer_step.
+  vsgd_step_report step_any(void* const* params, const void* const* grads,
+                            const std::size_t* lens, std::size_t count) {
+    vsgd_step_report r{};
+    r.struct_size = sizeof r;
+    detail::check(vsgd_optimizer_step(h_, params, grads, lens, count, &r));
+    return r;
+  }
+  /// One update of one tensor of any type (vsgd_optimizer_step_tensor).
+  StepOutcome step_tensor_any(std::size_t tensor, void* param, const void* grad,
+                              std::size_t len) {
+    vsgd_step_outcome o = VSGD_STEP_APPLIED;
+    detail::check(vsgd_optimizer_step_tensor(h_, tensor, param, grad, len, &o));
+    return static_cast<StepOutcome>(o);
+  }
   /// A copy of a bfloat16 state array (uint16_t bits; vsgd_optimizer_state_bf16).
   std::vector<std::uint16_t> state_bf16(std::size_t tensor, const char* name) const {
     std::vector<std::uint16_t> out(info(tensor).len);

@@ -181,7 +181,7 @@ impl fmt::Display for Error {
                 state,
             } => write!(
                 f,
-                "tensor {tensor} holds {} parameters with {} state: step it with step_mixed",
+                "tensor {tensor} holds {} parameters with {} state: step it with step_any or step_mixed (C: vsgd_optimizer_step)",
                 param.name(),
                 state.name()
             ),

@@ -494,3 +494,65 @@ fn conversions_used_above_are_exact() {
         assert_eq!(<f16 as Storage>::widen(f16::from_f64(x)) as f64, x);
     }
 }
+
+/// `step_tensor_any` steps each kind of tensor as its typed single-tensor call does, and
+/// refuses buffers of another type or an unknown tensor without changing anything.
+#[test]
+fn step_tensor_any_is_the_typed_call() {
+    for a in ALGORITHMS {
+        let c = algorithms::config_with_every_term(a);
+        let mut rng = Rng(21);
+        let mut opt = with_schedule(c, ScheduleClock::PerTensor);
+        let mut alone = Vec::new();
+        let mut params = Vec::new();
+        for (i, &kind) in MODEL.iter().enumerate() {
+            register(&mut opt, i, kind);
+            let mut one = with_schedule(c, ScheduleClock::PerTensor);
+            register(&mut one, i, kind);
+            alone.push(one);
+            params.push(Buf::random(kind.0, kind.2, &mut rng));
+        }
+        let mut reference = params.clone();
+        for _ in 0..3 {
+            for (i, &(d, _, n)) in MODEL.iter().enumerate() {
+                let g = Buf::random(d, n, &mut rng);
+                let out = opt.step_tensor_any(TensorId(i), params[i].param(), g.grad());
+                assert_eq!(out, Ok(vsgd::StepOutcome::Applied));
+                typed_step(&mut alone[i], &mut reference[i], &g);
+            }
+        }
+        for i in 0..MODEL.len() {
+            assert_eq!(params[i], reference[i], "{a:?} tensor {i}");
+            assert_eq!(
+                state_bits(&opt, TensorId(i)),
+                state_bits(&alone[i], TensorId(0))
+            );
+        }
+        let before = opt.clone();
+        let mut wrong = Buf::from_fn(DType::F16, MODEL[1].2, |_| 0.5);
+        let g = Buf::from_fn(DType::Bf16, MODEL[1].2, |_| 0.5);
+        assert_eq!(
+            opt.step_tensor_any(TensorId(1), wrong.param(), g.grad()),
+            Err(Error::DTypeMismatch {
+                tensor: 1,
+                expected: DType::Bf16,
+                got: DType::F16
+            })
+        );
+        assert_eq!(
+            opt.step_tensor_any(TensorId(1), params[1].param(), wrong.grad()),
+            Err(Error::DTypeMismatch {
+                tensor: 1,
+                expected: DType::Bf16,
+                got: DType::F16
+            })
+        );
+        assert_eq!(
+            opt.step_tensor_any(TensorId(MODEL.len()), params[1].param(), g.grad()),
+            Err(Error::UnknownTensor {
+                tensor: MODEL.len()
+            })
+        );
+        assert!(opt == before);
+    }
+}

@@ -9,7 +9,7 @@ use crate::element::{DType, Element};
 use crate::error::Error;
 use crate::kernels::batch::Item;
 use crate::kernels::mixed;
-use crate::kernels::{NonFinitePolicy, Scalars};
+use crate::kernels::{NonFinitePolicy, Scalars, StepOutcome};
 
 /// A tensor's parameter buffer, of whichever element type the tensor was registered with
 /// ([`TensorSpec::dtype`](super::TensorSpec::dtype)): the argument of
@@ -304,6 +304,28 @@ impl Optimizer {
         }
         self.skipped = skipped;
         Ok(self.finish_step(applied, frozen))
+    }
+
+    /// One update of one tensor, whatever its element types: [`Optimizer::step_tensor`] for
+    /// `f32`/`f64` tensors, [`Optimizer::step_tensor_mixed`] for those with a 16-bit parameter
+    /// or `bf16` state. `param` and `grad` must be of the tensor's parameter type
+    /// ([`Error::DTypeMismatch`] otherwise). On error nothing changes.
+    pub fn step_tensor_any(
+        &mut self,
+        id: TensorId,
+        param: ParamMut<'_>,
+        grad: GradRef<'_>,
+    ) -> Result<StepOutcome, Error> {
+        self.check_any(id.0, &param, &grad)?;
+        let plain = self.route(id.0) == Route::Plain;
+        match (param, grad) {
+            (ParamMut::F32(p), GradRef::F32(g)) if plain => self.step_tensor(id, p, g),
+            (ParamMut::F64(p), GradRef::F64(g)) => self.step_tensor(id, p, g),
+            (ParamMut::F32(p), GradRef::F32(g)) => self.step_tensor_mixed(id, p, g),
+            (ParamMut::Bf16(p), GradRef::Bf16(g)) => self.step_tensor_mixed(id, p, g),
+            (ParamMut::F16(p), GradRef::F16(g)) => self.step_tensor_mixed(id, p, g),
+            _ => unreachable!("types checked by check_any"),
+        }
     }
 
     /// Tensor `i`'s gradient when the mixed loop updates it.

@@ -29,6 +29,7 @@ mod error;
 mod optimizer;
 mod stateless;
 mod step;
+mod step_any;
 mod tensors;
 
 pub use checkpoint::*;
@@ -38,6 +39,7 @@ pub use error::*;
 pub use optimizer::*;
 pub use stateless::*;
 pub use step::*;
+pub use step_any::*;
 pub use tensors::*;
 
 use core::ffi::c_char;

@@ -13,7 +13,8 @@ use crate::config::{vsgd_step_outcome, VSGD_STEP_APPLIED, VSGD_STEP_SKIPPED};
 use crate::error::{guard, vsgd_result, Failure, VSGD_RESULT_BUFFER_TOO_SMALL};
 use crate::optimizer::{vsgd_optimizer, with};
 
-/// What `vsgd_optimizer_step_f32` / `_f64` did. A growable struct: set `struct_size` to
+/// What a step over every tensor (`vsgd_optimizer_step` and the typed `vsgd_optimizer_step_*`)
+/// did. A growable struct: set `struct_size` to
 /// `sizeof(vsgd_step_report)` before the call (`vsgd_step_report r = { sizeof r };`); see
 /// `vsgd_tensor_info`.
 #[repr(C)]
@@ -29,7 +30,7 @@ pub struct vsgd_step_report {
 }
 
 /// The size of `vsgd_step_report`'s first version (ABI 1.0).
-const STEP_REPORT_V1: usize = offset_of!(vsgd_step_report, skipped) + size_of::<usize>();
+pub(crate) const STEP_REPORT_V1: usize = offset_of!(vsgd_step_report, skipped) + size_of::<usize>();
 
 /// The tensors skipped by the last step call (non-finite gradients under
 /// `VSGD_POLICY_SKIP`): their indices into `buf` (`cap` entries), their count into
@@ -92,6 +93,14 @@ unsafe fn step_tensor<T: Element>(
     let mut spans = [
         check_buffer(param, len, true, "param", None)?,
         check_buffer(grad, len, false, "grad", None)?,
+        // Written after the step: inside a buffer of the step it would overwrite its result.
+        check_buffer(
+            outcome,
+            usize::from(!outcome.is_null()),
+            true,
+            "outcome",
+            None,
+        )?,
     ];
     check_disjoint(&mut spans)?;
     // SAFETY: forwarded contract (handle).

@@ -86,10 +86,12 @@ pub unsafe extern "C" fn vsgd_optimizer_add_tensor(
 /// rounded stochastically with bits keyed by `seed`, the step and the element's index, so a
 /// resumed run and every thread split give the same bits; give each tensor its own seed).
 /// `seed` is ignored for `float` state. Checkpoints keep each array in its own type.
+/// `float` parameters with bfloat16 state (`float` master weights, half the state memory)
+/// are stepped by `vsgd_optimizer_step` and `vsgd_optimizer_step_tensor`, the steps for any
+/// type; the typed `vsgd_optimizer_step_f32` refuses them (`DTYPE_MISMATCH`).
 ///
 /// Errors: as `vsgd_optimizer_add_tensor`, and `DTYPE_MISMATCH` for a combination no step
-/// supports (`double` parameters take `double` state only; binary16 state does not exist;
-/// `float` parameters with bfloat16 state have no step in this ABI yet).
+/// supports (`double` parameters take `double` state only; binary16 state does not exist).
 ///
 /// # Safety
 /// As `vsgd_optimizer_add_tensor`.
@@ -108,16 +110,6 @@ pub unsafe extern "C" fn vsgd_optimizer_add_tensor_mixed(
 ) -> vsgd_result {
     guard("vsgd_optimizer_add_tensor_mixed", || {
         let state = dtype_from_c(state_dtype)?;
-        if param_dtype == crate::config::VSGD_DTYPE_F32 && state == vsgd::DType::Bf16 {
-            // The core has the step (`Optimizer::step_mixed`), this ABI not yet: refused here
-            // rather than registered and then refused at every step.
-            return Err(Failure::new(
-                crate::error::VSGD_RESULT_DTYPE_MISMATCH,
-                "float parameters with bfloat16 state: no step of the C ABI takes them yet \
-                 (use bfloat16 or binary16 parameters, or float state)"
-                    .to_string(),
-            ));
-        }
         let state = Some((state, seed));
         // SAFETY: forwarded contract.
         unsafe {

@@ -66,16 +66,6 @@ impl Buf {
         each!(self, v => a.copy_back(v, what))
     }
 
-    /// The element type.
-    pub fn dtype(&self) -> DType {
-        match self {
-            Buf::F32(_) => DType::F32,
-            Buf::F64(_) => DType::F64,
-            Buf::Bf16(_) => DType::Bf16,
-            Buf::F16(_) => DType::F16,
-        }
-    }
-
     /// The element count.
     pub fn len(&self) -> usize {
         each!(self, v => v.len())
@@ -138,33 +128,6 @@ pub fn warm_scratch(tensors: usize) -> bool {
     ok
 }
 
-/// How the core steps one tensor: which of its single-tensor step calls takes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// f32 parameter and state: `Optimizer::step` with `f32`.
-    F32,
-    /// f64 parameter and state: `Optimizer::step` with `f64`.
-    F64,
-    /// f32 parameter, bf16 state: `Optimizer::step_mixed` with `f32`.
-    MixedF32,
-    /// bf16 parameter (f32 or bf16 state): `Optimizer::step_mixed` with `bf16`.
-    Bf16,
-    /// f16 parameter (f32 or bf16 state): `Optimizer::step_mixed` with `f16`.
-    F16,
-}
-
-/// The kind of tensor `t`.
-pub fn kind_of(opt: &Optimizer, t: usize) -> core::result::Result<Kind, vsgd::Error> {
-    let info = opt.tensor_info(TensorId(t))?;
-    Ok(match (info.dtype, info.state_dtype) {
-        (DType::F32, DType::F32) => Kind::F32,
-        (DType::F64, _) => Kind::F64,
-        (DType::F32, _) => Kind::MixedF32,
-        (DType::Bf16, _) => Kind::Bf16,
-        (DType::F16, _) => Kind::F16,
-    })
-}
-
 /// One update of every tensor: `params[i]`, `grads[i]` are tensor `i`'s buffers (one per
 /// tensor, of its parameter type), in one core call whatever the tensors' types
 /// (`Optimizer::step_any`: its checks and errors, one global norm for gradient clipping, one
@@ -184,29 +147,14 @@ pub fn step_all(
     opt.step_any(&mut ps, &gs).map_err(|e| err(&e.to_string()))
 }
 
-/// One update of tensor `t` with the core's call for its kind.
+/// One update of tensor `t`, whatever its types (`Optimizer::step_tensor_any`).
 pub fn step_one(
     opt: &mut Optimizer,
     t: TensorId,
     param: &mut Buf,
     grad: &Buf,
 ) -> core::result::Result<StepOutcome, vsgd::Error> {
-    match (kind_of(opt, t.0)?, param, grad) {
-        (Kind::F32, Buf::F32(p), Buf::F32(g)) => opt.step_tensor(t, p, g),
-        (Kind::F64, Buf::F64(p), Buf::F64(g)) => opt.step_tensor(t, p, g),
-        (Kind::MixedF32, Buf::F32(p), Buf::F32(g)) => opt.step_tensor_mixed(t, p, g),
-        (Kind::Bf16, Buf::Bf16(p), Buf::Bf16(g)) => opt.step_tensor_mixed(t, p, g),
-        (Kind::F16, Buf::F16(p), Buf::F16(g)) => opt.step_tensor_mixed(t, p, g),
-        (_, p, g) => Err(vsgd::Error::DTypeMismatch {
-            tensor: t.0,
-            expected: opt.tensor_info(t)?.dtype,
-            got: if p.dtype() == opt.tensor_info(t)?.dtype {
-                g.dtype()
-            } else {
-                p.dtype()
-            },
-        }),
-    }
+    opt.step_tensor_any(t, param.param(), grad.grad())
 }
 
 /// One step of every tensor over its zero-copy buffers (all present).
