@@ -330,6 +330,9 @@ static void test_half(void) {
         vsgd_step_bf16_sr(c, 1, 0.1, p, g, 5, st16_alias, 1, 7, 0, 0, VSGD_FINITE_CHECK, &o));
     ROW(VSGD_RESULT_NON_FINITE_GRADIENT,
         vsgd_step_bf16_sr(c, 1, 0.1, p, gnan, 5, st16, 1, 7, 0, VSGD_POLICY_ERROR, VSGD_FINITE_CHECK, &o));
+    /* A shard whose last index would pass 2^64 - 1: the rounding's index would wrap. */
+    ROW(VSGD_RESULT_SHAPE_OVERFLOW,
+        vsgd_step_bf16_sr(c, 1, 0.1, p, g, 5, st16, 1, 7, UINT64_MAX - 3, 0, VSGD_FINITE_CHECK, &o));
     ROW(OK, vsgd_step_bf16(c, 1, 0.1, p, gnan, 5, st, 1, VSGD_POLICY_SKIP, VSGD_FINITE_CHECK, &o));
     CHECK(o == VSGD_STEP_SKIPPED);
     CHECK(memcmp(p, p0, sizeof p) == 0 && m[0] == 0 && s16[0] == 0);

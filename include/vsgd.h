@@ -495,7 +495,8 @@ typedef struct vsgd_tensor_info {
 #define VSGD_RESULT_UNKNOWN_STATE_ARRAY 109
 
 /**
- * A tensor whose state size overflows.
+ * A tensor whose state size overflows, or a shard of bfloat16 state whose element indices
+ * (`offset + len` of `vsgd_step_bf16_sr`) pass 2^64 − 1.
  */
 #define VSGD_RESULT_SHAPE_OVERFLOW 110
 
@@ -1546,8 +1547,10 @@ vsgd_result vsgd_step_f16(const struct vsgd_config *config,
  * The random bits are a pure function of (`seed`, `t`, state array, element index), the
  * index counted from the start of the whole tensor: `offset` is the index of `param[0]` in
  * it (0 for a whole tensor, the shard's start for a shard). So a resumed run, any sharding
- * and any thread split give the same bits. Give each tensor its own `seed` and keep it.
- * Everything else is as `vsgd_step_f32`.
+ * and any thread split give the same bits. Give each tensor its own `seed` and keep it. A
+ * shard whose indices would pass 2^64 − 1 (`offset + len` > 2^64) is `SHAPE_OVERFLOW`:
+ * the index would wrap and repeat another shard's random bits. Everything else is as
+ * `vsgd_step_f32`.
  *
  * # Safety
  * As `vsgd_step_f32` (state arrays of `uint16_t`).
@@ -1646,7 +1649,8 @@ vsgd_result vsgd_optimizer_step_tensor_f64(struct vsgd_optimizer *optimizer,
  * are left untouched and counted in `report->skipped`
  * (see `vsgd_optimizer_last_skipped`); `report` may be NULL (set `report->struct_size`
  * otherwise). The lists of a step over many tensors are allocated fallibly
- * (`ALLOCATION_FAILED`, nothing changed).
+ * (`ALLOCATION_FAILED`, nothing changed). A model whose tensors are of several types (or
+ * whose frozen tensors have no gradient) steps with `vsgd_optimizer_step`.
  *
  * Errors: as `vsgd_optimizer_step_tensor_f32`.
  *

@@ -118,6 +118,15 @@ pub enum Error {
         /// The step number given.
         step: u64,
     },
+    /// A shard of bf16 state whose element indices (its `offset` in the whole tensor plus its
+    /// length) pass 2⁶⁴ − 1: the index that keys the stochastic rounding's random bits would
+    /// wrap around and repeat another shard's. Nothing was changed.
+    IndexOverflow {
+        /// The index of the shard's first element in the whole tensor.
+        offset: u64,
+        /// The shard's length.
+        len: usize,
+    },
 }
 
 impl From<ConfigError> for Error {
@@ -210,6 +219,10 @@ impl fmt::Display for Error {
             Error::InvalidStep { step } => {
                 write!(f, "invalid step number {step} (steps count from 1)")
             }
+            Error::IndexOverflow { offset, len } => write!(
+                f,
+                "a shard of {len} elements at offset {offset} runs past element index 2^64 - 1"
+            ),
         }
     }
 }

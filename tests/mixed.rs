@@ -711,3 +711,61 @@ fn every_class_through_whole_vectors_bf16_state() {
         bf16::from_f32,
     );
 }
+
+/// A shard of bf16 state whose indices would pass 2^64 − 1 is refused (the stochastic
+/// rounding's index would wrap and repeat another shard's bits), before anything changes; the
+/// last shard that fits steps.
+#[test]
+fn bf16_state_shard_past_the_last_index_is_refused() {
+    let c = Config::default_for(Algorithm::Adam);
+    let mut p = vec![bf16::ONE; 4];
+    let g = vec![bf16::from_f32(0.5); 4];
+    let (mut m, mut v) = (vec![bf16::ZERO; 4], vec![bf16::ZERO; 4]);
+    for (offset, ok) in [
+        (u64::MAX - 2, false),
+        (u64::MAX - 3, true),
+        (u64::MAX, false),
+    ] {
+        let storage = Bf16Sr { seed: 1, offset };
+        let before = (p.clone(), m.clone(), v.clone());
+        let r = mixed::step(
+            &c,
+            1,
+            0.1,
+            &mut p,
+            &g,
+            &mut [&mut m[..], &mut v[..]],
+            &storage,
+            NonFinitePolicy::Skip,
+            Verdict::Check,
+        );
+        if ok {
+            assert_eq!(r, Ok(StepOutcome::Applied));
+            assert_ne!(p, before.0);
+        } else {
+            assert_eq!(r, Err(Error::IndexOverflow { offset, len: 4 }));
+            assert_eq!(
+                (p.clone(), m.clone(), v.clone()),
+                before,
+                "offset {offset}: changed"
+            );
+        }
+    }
+    // An empty shard indexes nothing: fine at any offset.
+    let storage = Bf16Sr {
+        seed: 1,
+        offset: u64::MAX,
+    };
+    let r = mixed::step::<bf16, Bf16Sr>(
+        &c,
+        1,
+        0.1,
+        &mut [],
+        &[],
+        &mut [&mut [][..], &mut [][..]],
+        &storage,
+        NonFinitePolicy::Skip,
+        Verdict::Check,
+    );
+    assert_eq!(r, Ok(StepOutcome::Applied));
+}

@@ -414,6 +414,13 @@ pub trait StateStorage: Copy + Send + Sync + 'static {
     /// The same storage for the part of the slices that starts `offset` elements further (a
     /// thread's or a shard's part): the random bits of stochastic rounding follow the index.
     fn at(&self, offset: u64) -> Self;
+    /// Checks that a step over `len` elements from here can index them all: for stochastic
+    /// rounding, [`Error::IndexOverflow`] when `offset + len` passes 2⁶⁴ (the index keying
+    /// the random bits would wrap). Always fine for storage without an index.
+    fn check_len(&self, len: usize) -> Result<(), Error> {
+        let _ = len;
+        Ok(())
+    }
     /// Writes the new values `src[j][i]` into `dst[j][i]` for every state array `j`, rounded;
     /// element `i` is element `index + i` of the tensor slice given to the step, at step `t`.
     fn store(&self, t: u64, index: u64, src: &[[f32; CHUNK]], dst: &mut [&mut [Self::Elem]]);
@@ -473,6 +480,16 @@ impl StateStorage for Bf16Sr {
         Bf16Sr {
             seed: self.seed,
             offset: self.offset.wrapping_add(offset),
+        }
+    }
+    fn check_len(&self, len: usize) -> Result<(), Error> {
+        // The last index, offset + len − 1, must fit in a u64.
+        match (len as u64).checked_sub(1) {
+            Some(last) if self.offset.checked_add(last).is_none() => Err(Error::IndexOverflow {
+                offset: self.offset,
+                len,
+            }),
+            _ => Ok(()),
         }
     }
     fn store(&self, t: u64, index: u64, src: &[[f32; CHUNK]], dst: &mut [&mut [bf16]]) {
@@ -617,6 +634,7 @@ pub fn step<P: Storage, S: StateStorage>(
             got: state.len(),
         });
     }
+    storage.check_len(param.len())?;
     let lengths = (param.len(), grad.len());
     if let Some(skipped) = super::pre_step(config, t, lr, lengths, state, policy, verdict, || {
         all_finite(grad)

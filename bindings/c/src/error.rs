@@ -67,7 +67,8 @@ pub const VSGD_RESULT_UNKNOWN_TENSOR: vsgd_result = vsgd_result(107);
 pub const VSGD_RESULT_UNKNOWN_GROUP: vsgd_result = vsgd_result(108);
 /// No state array of this name for the algorithm.
 pub const VSGD_RESULT_UNKNOWN_STATE_ARRAY: vsgd_result = vsgd_result(109);
-/// A tensor whose state size overflows.
+/// A tensor whose state size overflows, or a shard of bfloat16 state whose element indices
+/// (`offset + len` of `vsgd_step_bf16_sr`) pass 2^64 − 1.
 pub const VSGD_RESULT_SHAPE_OVERFLOW: vsgd_result = vsgd_result(110);
 /// A gradient holding NaN or infinity under `VSGD_POLICY_ERROR`; nothing was updated.
 pub const VSGD_RESULT_NON_FINITE_GRADIENT: vsgd_result = vsgd_result(111);
@@ -302,7 +303,7 @@ impl From<vsgd::Error> for Failure {
             E::UnknownTensor { .. } => VSGD_RESULT_UNKNOWN_TENSOR,
             E::UnknownGroup { .. } => VSGD_RESULT_UNKNOWN_GROUP,
             E::UnknownStateArray { .. } => VSGD_RESULT_UNKNOWN_STATE_ARRAY,
-            E::ShapeOverflow => VSGD_RESULT_SHAPE_OVERFLOW,
+            E::ShapeOverflow | E::IndexOverflow { .. } => VSGD_RESULT_SHAPE_OVERFLOW,
             E::NonFiniteGradient { .. } => VSGD_RESULT_NON_FINITE_GRADIENT,
             E::AlgorithmMismatch { .. } => VSGD_RESULT_ALGORITHM_MISMATCH,
             E::InvalidStep { .. } => VSGD_RESULT_INVALID_STEP,

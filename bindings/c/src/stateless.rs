@@ -438,8 +438,10 @@ pub unsafe extern "C" fn vsgd_step_f16(
 /// The random bits are a pure function of (`seed`, `t`, state array, element index), the
 /// index counted from the start of the whole tensor: `offset` is the index of `param[0]` in
 /// it (0 for a whole tensor, the shard's start for a shard). So a resumed run, any sharding
-/// and any thread split give the same bits. Give each tensor its own `seed` and keep it.
-/// Everything else is as `vsgd_step_f32`.
+/// and any thread split give the same bits. Give each tensor its own `seed` and keep it. A
+/// shard whose indices would pass 2^64 − 1 (`offset + len` > 2^64) is `SHAPE_OVERFLOW`:
+/// the index would wrap and repeat another shard's random bits. Everything else is as
+/// `vsgd_step_f32`.
 ///
 /// # Safety
 /// As `vsgd_step_f32` (state arrays of `uint16_t`).

@@ -264,7 +264,8 @@ unsafe fn step_all<T: Copy>(
 /// are left untouched and counted in `report->skipped`
 /// (see `vsgd_optimizer_last_skipped`); `report` may be NULL (set `report->struct_size`
 /// otherwise). The lists of a step over many tensors are allocated fallibly
-/// (`ALLOCATION_FAILED`, nothing changed).
+/// (`ALLOCATION_FAILED`, nothing changed). A model whose tensors are of several types (or
+/// whose frozen tensors have no gradient) steps with `vsgd_optimizer_step`.
 ///
 /// Errors: as `vsgd_optimizer_step_tensor_f32`.
 ///
