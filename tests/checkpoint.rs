@@ -798,6 +798,47 @@ fn fuzz_seeds_decode() {
         o.step_tensor(TensorId(0), &mut p, &[0.1, 0.2]).unwrap();
         seeds.push((algorithm.name().to_string(), checkpoint::save(&o).unwrap()));
     }
+    // Every kind of tensor (16-bit parameters, bf16 state with seeds), two groups, clipping
+    // and the global clock: the decoder's version-2 paths.
+    let mut o = Optimizer::new(Config::default_for(Algorithm::Vsgd)).unwrap();
+    let g1 = o.add_group(Config::default_for(Algorithm::Vsgd)).unwrap();
+    o.set_clip_norm(Some(2.0)).unwrap();
+    o.set_schedule_clock(vsgd::ScheduleClock::Global);
+    o.add_tensor(TensorSpec::new(&[3]).dtype(DType::Bf16))
+        .unwrap();
+    let sr = TensorSpec::new(&[4])
+        .dtype(DType::Bf16)
+        .state_dtype(DType::Bf16);
+    o.add_tensor(sr.seed(9).name("sr")).unwrap();
+    let f32_sr = TensorSpec::new(&[2]).state_dtype(DType::Bf16).seed(11);
+    o.add_tensor(f32_sr.group(g1)).unwrap();
+    o.add_tensor(TensorSpec::new(&[2]).dtype(DType::F16))
+        .unwrap();
+    o.add_tensor(TensorSpec::new(&[]).dtype(DType::F64))
+        .unwrap();
+    let h = |x: f32| vsgd::bf16::from_f32(x);
+    let (mut p0, mut p1) = ([h(1.0), h(-0.5), h(0.25)], [h(0.5); 4]);
+    let (mut p2, mut p3, mut p4) = ([0.5f32, -0.25], [vsgd::f16::from_f32(0.75); 2], [2.0f64]);
+    let r = o
+        .step_any(
+            &mut [
+                (&mut p0[..]).into(),
+                (&mut p1[..]).into(),
+                (&mut p2[..]).into(),
+                (&mut p3[..]).into(),
+                (&mut p4[..]).into(),
+            ],
+            &[
+                Some((&[h(0.1), h(0.2), h(-0.3)][..]).into()),
+                Some((&[h(-1.0); 4][..]).into()),
+                Some((&[0.3f32, 0.1][..]).into()),
+                Some((&[vsgd::f16::from_f32(0.5); 2][..]).into()),
+                Some((&[1.5f64][..]).into()),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r.applied, 5);
+    seeds.push(("mixed".to_string(), checkpoint::save(&o).unwrap()));
     let o = trained::<f32>(Algorithm::Vsgd, 2);
     for (i, s) in checkpoint::save_shards(&o, 3)
         .unwrap()
