@@ -283,9 +283,35 @@ pub struct Optimizer {
     pub(crate) clip_norm: Option<f64>,
     /// The global gradient norm the last step computed (with clipping on).
     last_norm: Option<f64>,
-    skipped: Vec<TensorId>,
+    skipped: SkipList,
     /// Threads and work lists of the step (not part of the optimizer's value).
     engine: Engine,
+}
+
+/// The tensors the last step skipped, with room for every registered tensor (reserved at
+/// registration, and kept by a clone: a step that skips them all allocates nothing).
+#[derive(Debug, Default)]
+struct SkipList(Vec<TensorId>);
+
+impl Clone for SkipList {
+    fn clone(&self) -> Self {
+        let mut v = Vec::with_capacity(self.0.capacity());
+        v.extend_from_slice(&self.0);
+        SkipList(v)
+    }
+}
+
+impl core::ops::Deref for SkipList {
+    type Target = Vec<TensorId>;
+    fn deref(&self) -> &Vec<TensorId> {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for SkipList {
+    fn deref_mut(&mut self) -> &mut Vec<TensorId> {
+        &mut self.0
+    }
 }
 
 /// Two optimizers are equal when their value is: groups (hyperparameters, schedules), policy,
@@ -325,7 +351,7 @@ impl Optimizer {
             global_step: 0,
             clip_norm: None,
             last_norm: None,
-            skipped: Vec::new(),
+            skipped: SkipList::default(),
             engine: Engine::new(),
         })
     }
@@ -441,7 +467,8 @@ impl Optimizer {
         self.clock = clock;
     }
 
-    /// Calls of [`Optimizer::step`] / [`Optimizer::step_some`] that returned `Ok` while the
+    /// Calls of [`Optimizer::step`] / [`Optimizer::step_some`] / [`Optimizer::step_mixed`] /
+    /// [`Optimizer::step_any`] that returned `Ok` while the
     /// clock was [`ScheduleClock::Global`] (0 under the default clock). A loop of
     /// [`Optimizer::step_tensor`] calls, which do not advance it, advances it itself with
     /// [`Optimizer::set_global_step`].
@@ -515,7 +542,10 @@ impl Optimizer {
             None => None,
         };
         let shape = try_copy(spec.shape)?;
-        self.skipped.reserve(1);
+        // Room for every tensor in the skipped list: a step that skips them all allocates
+        // nothing.
+        let room = (self.tensors.len() + 1).saturating_sub(self.skipped.len());
+        self.skipped.reserve(room);
         self.engine.reserve_for(self.tensors.len() + 1);
         self.tensors.push(Tensor {
             name,
@@ -813,8 +843,8 @@ impl Optimizer {
     }
 
     /// One update of every registered tensor, in registration order (`params[i]` and
-    /// `grads[i]` belong to tensor `i`; all of element type `T`: an optimizer holding both
-    /// `f32` and `f64` tensors steps them with [`Optimizer::step_tensor`]). Every tensor is checked
+    /// `grads[i]` belong to tensor `i`; all of element type `T`: an optimizer holding tensors
+    /// of several types steps them with [`Optimizer::step_any`]). Every tensor is checked
     /// before any is touched, so an error changes nothing. The tensors are laid end to end
     /// and cut into equal chunks that [`Optimizer::threads`] threads share: large tensors
     /// are split, small ones batched. Does not allocate (once the worker threads are started;
@@ -1056,6 +1086,8 @@ impl Optimizer {
             }
             self.skipped.clear();
             self.skipped.push(id);
+            // As the f32 path reports it: the norm of the gradients applied, none.
+            self.last_norm = self.clip_norm.map(|_| 0.0);
             return Ok(StepOutcome::Skipped);
         }
         self.skipped.clear();

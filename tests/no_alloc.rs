@@ -100,8 +100,8 @@ fn steps_do_not_allocate() {
 }
 
 /// `step_any` over tensors of every type allocates nothing once warm (the first step may:
-/// the work lists of a type not stepped before are reserved then), skipped or refused ones
-/// included. Called by the test above (one test per binary).
+/// clipping's per-block partial sums grow then), skipped ones included: a step that skips
+/// every tensor too, also in a clone. Called by the test above (one test per binary).
 fn step_any_does_not_allocate() {
     use vsgd::{bf16, GradRef, ParamMut};
     let _ = kernels::KernelPath::active();
@@ -145,5 +145,63 @@ fn step_any_does_not_allocate() {
                 assert_eq!(allocations, 0, "step {step}, {threads} threads");
             }
         }
+        // Every tensor skipped (room for all of them in the skipped list), here and in a clone
+        // (warmed by a clean step first, which skips nothing).
+        let mut twin = opt.clone();
+        twin.set_threads(threads);
+        gs[9] = bf16::from_f32(0.5);
+        let mut p: [ParamMut; 4] = [
+            (&mut p32[..]).into(),
+            (&mut p64[..]).into(),
+            (&mut pb[..]).into(),
+            (&mut ps[..]).into(),
+        ];
+        let g: [Option<GradRef>; 4] = [
+            Some((&g32[..]).into()),
+            Some((&g64[..]).into()),
+            Some((&gb[..]).into()),
+            Some((&gs[..]).into()),
+        ];
+        assert_eq!(twin.step_any(&mut p, &g).unwrap().skipped, 0);
+        gs[9] = bf16::NAN;
+        let nan32 = vec![f32::NAN; n];
+        let nan64 = [f64::NAN; 7];
+        let nanb = vec![bf16::NAN; n];
+        for o in [&mut opt, &mut twin] {
+            let mut p: [ParamMut; 4] = [
+                (&mut p32[..]).into(),
+                (&mut p64[..]).into(),
+                (&mut pb[..]).into(),
+                (&mut ps[..]).into(),
+            ];
+            let g: [Option<GradRef>; 4] = [
+                Some((&nan32[..]).into()),
+                Some((&nan64[..]).into()),
+                Some((&nanb[..]).into()),
+                Some((&gs[..]).into()),
+            ];
+            let (r, allocations) = counted(|| o.step_any(&mut p, &g));
+            assert_eq!(r.unwrap().skipped, 4);
+            assert_eq!(
+                allocations, 0,
+                "a step skipping every tensor, {threads} threads"
+            );
+        }
     }
+    // The typed step too: 40 tensors, every one skipped.
+    let mut opt = Optimizer::new(Config::default_for(Algorithm::Adam)).unwrap();
+    opt.set_threads(1);
+    for _ in 0..40 {
+        opt.add_tensor(TensorSpec::new(&[3])).unwrap();
+    }
+    let mut params = vec![[1.0f32; 3]; 40];
+    let nan = [f32::NAN; 3];
+    let fine = [0.5f32; 3];
+    let mut p: Vec<&mut [f32]> = params.iter_mut().map(|v| &mut v[..]).collect();
+    let warm: Vec<&[f32]> = vec![&fine[..]; 40];
+    assert_eq!(opt.step(&mut p, &warm).unwrap().skipped, 0);
+    let g: Vec<&[f32]> = vec![&nan[..]; 40];
+    let (r, allocations) = counted(|| opt.step(&mut p, &g));
+    assert_eq!(r.unwrap().skipped, 40);
+    assert_eq!(allocations, 0, "a typed step skipping 40 tensors");
 }

@@ -556,3 +556,35 @@ fn step_tensor_any_is_the_typed_call() {
         assert!(opt == before);
     }
 }
+
+/// A skipped single-tensor step reports the same gradient norm (none applied: 0) whichever
+/// path the tensor takes, f32 or 16-bit.
+#[test]
+fn skipped_tensor_step_reports_norm_zero_on_every_path() {
+    for (param, state) in [
+        (DType::F32, DType::F32),
+        (DType::Bf16, DType::F32),
+        (DType::F32, DType::Bf16),
+    ] {
+        let mut opt =
+            Optimizer::new(algorithms::config_with_every_term(vsgd::Algorithm::Adam)).unwrap();
+        opt.set_clip_norm(Some(1.0)).unwrap();
+        register(&mut opt, 0, (param, state, 3));
+        let mut p = Buf::from_fn(param, 3, |_| 1.0);
+        let g = Buf::from_fn(param, 3, |_| 3.0);
+        opt.step_tensor_any(TensorId(0), p.param(), g.grad())
+            .unwrap();
+        assert!(opt.last_grad_norm().unwrap() > 5.0);
+        let mut bad = g.clone();
+        bad.set(1, f64::NAN);
+        let out = opt
+            .step_tensor_any(TensorId(0), p.param(), bad.grad())
+            .unwrap();
+        assert_eq!(out, vsgd::StepOutcome::Skipped);
+        assert_eq!(
+            opt.last_grad_norm(),
+            Some(0.0),
+            "{param:?} with {state:?} state"
+        );
+    }
+}

@@ -152,9 +152,10 @@ impl Optimizer {
     /// global norm takes the norm over all of them, the global schedule clock advances once,
     /// and the report counts every tensor. Tensors whose parameter and state are both `f32`
     /// or both `f64` are updated as [`Optimizer::step_some`] updates them (batched, split
-    /// across threads); those with a 16-bit parameter or `bf16` state as
-    /// [`Optimizer::step_mixed`] does. When every tensor is of one kind, the bits are those of
-    /// that call.
+    /// across threads); then those with a 16-bit parameter or `bf16` state as
+    /// [`Optimizer::step_mixed`] does (one after another, each split across threads). Each
+    /// tensor gets the bits its typed call gives when clipping is off or every tensor is of
+    /// one kind (with clipping, the norm then covers every type: that is the point).
     ///
     /// ```
     /// use vsgd::{bf16, Algorithm, Config, DType, Optimizer, TensorSpec};
@@ -218,28 +219,30 @@ impl Optimizer {
                 _ => unreachable!("types checked by check_any"),
             }
         }
-        // The finite scan (the batched tensors in parallel), before anything changes.
+        // The finite scan (the batched tensors in parallel), before anything changes; each
+        // gradient is read once.
         if self.policy != NonFinitePolicy::Propagate {
             self.engine.scan(&mut items32);
             self.engine.scan(&mut items64);
+        }
+        if self.policy == NonFinitePolicy::Error {
             // Items are in index order, so each list's first flagged item is its lowest.
             let first = [
                 items32.iter().find(|it| it.nonfinite()).map(|it| it.tensor),
                 items64.iter().find(|it| it.nonfinite()).map(|it| it.tensor),
                 (0..n).find(|&i| self.mixed_grad(grads, i).is_some_and(|g| !g.all_finite())),
             ];
-            if let (Some(tensor), NonFinitePolicy::Error) =
-                (first.into_iter().flatten().min(), self.policy)
-            {
+            if let Some(tensor) = first.into_iter().flatten().min() {
                 self.engine.put_items(items32);
                 self.engine.put_items(items64);
                 return Err(Error::NonFiniteGradient { tensor });
             }
         }
         // Past the last error: from here the step happens, and reports what it skipped
-        // (`skipped` has room for every tensor: reserved at registration).
+        // (`skipped` has room for every tensor: reserved at registration). Under `Error`
+        // nothing is non-finite here, under `Propagate` nothing is skipped.
         self.skipped.clear();
-        if self.policy != NonFinitePolicy::Propagate {
+        if self.policy == NonFinitePolicy::Skip {
             for it in items32.iter().filter(|it| it.nonfinite()) {
                 self.skipped.push(TensorId(it.tensor));
             }

@@ -66,7 +66,7 @@ unsafe fn grad_view<'a>(dtype: DType, ptr: *const c_void, len: usize) -> GradRef
     }
 }
 
-/// One update of every registered tensor, whatever its types, in one parallel pass: a model of
+/// One update of every registered tensor, whatever its types, in one call: a model of
 /// bfloat16 weights and `float` norms, or any mixture of `VSGD_DTYPE_F32`, `_F64`, `_BF16`
 /// and `_F16` tensors with `float`, `double` or bfloat16 state. `params[i]` (written) and
 /// `grads[i]` (read) hold `lens[i]` elements of tensor i's registered parameter type
@@ -75,15 +75,19 @@ unsafe fn grad_view<'a>(dtype: DType, ptr: *const c_void, len: usize) -> GradRef
 ///
 /// `grads[i]` NULL means tensor i has no gradient this step (a frozen or unused parameter, as
 /// torch skips parameters whose `grad` is None): it is left untouched with its step counter,
-/// `params[i]` is not looked at, and it counts neither as applied nor as skipped.
+/// `params[i]` is not looked at, and it counts neither as applied nor as skipped. This holds
+/// for an empty tensor too (its step counter stays), where the typed steps take a NULL
+/// buffer of length 0 as an empty gradient.
 ///
 /// It is one step of the whole model: every tensor is checked before any is touched (on error
 /// nothing changes), the non-finite policy sees every gradient, gradient clipping by global
-/// norm takes one norm over all of them, and a global schedule clock advances once. Each
-/// tensor gets the bits its typed step gives (`vsgd_optimizer_step_f32`, `_bf16`, ...): the
-/// `float`/`double` rule for `float`/`double` tensors; for 16-bit parameters or bfloat16
-/// state, the `float` rule over the widened values, the parameter rounded once to nearest
-/// even and bfloat16 state rounded stochastically. This is also the step for `float`
+/// norm takes one norm over all of them, and a global schedule clock advances once. The
+/// `float` and `double` tensors are updated in one parallel pass, then the others one after
+/// another (each split across threads). Each tensor gets the bits its typed step gives
+/// (`vsgd_optimizer_step_f32`, `_bf16`, ...) when clipping is off or all tensors are of one
+/// type: the `float`/`double` rule for `float`/`double` tensors; for 16-bit parameters or
+/// bfloat16 state, the `float` rule over the widened values, the parameter rounded once to
+/// nearest even and bfloat16 state rounded stochastically. This is also the step for `float`
 /// parameters with bfloat16 state, which no typed step takes.
 ///
 /// Errors: as `vsgd_optimizer_step_f32` (`DTYPE_MISMATCH` cannot happen: the types come from
