@@ -106,20 +106,20 @@ const SCENARIO = [
   ["bf16", "f32", undefined, 0],
 ];
 
-function scenarioInput(algorithm, lr, steps, seed) {
+function scenarioInput(algorithm, lr, steps, seed, scenario = SCENARIO) {
   const r = rng(seed);
-  const params = SCENARIO.map(([d, , , n]) => randomArray(d, n, r));
-  const grads = Array.from({ length: steps }, () => SCENARIO.map(([d, , , n]) => randomArray(d, n, r)));
+  const params = scenario.map(([d, , , n]) => randomArray(d, n, r));
+  const grads = Array.from({ length: steps }, () => scenario.map(([d, , , n]) => randomArray(d, n, r)));
   const bitsOf = (a) => Array.from(a instanceof Float32Array ? new Uint32Array(a.buffer, a.byteOffset, a.length) : a).join(" ");
-  const lines = [`${algorithm} ${lr} ${steps} ${SCENARIO.length}`];
-  SCENARIO.forEach(([d, s, sd, n], k) => lines.push(`${d} ${s ?? "-"} ${sd ?? "-"} ${n} ${bitsOf(params[k])}`));
+  const lines = [`${algorithm} ${lr} ${steps} ${scenario.length}`];
+  scenario.forEach(([d, s, sd, n], k) => lines.push(`${d} ${s ?? "-"} ${sd ?? "-"} ${n} ${bitsOf(params[k])}`));
   for (const g of grads) lines.push(g.map(bitsOf).join("\n"));
   return { params, grads, text: lines.join("\n") + "\n" };
 }
 
-function scenarioOptimizer(algorithm, lr) {
+function scenarioOptimizer(algorithm, lr, scenario = SCENARIO) {
   const o = new Optimizer({ algorithm, lr });
-  for (const [dtype, stateDtype, seed, n] of SCENARIO) o.addTensor([n], { dtype, stateDtype, seed });
+  for (const [dtype, stateDtype, seed, n] of scenario) o.addTensor([n], { dtype, stateDtype, seed });
   return o;
 }
 
@@ -148,6 +148,35 @@ for (const algorithm of ALGORITHMS) {
     }
   });
 }
+
+// The native library splits a tensor this large across its threads (examples/mixed_native.rs
+// runs 4); the package steps it in one piece. The stochastic rounding's bits follow the
+// element index, so both give the same bits.
+const LARGE = [
+  ["bf16", "bf16", 31, 150001],
+  ["f32", "bf16", 32, 150003],
+  ["bf16", undefined, undefined, 150005],
+];
+test("vsgd: tensors the native library splits across threads (150,000 elements, bf16 state) give its bits and checkpoint bytes", { skip: native.skip }, () => {
+  const dir = mkdtempSync(join(tmpdir(), "vsgd-mixed-large-"));
+  try {
+    const { params, grads, text } = scenarioInput("vsgd", 0.01, 2, 23, LARGE);
+    const ckpt = join(dir, "native.vsgdckpt");
+    const nat = run(native.bin, [ckpt], { input: text });
+    assert.equal(nat.status, 0, nat.stderr);
+    const o = scenarioOptimizer("vsgd", 0.01, LARGE);
+    for (const g of grads) assert.deepEqual(o.step(params, g), { applied: LARGE.length, skipped: 0 });
+    const lines = nat.stdout.toString().split("\n");
+    params.forEach((p, k) => {
+      const bits = Array.from(p instanceof Float32Array ? new Uint32Array(p.buffer) : p).join(" ");
+      assert.ok(bits === lines[k], `tensor ${k} (${LARGE[k][0]}): parameters differ from native`);
+    });
+    assert.ok(Buffer.from(o.save()).equals(readFileSync(ckpt)), "checkpoint bytes differ from native");
+    o.free();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test("a checkpoint with mixed tensors, saved by the package, passes native inspect", { skip: nativeCli().skip }, () => {
   const cli = nativeCli();
