@@ -158,8 +158,11 @@ impl Optimizer {
     /// one kind (with clipping, the norm then covers every type: that is the point).
     ///
     /// ```
-    /// use vsgd::{bf16, Algorithm, Config, DType, Optimizer, TensorSpec};
-    /// let mut opt = Optimizer::new(Config::default_for(Algorithm::Adam))?;
+    /// use vsgd::{bf16, Algorithm, Config, DType, Optimizer, ScheduleClock, TensorSpec};
+    /// let mut config = Config::default_for(Algorithm::Adam);
+    /// config.set("lr", 0.1)?; // Adam's default 1e-3 moves a bf16 1.0 by less than half an ulp
+    /// let mut opt = Optimizer::new(config)?;
+    /// opt.set_schedule_clock(ScheduleClock::Global); // schedules follow one step count
     /// let w = opt.add_tensor(TensorSpec::new(&[2]).dtype(DType::Bf16))?;
     /// let b = opt.add_tensor(TensorSpec::new(&[1]))?; // f32
     /// let mut pw = [bf16::from_f32(1.0); 2];
