@@ -1073,8 +1073,8 @@ static void test_mixed_handle(vsgd::Algorithm a) {
   CHECK(back.info(1).seed == 77 && back.info(1).state_dtype == VSGD_DTYPE_BF16);
   CHECK(back.state_bf16(1, first.c_str()) == bs[0]);
   CHECK(back.save() == opt.save());
-  // step_any over a bfloat16 tensor and float parameters with bfloat16 state (which no typed
-  // step takes) gives each the bits of step_tensor_any.
+  // step_any over a bfloat16 tensor and float parameters with bfloat16 state gives each the
+  // bits of its single-tensor step (step_tensor_any; the float step_tensor for the second).
   vsgd::Optimizer mix(config), solo(config);
   for (vsgd::Optimizer* o : {&mix, &solo}) {
     CHECK(o->add_tensor({n}, vsgd::DType::BF16) == 0);
@@ -1090,7 +1090,7 @@ static void test_mixed_handle(vsgd::Algorithm a) {
     const vsgd_step_report r = mix.step_any(ps, gs, lens, 2);
     CHECK(r.applied == 2 && r.skipped == 0);
     CHECK(solo.step_tensor_any(0, sw.data(), w.data(), n) == vsgd::StepOutcome::Applied);
-    CHECK(solo.step_tensor_any(1, sf.data(), gf.data(), n) == vsgd::StepOutcome::Applied);
+    CHECK(solo.step_tensor(1, sf.data(), gf.data(), n) == vsgd::StepOutcome::Applied);
   }
   CHECK(mw == sw && same_bits(mf, sf) && mf[1] != 0.5f);
   CHECK(mix.state_bf16(1, first.c_str()) == solo.state_bf16(1, first.c_str()));

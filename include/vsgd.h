@@ -1734,8 +1734,7 @@ vsgd_result vsgd_optimizer_step_f16(struct vsgd_optimizer *optimizer,
  * (`vsgd_optimizer_step_f32`, `_bf16`, ...) when clipping is off or all tensors are of one
  * type: the `float`/`double` rule for `float`/`double` tensors; for 16-bit parameters or
  * bfloat16 state, the `float` rule over the widened values, the parameter rounded once to
- * nearest even and bfloat16 state rounded stochastically. This is also the step for `float`
- * parameters with bfloat16 state, which no typed step takes.
+ * nearest even and bfloat16 state rounded stochastically.
  *
  * Errors: as `vsgd_optimizer_step_f32` (`DTYPE_MISMATCH` cannot happen: the types come from
  * the registration; `LENGTH_MISMATCH` for a `count` other than the number of tensors).
@@ -1813,8 +1812,8 @@ vsgd_result vsgd_optimizer_add_tensor(struct vsgd_optimizer *optimizer,
  * resumed run and every thread split give the same bits; give each tensor its own seed).
  * `seed` is ignored for `float` state. Checkpoints keep each array in its own type.
  * `float` parameters with bfloat16 state (`float` master weights, half the state memory)
- * are stepped by `vsgd_optimizer_step` and `vsgd_optimizer_step_tensor`, the steps for any
- * type; the typed `vsgd_optimizer_step_f32` refuses them (`DTYPE_MISMATCH`).
+ * are stepped by the `float` steps (`vsgd_optimizer_step_f32`,
+ * `vsgd_optimizer_step_tensor_f32`) and by the steps for any type.
  *
  * Errors: as `vsgd_optimizer_add_tensor`, and `DTYPE_MISMATCH` for a combination no step
  * supports (`double` parameters take `double` state only; binary16 state does not exist).

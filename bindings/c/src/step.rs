@@ -3,11 +3,11 @@
 
 use core::mem::{offset_of, size_of};
 
-use vsgd::{bf16, f16, Element, Optimizer, StepOutcome, TensorId};
+use vsgd::{bf16, f16, GradRef, Optimizer, ParamMut, StepOutcome, TensorId};
 
 use crate::buffers::{
     check_buffer, check_disjoint, check_out, check_sized, slice, slice_mut, try_to_vec, try_vec,
-    write, write_sized,
+    write, write_sized, Span,
 };
 use crate::config::{vsgd_step_outcome, VSGD_STEP_APPLIED, VSGD_STEP_SKIPPED};
 use crate::error::{guard, vsgd_result, Failure, VSGD_RESULT_BUFFER_TOO_SMALL};
@@ -75,52 +75,68 @@ pub unsafe extern "C" fn vsgd_optimizer_last_skipped(
     })
 }
 
-/// Shared body of the `vsgd_optimizer_step_tensor_*` exports.
+/// The frame of a single-tensor step: checks `outcome` (NULL or writable), runs `body` under
+/// the handle's lease with the outcome's range (for the overlap check: it is written after the
+/// step, and inside a buffer of the step it would overwrite the result), then writes the
+/// outcome.
+///
+/// # Safety
+/// `optimizer` NULL or a live handle; `outcome` NULL or valid for one write.
+pub(crate) unsafe fn step_one(
+    optimizer: *mut vsgd_optimizer,
+    outcome: *mut vsgd_step_outcome,
+    body: impl FnOnce(&mut Optimizer, Span) -> Result<StepOutcome, Failure>,
+) -> Result<(), Failure> {
+    if !outcome.is_null() {
+        check_out(outcome, "outcome")?;
+    }
+    let written = usize::from(!outcome.is_null());
+    let out_span = check_buffer(outcome, written, true, "outcome", None)?;
+    // SAFETY: forwarded contract (handle).
+    let r = unsafe { with(optimizer, |o| body(o, out_span)) }?;
+    if !outcome.is_null() {
+        let o = match r {
+            StepOutcome::Applied => VSGD_STEP_APPLIED,
+            StepOutcome::Skipped => VSGD_STEP_SKIPPED,
+        };
+        // SAFETY: checked; writable (caller); the buffers' views are gone.
+        unsafe { write(outcome, o) };
+    }
+    Ok(())
+}
+
+/// Shared body of the `vsgd_optimizer_step_tensor_*` exports: `Optimizer::step_tensor_any`
+/// over `T` buffers.
 ///
 /// # Safety
 /// As documented on the exports.
-unsafe fn step_tensor<T: Element>(
+unsafe fn step_tensor<T>(
     optimizer: *mut vsgd_optimizer,
     tensor: usize,
     param: *mut T,
     grad: *const T,
     len: usize,
     outcome: *mut vsgd_step_outcome,
-) -> Result<(), Failure> {
-    if !outcome.is_null() {
-        check_out(outcome, "outcome")?;
-    }
-    let mut spans = [
-        check_buffer(param, len, true, "param", None)?,
-        check_buffer(grad, len, false, "grad", None)?,
-        // Written after the step: inside a buffer of the step it would overwrite its result.
-        check_buffer(
-            outcome,
-            usize::from(!outcome.is_null()),
-            true,
-            "outcome",
-            None,
-        )?,
-    ];
-    check_disjoint(&mut spans)?;
-    // SAFETY: forwarded contract (handle).
-    let r = unsafe {
-        with(optimizer, |o| {
+) -> Result<(), Failure>
+where
+    for<'a> ParamMut<'a>: From<&'a mut [T]>,
+    for<'a> GradRef<'a>: From<&'a [T]>,
+{
+    // SAFETY: forwarded contract.
+    unsafe {
+        step_one(optimizer, outcome, |o, out| {
+            let mut spans = [
+                check_buffer(param, len, true, "param", None)?,
+                check_buffer(grad, len, false, "grad", None)?,
+                out,
+            ];
+            check_disjoint(&mut spans)?;
             // SAFETY: both buffers checked (non-NULL or empty, aligned, size) and disjoint;
             // `len` live elements each (caller).
             let (p, g) = (slice_mut(param, len), slice(grad, len));
-            Ok(o.step_tensor(TensorId(tensor), p, g)?)
+            Ok(o.step_tensor_any(TensorId(tensor), p.into(), g.into())?)
         })
-    }?;
-    if !outcome.is_null() {
-        let o = match r {
-            StepOutcome::Applied => VSGD_STEP_APPLIED,
-            StepOutcome::Skipped => VSGD_STEP_SKIPPED,
-        };
-        // SAFETY: checked; writable (caller); written after the buffers' slices are gone.
-        unsafe { write(outcome, o) };
     }
-    Ok(())
 }
 
 /// One update of tensor `tensor` (registered as `VSGD_DTYPE_F32`): `param` (written) and
@@ -172,26 +188,36 @@ pub unsafe extern "C" fn vsgd_optimizer_step_tensor_f64(
     })
 }
 
-/// How [`step_all`] steps the optimizer: `step_some` (every gradient given) for `float` and
-/// `double`, `step_mixed` for 16-bit parameters.
-type StepOf<T> = fn(
-    &mut vsgd::Optimizer,
-    &mut [&mut [T]],
-    &[Option<&[T]>],
-) -> Result<vsgd::StepReport, vsgd::Error>;
+/// The argument arrays of an all-tensor step, copied out of the caller's (see
+/// [`step_every`]), and the report's range for the overlap check (`None` without a report).
+pub(crate) struct Lists<P, G> {
+    /// `params[i]`.
+    pub(crate) params: Vec<P>,
+    /// `grads[i]`.
+    pub(crate) grads: Vec<G>,
+    /// `lens[i]`.
+    pub(crate) lens: Vec<usize>,
+    /// Where the report lies: written after the step, it must not overlap a written buffer.
+    pub(crate) report: Option<Span>,
+}
 
-/// Shared body of the `vsgd_optimizer_step_*` exports.
+/// The frame of an all-tensor step: checks the report (its `struct_size`) and the three
+/// argument arrays, copies them out first (no reference to them may be alive while the
+/// element buffers are borrowed: a caller could place them inside one of those buffers; their
+/// length is the caller's, so allocated fallibly), runs `body` under the handle's lease, then
+/// writes the report.
 ///
 /// # Safety
-/// As documented on the exports.
-unsafe fn step_all<T: Copy>(
+/// `optimizer` NULL or a live handle; `params`, `grads`, `lens` NULL or `count` readable
+/// elements; `report` NULL or valid for reading its `struct_size` and writing that many bytes.
+pub(crate) unsafe fn step_every<P: Copy, G: Copy>(
     optimizer: *mut vsgd_optimizer,
-    params: *const *mut T,
-    grads: *const *const T,
+    params: *const P,
+    grads: *const G,
     lens: *const usize,
     count: usize,
     report: *mut vsgd_step_report,
-    run: StepOf<T>,
+    body: impl FnOnce(&mut Optimizer, Lists<P, G>) -> Result<vsgd::StepReport, Failure>,
 ) -> Result<(), Failure> {
     let report_size = if report.is_null() {
         0
@@ -202,59 +228,87 @@ unsafe fn step_all<T: Copy>(
     check_buffer(params, count, false, "params", None)?;
     check_buffer(grads, count, false, "grads", None)?;
     check_buffer(lens, count, false, "lens", None)?;
-    // Copy the three arrays out first: no reference to them may be alive while the element
-    // buffers are borrowed (a caller could place them inside one of those buffers). Their
-    // length is the caller's: allocated fallibly (ALLOCATION_FAILED, never an abort).
     // SAFETY: each array holds `count` readable elements (checked; caller).
-    let (pv, gv, lv) = unsafe {
-        (
-            try_to_vec(slice(params, count), "params")?,
-            try_to_vec(slice(grads, count), "grads")?,
-            try_to_vec(slice(lens, count), "lens")?,
-        )
-    };
-    let mut spans = try_vec(
-        count.saturating_mul(2).saturating_add(1),
-        "the buffers of the step",
-    )?;
-    for i in 0..count {
-        spans.push(check_buffer(pv[i], lv[i], true, "params", Some(i))?);
-        spans.push(check_buffer(gv[i], lv[i], false, "grads", Some(i))?);
-    }
-    if !report.is_null() {
-        // Written after the step: inside a buffer of the step it would overwrite its result.
-        spans.push(check_buffer(
-            report as *const u8,
-            report_size,
-            true,
-            "report",
-            None,
-        )?);
-    }
-    check_disjoint(&mut spans)?;
-    let mut ps: Vec<&mut [T]> = try_vec(count, "the parameters of the step")?;
-    let mut gs: Vec<Option<&[T]>> = try_vec(count, "the gradients of the step")?;
-    for i in 0..count {
-        // SAFETY: every buffer checked (non-NULL or empty, aligned, size) and no written one
-        // overlaps another; `lens[i]` live elements each (caller).
-        unsafe {
-            ps.push(slice_mut(pv[i], lv[i]));
-            gs.push(Some(slice(gv[i], lv[i])));
+    let lists = unsafe {
+        Lists {
+            params: try_to_vec(slice(params, count), "params")?,
+            grads: try_to_vec(slice(grads, count), "grads")?,
+            lens: try_to_vec(slice(lens, count), "lens")?,
+            report: if report.is_null() {
+                None
+            } else {
+                let r = report as *const u8;
+                Some(check_buffer(r, report_size, true, "report", None)?)
+            },
         }
-    }
+    };
     // SAFETY: forwarded contract (handle).
-    let r = unsafe { with(optimizer, |o| Ok(run(o, &mut ps, &gs)?)) }?;
-    drop((ps, gs));
+    let r = unsafe { with(optimizer, |o| body(o, lists)) }?;
     if !report.is_null() {
         let value = vsgd_step_report {
             struct_size: 0,
             applied: r.applied,
             skipped: r.skipped,
         };
-        // SAFETY: checked by check_sized; writable (caller); the buffers' slices are gone.
+        // SAFETY: checked by check_sized; writable (caller); the buffers' views are gone.
         unsafe { write_sized(report, value, report_size) };
     }
     Ok(())
+}
+
+/// Shared body of the typed `vsgd_optimizer_step_*` exports: `Optimizer::step_any` over `T`
+/// buffers, every gradient given.
+///
+/// # Safety
+/// As documented on the exports.
+unsafe fn step_all<T>(
+    optimizer: *mut vsgd_optimizer,
+    params: *const *mut T,
+    grads: *const *const T,
+    lens: *const usize,
+    count: usize,
+    report: *mut vsgd_step_report,
+) -> Result<(), Failure>
+where
+    for<'a> ParamMut<'a>: From<&'a mut [T]>,
+    for<'a> GradRef<'a>: From<&'a [T]>,
+{
+    // SAFETY: forwarded contract.
+    unsafe {
+        step_every(optimizer, params, grads, lens, count, report, |o, l| {
+            let mut spans = try_vec(
+                count.saturating_mul(2).saturating_add(1),
+                "the buffers of the step",
+            )?;
+            for i in 0..count {
+                spans.push(check_buffer(
+                    l.params[i],
+                    l.lens[i],
+                    true,
+                    "params",
+                    Some(i),
+                )?);
+                spans.push(check_buffer(
+                    l.grads[i],
+                    l.lens[i],
+                    false,
+                    "grads",
+                    Some(i),
+                )?);
+            }
+            spans.extend(l.report);
+            check_disjoint(&mut spans)?;
+            let mut ps: Vec<ParamMut> = try_vec(count, "the parameters of the step")?;
+            let mut gs: Vec<Option<GradRef>> = try_vec(count, "the gradients of the step")?;
+            for i in 0..count {
+                // SAFETY: every buffer checked (non-NULL or empty, aligned, size) and no
+                // written one overlaps another; `lens[i]` live elements each (caller).
+                ps.push(slice_mut(l.params[i], l.lens[i]).into());
+                gs.push(Some(slice(l.grads[i], l.lens[i]).into()));
+            }
+            Ok(o.step_any(&mut ps, &gs)?)
+        })
+    }
 }
 
 /// One update of every registered tensor (all `VSGD_DTYPE_F32`), in registration order:
@@ -284,17 +338,7 @@ pub unsafe extern "C" fn vsgd_optimizer_step_f32(
 ) -> vsgd_result {
     guard("vsgd_optimizer_step_f32", || {
         // SAFETY: forwarded contract.
-        unsafe {
-            step_all(
-                optimizer,
-                params,
-                grads,
-                lens,
-                count,
-                report,
-                Optimizer::step_some,
-            )
-        }
+        unsafe { step_all(optimizer, params, grads, lens, count, report) }
     })
 }
 
@@ -313,17 +357,7 @@ pub unsafe extern "C" fn vsgd_optimizer_step_f64(
 ) -> vsgd_result {
     guard("vsgd_optimizer_step_f64", || {
         // SAFETY: forwarded contract.
-        unsafe {
-            step_all(
-                optimizer,
-                params,
-                grads,
-                lens,
-                count,
-                report,
-                Optimizer::step_some,
-            )
-        }
+        unsafe { step_all(optimizer, params, grads, lens, count, report) }
     })
 }
 
@@ -351,7 +385,7 @@ pub unsafe extern "C" fn vsgd_optimizer_step_bf16(
         // `bf16` is `repr(transparent)` over the `u16` of its bits.
         let (p, g) = (params.cast::<*mut bf16>(), grads.cast::<*const bf16>());
         // SAFETY: forwarded contract.
-        unsafe { step_all(optimizer, p, g, lens, count, report, Optimizer::step_mixed) }
+        unsafe { step_all(optimizer, p, g, lens, count, report) }
     })
 }
 
@@ -372,6 +406,6 @@ pub unsafe extern "C" fn vsgd_optimizer_step_f16(
         // `f16` is `repr(transparent)` over the `u16` of its bits.
         let (p, g) = (params.cast::<*mut f16>(), grads.cast::<*const f16>());
         // SAFETY: forwarded contract.
-        unsafe { step_all(optimizer, p, g, lens, count, report, Optimizer::step_mixed) }
+        unsafe { step_all(optimizer, p, g, lens, count, report) }
     })
 }

@@ -4,16 +4,13 @@
 
 use core::ffi::c_void;
 
-use vsgd::{bf16, f16, DType, GradRef, ParamMut, StepOutcome, TensorId};
+use vsgd::{bf16, f16, DType, GradRef, ParamMut, TensorId};
 
-use crate::buffers::{
-    check_buffer, check_disjoint, check_out, check_sized, slice, slice_mut, try_to_vec, try_vec,
-    write, write_sized, Span,
-};
-use crate::config::{vsgd_step_outcome, VSGD_STEP_APPLIED, VSGD_STEP_SKIPPED};
+use crate::buffers::{check_buffer, check_disjoint, slice, slice_mut, try_vec, Span};
+use crate::config::vsgd_step_outcome;
 use crate::error::{guard, vsgd_result, Failure};
-use crate::optimizer::{vsgd_optimizer, with};
-use crate::step::{vsgd_step_report, STEP_REPORT_V1};
+use crate::optimizer::vsgd_optimizer;
+use crate::step::{step_every, step_one, vsgd_step_report};
 
 /// Checks a buffer of `len` elements of type `dtype` given as `void *` (non-NULL unless
 /// empty, aligned for the type, in the address space); its range for the overlap check.
@@ -87,8 +84,7 @@ unsafe fn grad_view<'a>(dtype: DType, ptr: *const c_void, len: usize) -> GradRef
 /// (`vsgd_optimizer_step_f32`, `_bf16`, ...) when clipping is off or all tensors are of one
 /// type: the `float`/`double` rule for `float`/`double` tensors; for 16-bit parameters or
 /// bfloat16 state, the `float` rule over the widened values, the parameter rounded once to
-/// nearest even and bfloat16 state rounded stochastically. This is also the step for `float`
-/// parameters with bfloat16 state, which no typed step takes.
+/// nearest even and bfloat16 state rounded stochastically.
 ///
 /// Errors: as `vsgd_optimizer_step_f32` (`DTYPE_MISMATCH` cannot happen: the types come from
 /// the registration; `LENGTH_MISMATCH` for a `count` other than the number of tensors).
@@ -108,28 +104,9 @@ pub unsafe extern "C" fn vsgd_optimizer_step(
     report: *mut vsgd_step_report,
 ) -> vsgd_result {
     guard("vsgd_optimizer_step", || {
-        let report_size = if report.is_null() {
-            0
-        } else {
-            // SAFETY: valid for reading struct_size (caller).
-            unsafe { check_sized(report, STEP_REPORT_V1, "report") }?
-        };
-        check_buffer(params, count, false, "params", None)?;
-        check_buffer(grads, count, false, "grads", None)?;
-        check_buffer(lens, count, false, "lens", None)?;
-        // Copied out first: no reference to these arrays may be alive while the element
-        // buffers are borrowed (a caller could place them inside one of those buffers).
-        // SAFETY: each array holds `count` readable elements (checked; caller).
-        let (pv, gv, lv) = unsafe {
-            (
-                try_to_vec(slice(params, count), "params")?,
-                try_to_vec(slice(grads, count), "grads")?,
-                try_to_vec(slice(lens, count), "lens")?,
-            )
-        };
-        // SAFETY: forwarded contract (handle); the views below as their comment says.
-        let r = unsafe {
-            with(optimizer, |o| {
+        // SAFETY: forwarded contract; the views below as their comment says.
+        unsafe {
+            step_every(optimizer, params, grads, lens, count, report, |o, l| {
                 let n = o.num_tensors();
                 if count != n {
                     return Err(vsgd::Error::LengthMismatch {
@@ -139,6 +116,7 @@ pub unsafe extern "C" fn vsgd_optimizer_step(
                     }
                     .into());
                 }
+                let (pv, gv, lv) = (&l.params, &l.grads, &l.lens);
                 let mut dtypes = try_vec(count, "the types of the step")?;
                 let mut spans = try_vec(
                     count.saturating_mul(2).saturating_add(1),
@@ -153,12 +131,7 @@ pub unsafe extern "C" fn vsgd_optimizer_step(
                     spans.push(typed_span(dtype, pv[i], lv[i], true, "params", Some(i))?);
                     spans.push(typed_span(dtype, gv[i], lv[i], false, "grads", Some(i))?);
                 }
-                if !report.is_null() {
-                    // Written after the step: inside a buffer of the step it would overwrite
-                    // its result.
-                    let r = report as *const u8;
-                    spans.push(check_buffer(r, report_size, true, "report", None)?);
-                }
+                spans.extend(l.report);
                 check_disjoint(&mut spans)?;
                 let mut ps: Vec<ParamMut> = try_vec(count, "the parameters of the step")?;
                 let mut gs: Vec<Option<GradRef>> = try_vec(count, "the gradients of the step")?;
@@ -176,17 +149,7 @@ pub unsafe extern "C" fn vsgd_optimizer_step(
                 }
                 Ok(o.step_any(&mut ps, &gs)?)
             })
-        }?;
-        if !report.is_null() {
-            let value = vsgd_step_report {
-                struct_size: 0,
-                applied: r.applied,
-                skipped: r.skipped,
-            };
-            // SAFETY: checked by check_sized; writable (caller); the buffers' views are gone.
-            unsafe { write_sized(report, value, report_size) };
         }
-        Ok(())
     })
 }
 
@@ -216,25 +179,14 @@ pub unsafe extern "C" fn vsgd_optimizer_step_tensor(
     outcome: *mut vsgd_step_outcome,
 ) -> vsgd_result {
     guard("vsgd_optimizer_step_tensor", || {
-        if !outcome.is_null() {
-            check_out(outcome, "outcome")?;
-        }
-        // SAFETY: forwarded contract (handle); the views below as their comment says.
-        let r = unsafe {
-            with(optimizer, |o| {
+        // SAFETY: forwarded contract; the views below as their comment says.
+        unsafe {
+            step_one(optimizer, outcome, |o, out| {
                 let dtype = o.tensor_info(TensorId(tensor))?.dtype;
                 let mut spans = [
                     typed_span(dtype, param, len, true, "param", None)?,
                     typed_span(dtype, grad, len, false, "grad", None)?,
-                    // Written after the step: inside a buffer of the step it would overwrite
-                    // its result.
-                    check_buffer(
-                        outcome,
-                        usize::from(!outcome.is_null()),
-                        true,
-                        "outcome",
-                        None,
-                    )?,
+                    out,
                 ];
                 check_disjoint(&mut spans)?;
                 // SAFETY: both buffers checked for the tensor's type and disjoint; `len` live
@@ -242,15 +194,6 @@ pub unsafe extern "C" fn vsgd_optimizer_step_tensor(
                 let (p, g) = (param_view(dtype, param, len), grad_view(dtype, grad, len));
                 Ok(o.step_tensor_any(TensorId(tensor), p, g)?)
             })
-        }?;
-        if !outcome.is_null() {
-            let o = match r {
-                StepOutcome::Applied => VSGD_STEP_APPLIED,
-                StepOutcome::Skipped => VSGD_STEP_SKIPPED,
-            };
-            // SAFETY: checked; writable (caller); the buffers' views are gone.
-            unsafe { write(outcome, o) };
         }
-        Ok(())
     })
 }

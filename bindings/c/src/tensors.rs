@@ -87,8 +87,8 @@ pub unsafe extern "C" fn vsgd_optimizer_add_tensor(
 /// resumed run and every thread split give the same bits; give each tensor its own seed).
 /// `seed` is ignored for `float` state. Checkpoints keep each array in its own type.
 /// `float` parameters with bfloat16 state (`float` master weights, half the state memory)
-/// are stepped by `vsgd_optimizer_step` and `vsgd_optimizer_step_tensor`, the steps for any
-/// type; the typed `vsgd_optimizer_step_f32` refuses them (`DTYPE_MISMATCH`).
+/// are stepped by the `float` steps (`vsgd_optimizer_step_f32`,
+/// `vsgd_optimizer_step_tensor_f32`) and by the steps for any type.
 ///
 /// Errors: as `vsgd_optimizer_add_tensor`, and `DTYPE_MISMATCH` for a combination no step
 /// supports (`double` parameters take `double` state only; binary16 state does not exist).
