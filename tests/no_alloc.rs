@@ -188,6 +188,33 @@ fn step_any_does_not_allocate() {
             );
         }
     }
+    // step_mixed (bf16 parameters, f32 and bf16 state) and step_tensor_mixed, once warm.
+    for threads in [1usize, 2] {
+        let mut opt = Optimizer::new(Config::default_for(Algorithm::Adam)).unwrap();
+        opt.set_threads(threads);
+        let n = 200_000;
+        opt.add_tensor(TensorSpec::new(&[n]).dtype(DType::Bf16))
+            .unwrap();
+        let shape = [n];
+        let sr = TensorSpec::new(&shape)
+            .dtype(DType::Bf16)
+            .state_dtype(DType::Bf16);
+        opt.add_tensor(sr.seed(5)).unwrap();
+        let (mut a, mut b) = (vec![bf16::ONE; n], vec![bf16::ONE; n]);
+        let g = vec![bf16::from_f32(0.25); n];
+        for step in 0..3 {
+            let mut p: [&mut [bf16]; 2] = [&mut a, &mut b];
+            let (r, allocations) = counted(|| opt.step_mixed(&mut p, &[Some(&g), Some(&g)]));
+            assert_eq!(r.unwrap().applied, 2);
+            let (r2, allocations2) =
+                counted(|| opt.step_tensor_mixed(vsgd::TensorId(1), &mut b, &g));
+            r2.unwrap();
+            if step > 0 {
+                assert_eq!(allocations, 0, "step_mixed, {threads} threads");
+                assert_eq!(allocations2, 0, "step_tensor_mixed, {threads} threads");
+            }
+        }
+    }
     // The typed step too: 40 tensors, every one skipped.
     let mut opt = Optimizer::new(Config::default_for(Algorithm::Adam)).unwrap();
     opt.set_threads(1);
