@@ -802,6 +802,11 @@ static void test_handle(void) {
     ROW(VSGD_RESULT_MISALIGNED_BUFFER,
         vsgd_optimizer_step_tensor_f64(h, 1, (double *)misaligned(big), gb, 2, &o));
     ROW(VSGD_RESULT_BUFFER_TOO_LARGE, vsgd_optimizer_step_tensor_f32(h, 0, w, gw, SIZE_MAX, &o));
+    /* The typed steps check their buffers before they take the handle. */
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER,
+        vsgd_optimizer_step_tensor_f32(NULL, 0, (float *)misaligned(big), gw, 4, &o));
+    ROW(VSGD_RESULT_MISALIGNED_BUFFER,
+        vsgd_optimizer_step_f32(NULL, (float *[]){(float *)misaligned(big)}, (const float *[]){gw}, (size_t[]){4}, 1, NULL));
     /* The outcome, written after the step, must not lie inside the parameter. */
     ROW(VSGD_RESULT_OVERLAPPING_BUFFERS,
         vsgd_optimizer_step_tensor_f32(h, 0, w, gw, 4, (vsgd_step_outcome *)(void *)(w + 1)));
@@ -1097,7 +1102,42 @@ static void test_handle(void) {
         CHECK(so == VSGD_STEP_APPLIED);
         CHECK_OK(vsgd_optimizer_step_count(ha, 1, &st));
         CHECK(st == 2);
+        /* The float steps take float parameters with bfloat16 state too (tensor 1). */
+        so = 42;
+        memcpy(a10, a1, sizeof a1);
+        ROW(VSGD_RESULT_LENGTH_MISMATCH, vsgd_optimizer_step_tensor_f32(ha, 1, a1, ag, 3, &so));
+        CHECK_OK(vsgd_optimizer_set_policy(ha, VSGD_POLICY_ERROR));
+        ROW(VSGD_RESULT_NON_FINITE_GRADIENT, vsgd_optimizer_step_tensor_f32(ha, 1, a1, anan, 4, &so));
+        CHECK(so == 42 && memcmp(a1, a10, sizeof a1) == 0);
+        CHECK_OK(vsgd_optimizer_set_policy(ha, VSGD_POLICY_SKIP));
+        ROW(OK, vsgd_optimizer_step_tensor_f32(ha, 1, a1, anan, 4, &so));
+        CHECK(so == VSGD_STEP_SKIPPED && memcmp(a1, a10, sizeof a1) == 0);
+        CHECK_OK(vsgd_optimizer_last_skipped(ha, sk, 2, &cnt));
+        CHECK(cnt == 1 && sk[0] == 1);
+        ROW(OK, vsgd_optimizer_step_tensor_f32(ha, 1, a1, ag, 4, &so));
+        CHECK(so == VSGD_STEP_APPLIED && a1[0] < a10[0]);
         vsgd_optimizer_free(ha);
+
+        /* vsgd_optimizer_step_f32 over float tensors with float and bfloat16 state: the bits of
+         * vsgd_optimizer_step on a twin handle. */
+        vsgd_optimizer *hf[2] = {make(VSGD_ALGORITHM_VSGD), make(VSGD_ALGORITHM_VSGD)};
+        float fp[2][2][3] = {{{1, 2, 3}, {-1, 0.5f, 4}}, {{1, 2, 3}, {-1, 0.5f, 4}}};
+        const float fg[2][3] = {{0.25f, -0.5f, 1}, {2, -0.125f, 0.75f}};
+        for (int k = 0; k < 2; k++) {
+            CHECK_OK(vsgd_optimizer_add_tensor(hf[k], (size_t[]){3}, 1, VSGD_DTYPE_F32, NULL, 0, &t));
+            CHECK_OK(vsgd_optimizer_add_tensor_mixed(hf[k], (size_t[]){3}, 1, VSGD_DTYPE_F32, VSGD_DTYPE_BF16, 9, NULL, 0, &t));
+        }
+        vsgd_step_report fr = {sizeof fr, 0, 0};
+        for (int step = 0; step < 2; step++) {
+            ROW(OK, vsgd_optimizer_step_f32(hf[0], (float *[]){fp[0][0], fp[0][1]},
+                                            (const float *[]){fg[0], fg[1]}, (size_t[]){3, 3}, 2, &fr));
+            CHECK(fr.applied == 2);
+            ROW(OK, vsgd_optimizer_step(hf[1], (void *[]){fp[1][0], fp[1][1]},
+                                        (const void *[]){fg[0], fg[1]}, (size_t[]){3, 3}, 2, &fr));
+        }
+        CHECK(memcmp(fp[0], fp[1], sizeof fp[0]) == 0 && fp[0][1][0] != -1);
+        vsgd_optimizer_free(hf[0]);
+        vsgd_optimizer_free(hf[1]);
     }
 
     /* A good all-tensor step at the end: everything applies. */

@@ -1062,7 +1062,7 @@ static void test_mixed_handle(vsgd::Algorithm a) {
   std::vector<float> s0 = opt.state<float>(0, first.c_str());
   CHECK(std::equal(s0.begin(), s0.end(), fs.begin()));
   CHECK(opt.state_bf16(1, first.c_str()) == bs[0]);
-  // The float step refuses mixed tensors; the bf16 step refuses float ones.
+  // The float step refuses 16-bit parameters; the bf16 step refuses float ones.
   float* fps[2] = {nullptr, nullptr};
   const float* fgs[2] = {nullptr, nullptr};
   const std::size_t zero[2] = {0, 0};

@@ -1682,7 +1682,7 @@ vsgd_result vsgd_optimizer_step_f64(struct vsgd_optimizer *optimizer,
 /**
  * One update of every registered tensor, all with bfloat16 parameters and gradients
  * (`uint16_t` bits; `float` or bfloat16 state as registered by
- * `vsgd_optimizer_add_tensor_mixed`), in one parallel pass: otherwise as
+ * `vsgd_optimizer_add_tensor_mixed`), each split across threads: otherwise as
  * `vsgd_optimizer_step_f32`. The update is the `float` rule over the widened values; the
  * parameter is rounded once, to nearest even; bfloat16 state is rounded stochastically (the
  * same bits for every thread count, and after a checkpoint resume).
@@ -1737,7 +1737,8 @@ vsgd_result vsgd_optimizer_step_f16(struct vsgd_optimizer *optimizer,
  * nearest even and bfloat16 state rounded stochastically.
  *
  * Errors: as `vsgd_optimizer_step_f32` (`DTYPE_MISMATCH` cannot happen: the types come from
- * the registration; `LENGTH_MISMATCH` for a `count` other than the number of tensors).
+ * the registration; `LENGTH_MISMATCH` for a `count` other than the number of tensors). The
+ * element buffers are checked after the handle is taken (their types come from it).
  *
  * # Safety
  * `optimizer` must be NULL or a live handle; `params`, `grads`, `lens` NULL or `count`
@@ -1756,8 +1757,10 @@ vsgd_result vsgd_optimizer_step(struct vsgd_optimizer *optimizer,
  * One update of tensor `tensor`, whatever its types: `param` (written) and `grad` (read)
  * hold `len` elements (the tensor's length) of its registered parameter type (`float`,
  * `double`, or `uint16_t` bits of a bfloat16 or binary16). The single-tensor step of
- * bfloat16 and binary16 tensors and of `float` parameters with bfloat16 state; for a
- * `float` or `double` tensor the same as `vsgd_optimizer_step_tensor_f32`/`_f64`. A tensor
+ * bfloat16 and binary16 tensors; for a tensor of `float` or `double` parameters (whatever
+ * its state) the same as `vsgd_optimizer_step_tensor_f32`/`_f64`. Its buffers are checked
+ * after the handle is taken (their types come from the registration), so with a NULL or
+ * busy handle that error comes first, where the typed steps report a bad buffer first. A tensor
  * stepped alone clips its gradient by its own norm and does not advance the global schedule
  * clock (as `vsgd_optimizer_step_tensor_f32`).
  *

@@ -67,6 +67,9 @@ impl DType {
     }
 }
 
+pub(crate) mod buffers;
+pub use buffers::{GradRef, ParamMut};
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
@@ -93,6 +96,7 @@ pub trait Element:
     + Div<Output = Self>
     + Neg<Output = Self>
     + sealed::Sealed
+    + buffers::AsBuffer
     + 'static
 {
     /// The runtime tag of this type.

@@ -60,15 +60,13 @@ pub mod schedule;
 pub use config::{
     AdamConfig, Algorithm, Config, ConfigError, ConstantVsgdConfig, SgdmConfig, VsgdConfig,
 };
-pub use element::{DType, Element};
+pub use element::{DType, Element, GradRef, ParamMut};
 pub use error::Error;
 /// The 16-bit float types of mixed precision ([`kernels::mixed`]), re-exported from `half`.
 pub use half::{bf16, f16};
 pub use kernels::{NonFinitePolicy, StepOutcome};
 #[cfg(feature = "alloc")]
-pub use optimizer::{
-    GradRef, GroupId, Optimizer, ParamMut, StepReport, TensorId, TensorInfo, TensorSpec,
-};
+pub use optimizer::{GroupId, Optimizer, StepReport, TensorId, TensorInfo, TensorSpec};
 pub use schedule::{LrSchedule, Schedule, ScheduleClock};
 
 /// README.md's Rust examples, compiled and run as doctests.

@@ -16,7 +16,7 @@ use crate::schedule::{LrSchedule, ScheduleClock};
 use half::bf16;
 
 mod any;
-pub use any::{GradRef, ParamMut};
+pub use crate::element::{GradRef, ParamMut};
 
 /// Index of a registered tensor (in registration order, from 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -854,8 +854,7 @@ impl Optimizer {
         params: &mut [&mut [T]],
         grads: &[&[T]],
     ) -> Result<StepReport, Error> {
-        self.check_counts(params.len(), grads.len())?;
-        self.step_where(params, |i| Some(grads[i]))
+        self.step_lists(params, grads)
     }
 
     /// [`Optimizer::step`] where some tensors have no gradient (`None`: frozen or unused
@@ -881,8 +880,7 @@ impl Optimizer {
         params: &mut [&mut [T]],
         grads: &[Option<&[T]>],
     ) -> Result<StepReport, Error> {
-        self.check_counts(params.len(), grads.len())?;
-        self.step_where(params, |i| grads[i])
+        self.step_lists(params, grads)
     }
 
     /// Gradient clipping by global norm: records the norm `√sum_squares` and returns the factor
@@ -924,51 +922,6 @@ impl Optimizer {
         Ok(n)
     }
 
-    /// The body of [`Optimizer::step`] and [`Optimizer::step_some`]: `grad(i)` is tensor
-    /// `i`'s gradient, if it has one.
-    fn step_where<'g, T: Element>(
-        &mut self,
-        params: &mut [&mut [T]],
-        grad: impl Fn(usize) -> Option<&'g [T]>,
-    ) -> Result<StepReport, Error> {
-        let n = self.tensors.len();
-        if params.len() != n {
-            return Err(Error::LengthMismatch {
-                what: "params",
-                expected: n,
-                got: params.len(),
-            });
-        }
-        let mut frozen = 0;
-        for (i, param) in params.iter().enumerate() {
-            let Some(g) = grad(i) else {
-                frozen += 1;
-                continue;
-            };
-            if let Err(e) = self.check_meta(TensorId(i), param, g) {
-                // Same error as checking tensor by tensor: an earlier non-finite gradient
-                // under the `Error` policy comes first.
-                if self.policy == NonFinitePolicy::Error {
-                    let bad = (0..i).find(|&j| grad(j).is_some_and(|g| !kernels::all_finite(g)));
-                    if let Some(j) = bad {
-                        return Err(Error::NonFiniteGradient { tensor: j });
-                    }
-                }
-                return Err(e);
-            }
-        }
-        let mut items = self.engine.take_items::<T>(n - frozen);
-        let mut last = None;
-        for (i, param) in params.iter_mut().enumerate() {
-            if let Some(g) = grad(i) {
-                let item = self.item(i, param, g, &mut last);
-                items.push(item);
-            }
-        }
-        let applied = self.run_items(items)?;
-        Ok(self.finish_step(applied, frozen))
-    }
-
     // ------------------------------------------------------------------ mixed precision
 
     /// One update of every registered tensor whose parameter is of type `P` (`f32`, [`bf16`]
@@ -979,7 +932,9 @@ impl Optimizer {
     /// tensors are split across [`Optimizer::threads`] threads (the same bits for every split).
     ///
     /// The update of each element is the `f32` rule (`kernels::mixed::apply_mixed`) over the
-    /// widened values; the parameter is rounded to `P` once, to nearest even. `bf16` state is
+    /// widened values; the parameter is rounded to `P` once, to nearest even (`f32` tensors
+    /// with `f32` state go through the batched executor of [`Optimizer::step`]: the same
+    /// bits). Its body is [`Optimizer::step_any`]'s. `bf16` state is
     /// rounded stochastically with bits keyed by the tensor's seed, step and element index, so
     /// a resumed run gives the same bits as an uninterrupted one.
     ///
@@ -1002,71 +957,7 @@ impl Optimizer {
         params: &mut [&mut [P]],
         grads: &[Option<&[P]>],
     ) -> Result<StepReport, Error> {
-        let n = self.check_counts(params.len(), grads.len())?;
-        let mut frozen = 0;
-        for (i, param) in params.iter().enumerate() {
-            let Some(g) = grads[i] else {
-                frozen += 1;
-                continue;
-            };
-            if let Err(e) = self.check_mixed::<P>(TensorId(i), param.len(), g.len()) {
-                if self.policy == NonFinitePolicy::Error {
-                    let bad = (0..i).find(|&j| grads[j].is_some_and(|g| !mixed::all_finite(g)));
-                    if let Some(j) = bad {
-                        return Err(Error::NonFiniteGradient { tensor: j });
-                    }
-                }
-                return Err(e);
-            }
-        }
-        // The finite scan, before anything changes.
-        let nonfinite = |i: usize| {
-            self.policy != NonFinitePolicy::Propagate
-                && grads[i].is_some_and(|g| !mixed::all_finite(g))
-        };
-        if self.policy == NonFinitePolicy::Error {
-            if let Some(j) = (0..n).find(|&i| nonfinite(i)) {
-                return Err(Error::NonFiniteGradient { tensor: j });
-            }
-        }
-        self.skipped.clear();
-        if self.policy == NonFinitePolicy::Skip {
-            for i in 0..n {
-                if nonfinite(i) {
-                    self.skipped.push(TensorId(i));
-                }
-            }
-        }
-        // Tensor `i` is updated when it has a gradient and was not skipped (`skipped` is in
-        // index order).
-        // (Out of `self` while the tensors are updated; put back after.)
-        let skipped = core::mem::take(&mut self.skipped);
-        let apply = |i: usize| grads[i].is_some() && skipped.binary_search(&TensorId(i)).is_err();
-        self.last_norm = None;
-        let mut grad_scale = None;
-        if self.clip_norm.is_some() {
-            let sum: f64 = (0..n)
-                .filter(|&i| apply(i))
-                .map(|i| sum_squares_widened(grads[i].unwrap_or(&[])))
-                .sum();
-            grad_scale = self.clip_scale(sum);
-        }
-        let mut last = None;
-        let mut applied = 0;
-        for (i, param) in params.iter_mut().enumerate() {
-            let Some(g) = grads[i].filter(|_| apply(i)) else {
-                continue;
-            };
-            let mut s = self.scalars::<f32>(i, &mut last);
-            if let Some(c) = grad_scale {
-                s = s.with_grad_scale(c);
-            }
-            self.apply_mixed_tensor(i, param, g, &s);
-            self.tensors[i].step += 1;
-            applied += 1;
-        }
-        self.skipped = skipped;
-        Ok(self.finish_step(applied, frozen))
+        self.step_lists(params, grads)
     }
 
     /// One mixed-precision update of one tensor (see [`Optimizer::step_mixed`]). On error

@@ -102,21 +102,24 @@ fn with_schedule(c: Config, clock: ScheduleClock) -> Optimizer {
     opt
 }
 
-/// The typed call a tensor of this kind takes when it is the only one.
+/// The single-tensor call a tensor of this kind takes (`step_tensor` for f32/f64 tensors,
+/// `step_tensor_mixed` for the others: code paths apart from the all-tensor step), with the
+/// global clock advanced by hand as a loop of single-tensor steps does.
 fn typed_step(opt: &mut Optimizer, p: &mut Buf, g: &Buf) {
+    let t = TensorId(0);
+    let plain = opt.tensor_info(t).unwrap().state_dtype == opt.tensor_info(t).unwrap().dtype;
     let r = match (p, g) {
-        (Buf::F32(p), Buf::F32(g))
-            if opt.tensor_info(TensorId(0)).unwrap().state_dtype == DType::F32 =>
-        {
-            opt.step_some(&mut [p], &[Some(g)])
-        }
-        (Buf::F32(p), Buf::F32(g)) => opt.step_mixed(&mut [p], &[Some(g)]),
-        (Buf::F64(p), Buf::F64(g)) => opt.step_some(&mut [p], &[Some(g)]),
-        (Buf::Bf16(p), Buf::Bf16(g)) => opt.step_mixed(&mut [p], &[Some(g)]),
-        (Buf::F16(p), Buf::F16(g)) => opt.step_mixed(&mut [p], &[Some(g)]),
+        (Buf::F32(p), Buf::F32(g)) if plain => opt.step_tensor(t, p, g),
+        (Buf::F32(p), Buf::F32(g)) => opt.step_tensor_mixed(t, p, g),
+        (Buf::F64(p), Buf::F64(g)) => opt.step_tensor(t, p, g),
+        (Buf::Bf16(p), Buf::Bf16(g)) => opt.step_tensor_mixed(t, p, g),
+        (Buf::F16(p), Buf::F16(g)) => opt.step_tensor_mixed(t, p, g),
         _ => unreachable!("one type per tensor"),
     };
-    assert_eq!(r.unwrap().applied, 1);
+    assert_eq!(r, Ok(vsgd::StepOutcome::Applied));
+    if opt.schedule_clock() == ScheduleClock::Global {
+        opt.set_global_step(opt.global_step() + 1);
+    }
 }
 
 /// The state of tensor `id`, every array, as bits.

@@ -49,7 +49,9 @@ mod sealed {
 
 /// How a parameter or gradient is stored: `f32`, [`bf16`] or [`f16`](struct@f16) (sealed). Computation is
 /// always in `f32`.
-pub trait Storage: Copy + Send + Sync + sealed::Sealed + 'static {
+pub trait Storage:
+    Copy + Send + Sync + sealed::Sealed + crate::element::buffers::AsBuffer + 'static
+{
     /// Lower-case name (`"f32"`, `"bf16"`, `"f16"`).
     const NAME: &'static str;
     /// The runtime tag of this type.

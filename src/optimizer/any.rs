@@ -2,134 +2,92 @@
 //! whose weights are `bf16` and whose norms and biases are `f32` is one step, one global clock
 //! tick and one global gradient norm, as torch's and optax's optimizers see it.
 
-use half::{bf16, f16};
-
 use super::{sum_squares_widened, Optimizer, StateBuf, StepReport, TensorId};
-use crate::element::{DType, Element};
+use crate::element::buffers::AsBuffer;
+use crate::element::{DType, Element, GradRef, ParamMut};
 use crate::error::Error;
 use crate::kernels::batch::Item;
-use crate::kernels::mixed;
 use crate::kernels::{NonFinitePolicy, Scalars, StepOutcome};
 
-/// A tensor's parameter buffer, of whichever element type the tensor was registered with
-/// ([`TensorSpec::dtype`](super::TensorSpec::dtype)): the argument of
-/// [`Optimizer::step_any`]. Converts from `&mut [f32]`, `&mut [f64]`, `&mut [bf16]` and
-/// `&mut [f16]` with `.into()`.
-#[derive(Debug)]
-pub enum ParamMut<'a> {
-    /// `f32` elements.
-    F32(&'a mut [f32]),
-    /// `f64` elements.
-    F64(&'a mut [f64]),
-    /// `bf16` elements.
-    Bf16(&'a mut [bf16]),
-    /// `f16` elements.
-    F16(&'a mut [f16]),
-}
-
-/// A tensor's gradient, of the same element type as its parameter: the argument of
-/// [`Optimizer::step_any`]. Converts from `&[f32]`, `&[f64]`, `&[bf16]` and `&[f16]` with
-/// `.into()`.
-#[derive(Clone, Copy, Debug)]
-pub enum GradRef<'a> {
-    /// `f32` elements.
-    F32(&'a [f32]),
-    /// `f64` elements.
-    F64(&'a [f64]),
-    /// `bf16` elements.
-    Bf16(&'a [bf16]),
-    /// `f16` elements.
-    F16(&'a [f16]),
-}
-
-macro_rules! conversions {
-    ($($ty:ty => $variant:ident),*) => {$(
-        impl<'a> From<&'a mut [$ty]> for ParamMut<'a> {
-            fn from(p: &'a mut [$ty]) -> Self {
-                ParamMut::$variant(p)
-            }
-        }
-        impl<'a> From<&'a [$ty]> for GradRef<'a> {
-            fn from(g: &'a [$ty]) -> Self {
-                GradRef::$variant(g)
-            }
-        }
-    )*};
-}
-conversions!(f32 => F32, f64 => F64, bf16 => Bf16, f16 => F16);
-
-impl ParamMut<'_> {
-    /// The element type.
-    pub fn dtype(&self) -> DType {
-        match self {
-            ParamMut::F32(_) => DType::F32,
-            ParamMut::F64(_) => DType::F64,
-            ParamMut::Bf16(_) => DType::Bf16,
-            ParamMut::F16(_) => DType::F16,
-        }
-    }
-
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            ParamMut::F32(p) => p.len(),
-            ParamMut::F64(p) => p.len(),
-            ParamMut::Bf16(p) => p.len(),
-            ParamMut::F16(p) => p.len(),
-        }
-    }
-
-    /// `true` when it holds no element.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// Σ g², widened to `f64`: the gradient-clipping sum of a tensor of the mixed-precision path.
+fn sum_squares_any(g: &GradRef<'_>) -> f64 {
+    match g {
+        GradRef::F32(g) => sum_squares_widened(g),
+        GradRef::Bf16(g) => sum_squares_widened(g),
+        GradRef::F16(g) => sum_squares_widened(g),
+        // f64 tensors never take the mixed path (`check_any`).
+        GradRef::F64(g) => g.iter().map(|x| x * x).sum(),
     }
 }
 
-impl GradRef<'_> {
-    /// The element type.
-    pub fn dtype(&self) -> DType {
-        match self {
-            GradRef::F32(_) => DType::F32,
-            GradRef::F64(_) => DType::F64,
-            GradRef::Bf16(_) => DType::Bf16,
-            GradRef::F16(_) => DType::F16,
-        }
-    }
+/// The parameters of a step over every tensor, by index: a list of [`ParamMut`], or of
+/// slices of one element type (the typed steps), seen without copying the list.
+pub(crate) trait ParamList {
+    /// The number of entries.
+    fn count(&self) -> usize;
+    /// Entry `i`'s element type and length (for the checks).
+    fn meta(&self, i: usize) -> (DType, usize);
+    /// Entry `i`.
+    fn get(&mut self, i: usize) -> ParamMut<'_>;
+}
 
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            GradRef::F32(g) => g.len(),
-            GradRef::F64(g) => g.len(),
-            GradRef::Bf16(g) => g.len(),
-            GradRef::F16(g) => g.len(),
-        }
+impl ParamList for [ParamMut<'_>] {
+    fn count(&self) -> usize {
+        self.len()
     }
-
-    /// `true` when it holds no element.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn meta(&self, i: usize) -> (DType, usize) {
+        (self[i].dtype(), self[i].len())
     }
-
-    /// `true` unless an element is NaN or ±∞.
-    pub fn all_finite(&self) -> bool {
-        match self {
-            GradRef::F32(g) => crate::kernels::all_finite(g),
-            GradRef::F64(g) => crate::kernels::all_finite(g),
-            GradRef::Bf16(g) => mixed::all_finite(g),
-            GradRef::F16(g) => mixed::all_finite(g),
-        }
+    fn get(&mut self, i: usize) -> ParamMut<'_> {
+        self[i].reborrow()
     }
+}
 
-    /// Σ g², widened to `f64`, for the tensors of the mixed-precision path.
-    fn sum_squares_widened(&self) -> f64 {
-        match self {
-            GradRef::F32(g) => sum_squares_widened(g),
-            GradRef::Bf16(g) => sum_squares_widened(g),
-            GradRef::F16(g) => sum_squares_widened(g),
-            // f64 tensors never take the mixed path (`check_any`).
-            GradRef::F64(g) => g.iter().map(|x| x * x).sum(),
-        }
+impl<T: AsBuffer> ParamList for [&mut [T]] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn meta(&self, i: usize) -> (DType, usize) {
+        (T::BUFFER_DTYPE, self[i].len())
+    }
+    fn get(&mut self, i: usize) -> ParamMut<'_> {
+        T::param_buf(self[i])
+    }
+}
+
+/// The gradients of a step over every tensor, by index (`None`: frozen): a list of
+/// [`GradRef`], or of slices of one element type, optional or not.
+pub(crate) trait GradList {
+    /// The number of entries.
+    fn count(&self) -> usize;
+    /// Entry `i`.
+    fn get(&self, i: usize) -> Option<GradRef<'_>>;
+}
+
+impl GradList for [Option<GradRef<'_>>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn get(&self, i: usize) -> Option<GradRef<'_>> {
+        self[i]
+    }
+}
+
+impl<T: AsBuffer> GradList for [Option<&[T]>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn get(&self, i: usize) -> Option<GradRef<'_>> {
+        self[i].map(T::grad_buf)
+    }
+}
+
+impl<T: AsBuffer> GradList for [&[T]] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn get(&self, i: usize) -> Option<GradRef<'_>> {
+        Some(T::grad_buf(self[i]))
     }
 }
 
@@ -180,19 +138,30 @@ impl Optimizer {
         params: &mut [ParamMut<'_>],
         grads: &[Option<GradRef<'_>>],
     ) -> Result<StepReport, Error> {
-        let n = self.check_counts(params.len(), grads.len())?;
+        self.step_lists(params, grads)
+    }
+
+    /// The one body of every step over all tensors ([`Optimizer::step`],
+    /// [`Optimizer::step_some`], [`Optimizer::step_mixed`], [`Optimizer::step_any`]): their
+    /// buffers seen through [`ParamList`] and [`GradList`], so none allocates.
+    pub(super) fn step_lists<P: ParamList + ?Sized, G: GradList + ?Sized>(
+        &mut self,
+        params: &mut P,
+        grads: &G,
+    ) -> Result<StepReport, Error> {
+        let n = self.check_counts(params.count(), grads.count())?;
         // Every check first: nothing changes on error.
         let mut frozen = 0;
-        for (i, param) in params.iter().enumerate() {
-            let Some(g) = grads[i] else {
+        for i in 0..n {
+            let Some(g) = grads.get(i) else {
                 frozen += 1;
                 continue;
             };
-            if let Err(e) = self.check_any(i, param, &g) {
-                // As in the typed steps: an earlier non-finite gradient under the `Error`
-                // policy comes first.
+            if let Err(e) = self.check_any(i, params.meta(i), &g) {
+                // An earlier non-finite gradient under the `Error` policy comes first (as the
+                // scan below would report it).
                 if self.policy == NonFinitePolicy::Error {
-                    let bad = (0..i).find(|&j| grads[j].is_some_and(|g| !g.all_finite()));
+                    let bad = (0..i).find(|&j| grads.get(j).is_some_and(|g| !g.all_finite()));
                     if let Some(j) = bad {
                         return Err(Error::NonFiniteGradient { tensor: j });
                     }
@@ -205,12 +174,12 @@ impl Optimizer {
         let mut items32 = self.engine.take_items::<f32>(n);
         let mut items64 = self.engine.take_items::<f64>(n);
         let (mut last32, mut last64) = (None, None);
-        for (i, param) in params.iter_mut().enumerate() {
-            let Some(g) = grads[i] else { continue };
+        for i in 0..n {
+            let Some(g) = grads.get(i) else { continue };
             if self.route(i) == Route::Mixed {
                 continue;
             }
-            match (param, g) {
+            match (params.get(i), g) {
                 (ParamMut::F32(p), GradRef::F32(g)) => {
                     let item = self.item(i, p, g, &mut last32);
                     items32.push(item);
@@ -274,7 +243,7 @@ impl Optimizer {
             let sum64 = self.engine.sum_squares(&mut items64);
             let sum16: f64 = (0..n)
                 .filter_map(|i| applies(self, i))
-                .map(|g| g.sum_squares_widened())
+                .map(|g| sum_squares_any(&g))
                 .sum();
             grad_scale = self.clip_scale(sum32 + sum64 + sum16);
         }
@@ -293,13 +262,13 @@ impl Optimizer {
         self.engine.put_items(items32);
         self.engine.put_items(items64);
         let mut last = None;
-        for (i, param) in params.iter_mut().enumerate() {
+        for i in 0..n {
             let Some(g) = applies(self, i) else { continue };
             let mut s: Scalars<f32> = self.scalars(i, &mut last);
             if let Some(c) = grad_scale {
                 s = s.with_grad_scale(c);
             }
-            match (param, g) {
+            match (params.get(i), g) {
                 (ParamMut::F32(p), GradRef::F32(g)) => self.apply_mixed_tensor(i, p, g, &s),
                 (ParamMut::Bf16(p), GradRef::Bf16(g)) => self.apply_mixed_tensor(i, p, g, &s),
                 (ParamMut::F16(p), GradRef::F16(g)) => self.apply_mixed_tensor(i, p, g, &s),
@@ -322,7 +291,7 @@ impl Optimizer {
         param: ParamMut<'_>,
         grad: GradRef<'_>,
     ) -> Result<StepOutcome, Error> {
-        self.check_any(id.0, &param, &grad)?;
+        self.check_any(id.0, (param.dtype(), param.len()), &grad)?;
         let plain = self.route(id.0) == Route::Plain;
         match (param, grad) {
             (ParamMut::F32(p), GradRef::F32(g)) if plain => self.step_tensor(id, p, g),
@@ -335,8 +304,8 @@ impl Optimizer {
     }
 
     /// Tensor `i`'s gradient when the mixed loop updates it.
-    fn mixed_grad<'g>(&self, grads: &[Option<GradRef<'g>>], i: usize) -> Option<GradRef<'g>> {
-        grads[i].filter(|_| self.route(i) == Route::Mixed)
+    fn mixed_grad<'g, G: GradList + ?Sized>(&self, grads: &'g G, i: usize) -> Option<GradRef<'g>> {
+        grads.get(i).filter(|_| self.route(i) == Route::Mixed)
     }
 
     /// The executor of tensor `i` (registered, checked).
@@ -351,9 +320,9 @@ impl Optimizer {
 
     /// Checks tensor `i`'s buffers for [`Optimizer::step_any`]: both of the tensor's parameter
     /// type, of its length, and a step counter that can advance.
-    fn check_any(&self, i: usize, param: &ParamMut<'_>, grad: &GradRef<'_>) -> Result<(), Error> {
+    fn check_any(&self, i: usize, param: (DType, usize), grad: &GradRef<'_>) -> Result<(), Error> {
         let t = self.tensor(TensorId(i))?;
-        for got in [param.dtype(), grad.dtype()] {
+        for got in [param.0, grad.dtype()] {
             if got != t.param_dtype {
                 return Err(Error::DTypeMismatch {
                     tensor: i,
@@ -362,22 +331,15 @@ impl Optimizer {
                 });
             }
         }
-        if self.route(i) == Route::Mixed {
-            if matches!(t.state, StateBuf::F64(_)) {
-                // Not registrable (`add_tensor` refuses f64 state with another parameter type).
-                return Err(Error::MixedPrecision {
-                    tensor: i,
-                    param: t.param_dtype,
-                    state: t.state.dtype(),
-                });
-            }
-            return t.check_buffers(param.len(), grad.len());
+        if self.route(i) == Route::Mixed && matches!(t.state, StateBuf::F64(_)) {
+            // Not registrable (`add_tensor` refuses f64 state with another parameter type).
+            return Err(Error::MixedPrecision {
+                tensor: i,
+                param: t.param_dtype,
+                state: t.state.dtype(),
+            });
         }
-        match (param, grad) {
-            (ParamMut::F32(p), GradRef::F32(g)) => self.check_meta(TensorId(i), p, g),
-            (ParamMut::F64(p), GradRef::F64(g)) => self.check_meta(TensorId(i), p, g),
-            _ => unreachable!("a plain tensor is f32 or f64, and both types matched it"),
-        }
+        t.check_buffers(param.1, grad.len())
     }
 
     /// Applies checked, scanned items (their constants final) and advances their counters.

@@ -1,9 +1,9 @@
-//! Steps of a handle: one tensor, or every tensor in one parallel pass, and which tensors the
-//! last step skipped.
+//! Steps of a handle: one tensor, or every tensor in one call, and which tensors the last step
+//! skipped. Every step is the core's `Optimizer::step_any` or `Optimizer::step_tensor_any`.
 
 use core::mem::{offset_of, size_of};
 
-use vsgd::{bf16, f16, GradRef, Optimizer, ParamMut, StepOutcome, TensorId};
+use vsgd::{bf16, f16, GradRef, ParamMut, StepOutcome, TensorId};
 
 use crate::buffers::{
     check_buffer, check_disjoint, check_out, check_sized, slice, slice_mut, try_to_vec, try_vec,
@@ -75,38 +75,35 @@ pub unsafe extern "C" fn vsgd_optimizer_last_skipped(
     })
 }
 
-/// The frame of a single-tensor step: checks `outcome` (NULL or writable), runs `body` under
-/// the handle's lease with the outcome's range (for the overlap check: it is written after the
-/// step, and inside a buffer of the step it would overwrite the result), then writes the
-/// outcome.
-///
-/// # Safety
-/// `optimizer` NULL or a live handle; `outcome` NULL or valid for one write.
-pub(crate) unsafe fn step_one(
-    optimizer: *mut vsgd_optimizer,
-    outcome: *mut vsgd_step_outcome,
-    body: impl FnOnce(&mut Optimizer, Span) -> Result<StepOutcome, Failure>,
-) -> Result<(), Failure> {
+/// The outcome argument of a single-tensor step: NULL or writable; its range for the overlap
+/// check (it is written after the step: inside a buffer of the step it would overwrite the
+/// result).
+pub(crate) fn outcome_span(outcome: *mut vsgd_step_outcome) -> Result<Span, Failure> {
     if !outcome.is_null() {
         check_out(outcome, "outcome")?;
     }
     let written = usize::from(!outcome.is_null());
-    let out_span = check_buffer(outcome, written, true, "outcome", None)?;
-    // SAFETY: forwarded contract (handle).
-    let r = unsafe { with(optimizer, |o| body(o, out_span)) }?;
+    check_buffer(outcome, written, true, "outcome", None)
+}
+
+/// Writes a step's outcome (if `outcome` is not NULL).
+///
+/// # Safety
+/// `outcome` checked by [`outcome_span`] and valid for one write; no view of the step's
+/// buffers alive.
+pub(crate) unsafe fn write_outcome(outcome: *mut vsgd_step_outcome, r: StepOutcome) {
     if !outcome.is_null() {
         let o = match r {
             StepOutcome::Applied => VSGD_STEP_APPLIED,
             StepOutcome::Skipped => VSGD_STEP_SKIPPED,
         };
-        // SAFETY: checked; writable (caller); the buffers' views are gone.
+        // SAFETY: forwarded contract.
         unsafe { write(outcome, o) };
     }
-    Ok(())
 }
 
 /// Shared body of the `vsgd_optimizer_step_tensor_*` exports: `Optimizer::step_tensor_any`
-/// over `T` buffers.
+/// over `T` buffers, checked before the handle is taken.
 ///
 /// # Safety
 /// As documented on the exports.
@@ -122,21 +119,25 @@ where
     for<'a> ParamMut<'a>: From<&'a mut [T]>,
     for<'a> GradRef<'a>: From<&'a [T]>,
 {
-    // SAFETY: forwarded contract.
-    unsafe {
-        step_one(optimizer, outcome, |o, out| {
-            let mut spans = [
-                check_buffer(param, len, true, "param", None)?,
-                check_buffer(grad, len, false, "grad", None)?,
-                out,
-            ];
-            check_disjoint(&mut spans)?;
+    let out = outcome_span(outcome)?;
+    let mut spans = [
+        check_buffer(param, len, true, "param", None)?,
+        check_buffer(grad, len, false, "grad", None)?,
+        out,
+    ];
+    check_disjoint(&mut spans)?;
+    // SAFETY: forwarded contract (handle).
+    let r = unsafe {
+        with(optimizer, |o| {
             // SAFETY: both buffers checked (non-NULL or empty, aligned, size) and disjoint;
             // `len` live elements each (caller).
             let (p, g) = (slice_mut(param, len), slice(grad, len));
             Ok(o.step_tensor_any(TensorId(tensor), p.into(), g.into())?)
         })
-    }
+    }?;
+    // SAFETY: checked by outcome_span; the buffers' views are gone.
+    unsafe { write_outcome(outcome, r) };
+    Ok(())
 }
 
 /// One update of tensor `tensor` (registered as `VSGD_DTYPE_F32`): `param` (written) and
@@ -188,8 +189,7 @@ pub unsafe extern "C" fn vsgd_optimizer_step_tensor_f64(
     })
 }
 
-/// The argument arrays of an all-tensor step, copied out of the caller's (see
-/// [`step_every`]), and the report's range for the overlap check (`None` without a report).
+/// The argument arrays of an all-tensor step, copied out of the caller's (see [`lists`]).
 pub(crate) struct Lists<P, G> {
     /// `params[i]`.
     pub(crate) params: Vec<P>,
@@ -197,28 +197,59 @@ pub(crate) struct Lists<P, G> {
     pub(crate) grads: Vec<G>,
     /// `lens[i]`.
     pub(crate) lens: Vec<usize>,
-    /// Where the report lies: written after the step, it must not overlap a written buffer.
-    pub(crate) report: Option<Span>,
+    report: *mut vsgd_step_report,
+    report_size: usize,
 }
 
-/// The frame of an all-tensor step: checks the report (its `struct_size`) and the three
-/// argument arrays, copies them out first (no reference to them may be alive while the
-/// element buffers are borrowed: a caller could place them inside one of those buffers; their
-/// length is the caller's, so allocated fallibly), runs `body` under the handle's lease, then
-/// writes the report.
+impl<P, G> Lists<P, G> {
+    /// Where the report lies (`None` without one), for the overlap check: written after the
+    /// step, it must not overlap a written buffer. Checked after the element buffers.
+    pub(crate) fn report_span(&self) -> Result<Option<Span>, Failure> {
+        if self.report.is_null() {
+            return Ok(None);
+        }
+        let r = self.report as *const u8;
+        Ok(Some(check_buffer(
+            r,
+            self.report_size,
+            true,
+            "report",
+            None,
+        )?))
+    }
+
+    /// Writes the report of a step (if one was given).
+    ///
+    /// # Safety
+    /// No view of the step's buffers alive; the report as the caller promised.
+    pub(crate) unsafe fn write_report(&self, r: vsgd::StepReport) {
+        if !self.report.is_null() {
+            let value = vsgd_step_report {
+                struct_size: 0,
+                applied: r.applied,
+                skipped: r.skipped,
+            };
+            // SAFETY: checked by check_sized; writable (caller).
+            unsafe { write_sized(self.report, value, self.report_size) };
+        }
+    }
+}
+
+/// The arguments of an all-tensor step: checks the report (its `struct_size`) and the three
+/// argument arrays and copies them out (no reference to them may be alive while the element
+/// buffers are borrowed: a caller could place them inside one of those buffers; their length
+/// is the caller's, so allocated fallibly).
 ///
 /// # Safety
-/// `optimizer` NULL or a live handle; `params`, `grads`, `lens` NULL or `count` readable
-/// elements; `report` NULL or valid for reading its `struct_size` and writing that many bytes.
-pub(crate) unsafe fn step_every<P: Copy, G: Copy>(
-    optimizer: *mut vsgd_optimizer,
+/// `params`, `grads`, `lens` NULL or `count` readable elements; `report` NULL or valid for
+/// reading its `struct_size` and writing that many bytes.
+pub(crate) unsafe fn lists<P: Copy, G: Copy>(
     params: *const P,
     grads: *const G,
     lens: *const usize,
     count: usize,
     report: *mut vsgd_step_report,
-    body: impl FnOnce(&mut Optimizer, Lists<P, G>) -> Result<vsgd::StepReport, Failure>,
-) -> Result<(), Failure> {
+) -> Result<Lists<P, G>, Failure> {
     let report_size = if report.is_null() {
         0
     } else {
@@ -229,35 +260,19 @@ pub(crate) unsafe fn step_every<P: Copy, G: Copy>(
     check_buffer(grads, count, false, "grads", None)?;
     check_buffer(lens, count, false, "lens", None)?;
     // SAFETY: each array holds `count` readable elements (checked; caller).
-    let lists = unsafe {
-        Lists {
+    unsafe {
+        Ok(Lists {
             params: try_to_vec(slice(params, count), "params")?,
             grads: try_to_vec(slice(grads, count), "grads")?,
             lens: try_to_vec(slice(lens, count), "lens")?,
-            report: if report.is_null() {
-                None
-            } else {
-                let r = report as *const u8;
-                Some(check_buffer(r, report_size, true, "report", None)?)
-            },
-        }
-    };
-    // SAFETY: forwarded contract (handle).
-    let r = unsafe { with(optimizer, |o| body(o, lists)) }?;
-    if !report.is_null() {
-        let value = vsgd_step_report {
-            struct_size: 0,
-            applied: r.applied,
-            skipped: r.skipped,
-        };
-        // SAFETY: checked by check_sized; writable (caller); the buffers' views are gone.
-        unsafe { write_sized(report, value, report_size) };
+            report,
+            report_size,
+        })
     }
-    Ok(())
 }
 
 /// Shared body of the typed `vsgd_optimizer_step_*` exports: `Optimizer::step_any` over `T`
-/// buffers, every gradient given.
+/// buffers (checked before the handle is taken), every gradient given.
 ///
 /// # Safety
 /// As documented on the exports.
@@ -274,41 +289,45 @@ where
     for<'a> GradRef<'a>: From<&'a [T]>,
 {
     // SAFETY: forwarded contract.
-    unsafe {
-        step_every(optimizer, params, grads, lens, count, report, |o, l| {
-            let mut spans = try_vec(
-                count.saturating_mul(2).saturating_add(1),
-                "the buffers of the step",
-            )?;
-            for i in 0..count {
-                spans.push(check_buffer(
-                    l.params[i],
-                    l.lens[i],
-                    true,
-                    "params",
-                    Some(i),
-                )?);
-                spans.push(check_buffer(
-                    l.grads[i],
-                    l.lens[i],
-                    false,
-                    "grads",
-                    Some(i),
-                )?);
-            }
-            spans.extend(l.report);
-            check_disjoint(&mut spans)?;
-            let mut ps: Vec<ParamMut> = try_vec(count, "the parameters of the step")?;
-            let mut gs: Vec<Option<GradRef>> = try_vec(count, "the gradients of the step")?;
-            for i in 0..count {
-                // SAFETY: every buffer checked (non-NULL or empty, aligned, size) and no
-                // written one overlaps another; `lens[i]` live elements each (caller).
-                ps.push(slice_mut(l.params[i], l.lens[i]).into());
-                gs.push(Some(slice(l.grads[i], l.lens[i]).into()));
-            }
-            Ok(o.step_any(&mut ps, &gs)?)
-        })
+    let l = unsafe { lists(params, grads, lens, count, report) }?;
+    let mut spans = try_vec(
+        count.saturating_mul(2).saturating_add(1),
+        "the buffers of the step",
+    )?;
+    for i in 0..count {
+        spans.push(check_buffer(
+            l.params[i],
+            l.lens[i],
+            true,
+            "params",
+            Some(i),
+        )?);
+        spans.push(check_buffer(
+            l.grads[i],
+            l.lens[i],
+            false,
+            "grads",
+            Some(i),
+        )?);
     }
+    spans.extend(l.report_span()?);
+    check_disjoint(&mut spans)?;
+    let mut ps: Vec<ParamMut> = try_vec(count, "the parameters of the step")?;
+    let mut gs: Vec<Option<GradRef>> = try_vec(count, "the gradients of the step")?;
+    for i in 0..count {
+        // SAFETY: every buffer checked (non-NULL or empty, aligned, size) and no written one
+        // overlaps another; `lens[i]` live elements each (caller).
+        unsafe {
+            ps.push(slice_mut(l.params[i], l.lens[i]).into());
+            gs.push(Some(slice(l.grads[i], l.lens[i]).into()));
+        }
+    }
+    // SAFETY: forwarded contract (handle).
+    let r = unsafe { with(optimizer, |o| Ok(o.step_any(&mut ps, &gs)?)) }?;
+    drop((ps, gs));
+    // SAFETY: the views are gone; the report as the caller promised.
+    unsafe { l.write_report(r) };
+    Ok(())
 }
 
 /// One update of every registered tensor (all `VSGD_DTYPE_F32`), in registration order:
@@ -363,7 +382,7 @@ pub unsafe extern "C" fn vsgd_optimizer_step_f64(
 
 /// One update of every registered tensor, all with bfloat16 parameters and gradients
 /// (`uint16_t` bits; `float` or bfloat16 state as registered by
-/// `vsgd_optimizer_add_tensor_mixed`), in one parallel pass: otherwise as
+/// `vsgd_optimizer_add_tensor_mixed`), each split across threads: otherwise as
 /// `vsgd_optimizer_step_f32`. The update is the `float` rule over the widened values; the
 /// parameter is rounded once, to nearest even; bfloat16 state is rounded stochastically (the
 /// same bits for every thread count, and after a checkpoint resume).

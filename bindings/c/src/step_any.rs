@@ -9,8 +9,8 @@ use vsgd::{bf16, f16, DType, GradRef, ParamMut, TensorId};
 use crate::buffers::{check_buffer, check_disjoint, slice, slice_mut, try_vec, Span};
 use crate::config::vsgd_step_outcome;
 use crate::error::{guard, vsgd_result, Failure};
-use crate::optimizer::vsgd_optimizer;
-use crate::step::{step_every, step_one, vsgd_step_report};
+use crate::optimizer::{vsgd_optimizer, with};
+use crate::step::{lists, outcome_span, vsgd_step_report, write_outcome};
 
 /// Checks a buffer of `len` elements of type `dtype` given as `void *` (non-NULL unless
 /// empty, aligned for the type, in the address space); its range for the overlap check.
@@ -87,7 +87,8 @@ unsafe fn grad_view<'a>(dtype: DType, ptr: *const c_void, len: usize) -> GradRef
 /// nearest even and bfloat16 state rounded stochastically.
 ///
 /// Errors: as `vsgd_optimizer_step_f32` (`DTYPE_MISMATCH` cannot happen: the types come from
-/// the registration; `LENGTH_MISMATCH` for a `count` other than the number of tensors).
+/// the registration; `LENGTH_MISMATCH` for a `count` other than the number of tensors). The
+/// element buffers are checked after the handle is taken (their types come from it).
 ///
 /// # Safety
 /// `optimizer` must be NULL or a live handle; `params`, `grads`, `lens` NULL or `count`
@@ -104,9 +105,11 @@ pub unsafe extern "C" fn vsgd_optimizer_step(
     report: *mut vsgd_step_report,
 ) -> vsgd_result {
     guard("vsgd_optimizer_step", || {
-        // SAFETY: forwarded contract; the views below as their comment says.
-        unsafe {
-            step_every(optimizer, params, grads, lens, count, report, |o, l| {
+        // SAFETY: forwarded contract.
+        let l = unsafe { lists(params, grads, lens, count, report) }?;
+        // SAFETY: forwarded contract (handle); the views below as their comment says.
+        let r = unsafe {
+            with(optimizer, |o| {
                 let n = o.num_tensors();
                 if count != n {
                     return Err(vsgd::Error::LengthMismatch {
@@ -131,7 +134,7 @@ pub unsafe extern "C" fn vsgd_optimizer_step(
                     spans.push(typed_span(dtype, pv[i], lv[i], true, "params", Some(i))?);
                     spans.push(typed_span(dtype, gv[i], lv[i], false, "grads", Some(i))?);
                 }
-                spans.extend(l.report);
+                spans.extend(l.report_span()?);
                 check_disjoint(&mut spans)?;
                 let mut ps: Vec<ParamMut> = try_vec(count, "the parameters of the step")?;
                 let mut gs: Vec<Option<GradRef>> = try_vec(count, "the gradients of the step")?;
@@ -149,15 +152,20 @@ pub unsafe extern "C" fn vsgd_optimizer_step(
                 }
                 Ok(o.step_any(&mut ps, &gs)?)
             })
-        }
+        }?;
+        // SAFETY: the views are gone; the report as the caller promised.
+        unsafe { l.write_report(r) };
+        Ok(())
     })
 }
 
 /// One update of tensor `tensor`, whatever its types: `param` (written) and `grad` (read)
 /// hold `len` elements (the tensor's length) of its registered parameter type (`float`,
 /// `double`, or `uint16_t` bits of a bfloat16 or binary16). The single-tensor step of
-/// bfloat16 and binary16 tensors and of `float` parameters with bfloat16 state; for a
-/// `float` or `double` tensor the same as `vsgd_optimizer_step_tensor_f32`/`_f64`. A tensor
+/// bfloat16 and binary16 tensors; for a tensor of `float` or `double` parameters (whatever
+/// its state) the same as `vsgd_optimizer_step_tensor_f32`/`_f64`. Its buffers are checked
+/// after the handle is taken (their types come from the registration), so with a NULL or
+/// busy handle that error comes first, where the typed steps report a bad buffer first. A tensor
 /// stepped alone clips its gradient by its own norm and does not advance the global schedule
 /// clock (as `vsgd_optimizer_step_tensor_f32`).
 ///
@@ -179,9 +187,10 @@ pub unsafe extern "C" fn vsgd_optimizer_step_tensor(
     outcome: *mut vsgd_step_outcome,
 ) -> vsgd_result {
     guard("vsgd_optimizer_step_tensor", || {
-        // SAFETY: forwarded contract; the views below as their comment says.
-        unsafe {
-            step_one(optimizer, outcome, |o, out| {
+        let out = outcome_span(outcome)?;
+        // SAFETY: forwarded contract (handle); the views below as their comment says.
+        let r = unsafe {
+            with(optimizer, |o| {
                 let dtype = o.tensor_info(TensorId(tensor))?.dtype;
                 let mut spans = [
                     typed_span(dtype, param, len, true, "param", None)?,
@@ -194,6 +203,9 @@ pub unsafe extern "C" fn vsgd_optimizer_step_tensor(
                 let (p, g) = (param_view(dtype, param, len), grad_view(dtype, grad, len));
                 Ok(o.step_tensor_any(TensorId(tensor), p, g)?)
             })
-        }
+        }?;
+        // SAFETY: checked by outcome_span; the views are gone.
+        unsafe { write_outcome(outcome, r) };
+        Ok(())
     })
 }
