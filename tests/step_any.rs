@@ -57,6 +57,16 @@ impl Buf {
         }
     }
 
+    /// The bits of every element (NaN compares equal to itself here).
+    fn bits(&self) -> Vec<u64> {
+        match self {
+            Buf::F32(v) => v.iter().map(|x| x.to_bits() as u64).collect(),
+            Buf::F64(v) => v.iter().map(|x| x.to_bits()).collect(),
+            Buf::Bf16(v) => v.iter().map(|x| x.to_bits() as u64).collect(),
+            Buf::F16(v) => v.iter().map(|x| x.to_bits() as u64).collect(),
+        }
+    }
+
     fn set(&mut self, i: usize, x: f64) {
         match self {
             Buf::F32(v) => v[i] = x as f32,
@@ -589,5 +599,146 @@ fn skipped_tensor_step_reports_norm_zero_on_every_path() {
             Some(0.0),
             "{param:?} with {state:?} state"
         );
+    }
+}
+
+// ------------------------------------------------------------------ random models
+
+use proptest::prelude::*;
+
+/// The kinds a tensor can be (parameter type, state type).
+const KINDS: [(DType, DType); 6] = [
+    (DType::F32, DType::F32),
+    (DType::F64, DType::F64),
+    (DType::Bf16, DType::F32),
+    (DType::F16, DType::F32),
+    (DType::Bf16, DType::Bf16),
+    (DType::F32, DType::Bf16),
+];
+
+const POLICIES: [NonFinitePolicy; 3] = [
+    NonFinitePolicy::Skip,
+    NonFinitePolicy::Error,
+    NonFinitePolicy::Propagate,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 1000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A random model (kinds, lengths 0 to 300, frozen tensors, NaN or ∞ in some gradients,
+    /// every policy, one or two threads) stepped with `step_any` three times: every tensor
+    /// as its single-tensor call steps it alone (skipped alone when its gradient is not
+    /// finite), or, under `Error`, the whole step refused with the first such tensor and
+    /// nothing changed.
+    #[test]
+    fn random_models_step_as_each_tensor_alone(
+        tensors in prop::collection::vec((0usize..6, 0usize..300), 1..6),
+        algorithm in 0usize..5,
+        policy in 0usize..3,
+        threads in 1usize..3,
+        seed in any::<u64>(),
+        events in prop::collection::vec((0usize..3, 0usize..6, 0usize..5), 0..10),
+    ) {
+        let c = algorithms::config_with_every_term(ALGORITHMS[algorithm]);
+        let policy = POLICIES[policy];
+        let mut opt = Optimizer::new(c).unwrap();
+        opt.set_policy(policy);
+        opt.set_threads(threads);
+        let mut rng = Rng(seed | 1);
+        let mut alone = Vec::new();
+        let mut params = Vec::new();
+        for (i, &(k, n)) in tensors.iter().enumerate() {
+            let kind = (KINDS[k].0, KINDS[k].1, n);
+            register(&mut opt, i, kind);
+            let mut one = Optimizer::new(c).unwrap();
+            one.set_policy(policy);
+            register(&mut one, i, kind);
+            alone.push(one);
+            params.push(Buf::random(kind.0, n, &mut rng));
+        }
+        let mut reference = params.clone();
+        for step in 0..3 {
+            let mut grads: Vec<Buf> = tensors
+                .iter()
+                .map(|&(k, n)| Buf::random(KINDS[k].0, n, &mut rng))
+                .collect();
+            // events: (step, tensor, what): 0 freezes, 1 or 2 a NaN, 3 or 4 an ∞ (where the
+            // tensor has elements).
+            let mut frozen = vec![false; tensors.len()];
+            for &(s, t, what) in &events {
+                if s != step || t >= tensors.len() {
+                    continue;
+                }
+                match what {
+                    0 => frozen[t] = true,
+                    w if tensors[t].1 > 0 => {
+                        let x = if w <= 2 { f64::NAN } else { f64::NEG_INFINITY };
+                        grads[t].set(seed as usize % tensors[t].1, x);
+                    }
+                    _ => {}
+                }
+            }
+            let finite = |i: usize| grads[i].grad().all_finite();
+            let given: Vec<Option<GradRef>> = grads
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (!frozen[i]).then(|| g.grad()))
+                .collect();
+            let all_bits = |o: &Optimizer, p: &[Buf]| -> Vec<Vec<u64>> {
+                (0..p.len())
+                    .flat_map(|i| state_bits(o, TensorId(i)).into_iter().chain([p[i].bits()]))
+                    .collect()
+            };
+            let before = all_bits(&opt, &params);
+            let mut ps: Vec<ParamMut> = params.iter_mut().map(Buf::param).collect();
+            let r = opt.step_any(&mut ps, &given);
+            let bad = (0..tensors.len()).find(|&i| !frozen[i] && !finite(i));
+            if let (NonFinitePolicy::Error, Some(first)) = (policy, bad) {
+                prop_assert_eq!(r, Err(Error::NonFiniteGradient { tensor: first }));
+                prop_assert!(all_bits(&opt, &params) == before, "an error changed something");
+                continue;
+            }
+            let report = r.unwrap();
+            let skipped: Vec<TensorId> = (0..tensors.len())
+                .filter(|&i| !frozen[i] && !finite(i) && policy == NonFinitePolicy::Skip)
+                .map(TensorId)
+                .collect();
+            prop_assert_eq!(opt.last_skipped(), &skipped[..]);
+            prop_assert_eq!(report.skipped, skipped.len());
+            prop_assert_eq!(report.frozen, frozen.iter().filter(|&&f| f).count());
+            for i in (0..tensors.len()).filter(|&i| !frozen[i]) {
+                let t = TensorId(0);
+                let plain = alone[i].tensor_info(t).unwrap().state_dtype
+                    == alone[i].tensor_info(t).unwrap().dtype;
+                let out = match (&mut reference[i], &grads[i]) {
+                    (Buf::F32(p), Buf::F32(g)) if plain => alone[i].step_tensor(t, p, g),
+                    (Buf::F32(p), Buf::F32(g)) => alone[i].step_tensor_mixed(t, p, g),
+                    (Buf::F64(p), Buf::F64(g)) => alone[i].step_tensor(t, p, g),
+                    (Buf::Bf16(p), Buf::Bf16(g)) => alone[i].step_tensor_mixed(t, p, g),
+                    (Buf::F16(p), Buf::F16(g)) => alone[i].step_tensor_mixed(t, p, g),
+                    _ => unreachable!(),
+                };
+                prop_assert!(out.is_ok());
+            }
+            for i in 0..tensors.len() {
+                prop_assert_eq!(
+                    params[i].bits(),
+                    reference[i].bits(),
+                    "step {} tensor {} {:?}",
+                    step,
+                    i,
+                    KINDS[tensors[i].0]
+                );
+                prop_assert_eq!(state_bits(&opt, TensorId(i)), state_bits(&alone[i], TensorId(0)));
+                prop_assert_eq!(
+                    opt.step_count(TensorId(i)).unwrap(),
+                    alone[i].step_count(TensorId(0)).unwrap()
+                );
+            }
+        }
     }
 }
