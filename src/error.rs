@@ -61,8 +61,9 @@ pub enum Error {
         /// The state's element type asked for.
         state: DType,
     },
-    /// A mixed-precision tensor (16-bit parameter, or `bf16` state) given to a step of one
-    /// element type: it steps with [`crate::Optimizer::step_mixed`].
+    /// A mixed-precision tensor (16-bit parameter, or `bf16` state) where only tensors whose
+    /// parameter and state share one type can go (the CUDA optimizer's registration). The
+    /// CPU optimizer's steps take every kind of tensor.
     MixedPrecision {
         /// The tensor index.
         tensor: usize,
@@ -190,7 +191,7 @@ impl fmt::Display for Error {
                 state,
             } => write!(
                 f,
-                "tensor {tensor} holds {} parameters with {} state: step it with step_any or step_mixed (C: vsgd_optimizer_step)",
+                "tensor {tensor} holds {} parameters with {} state, which only the CPU optimizer steps",
                 param.name(),
                 state.name()
             ),

@@ -542,8 +542,11 @@ impl Optimizer {
             None => None,
         };
         let shape = try_copy(spec.shape)?;
-        // Room for every tensor in the skipped list: a step that skips them all allocates
-        // nothing.
+        // Room for the tensor's blocks in the gradient norm's list, and for every tensor in
+        // the skipped list: a step over them all allocates nothing.
+        self.engine
+            .reserve_norm_blocks(len)
+            .map_err(|bytes| Error::AllocationFailed { bytes })?;
         let room = (self.tensors.len() + 1).saturating_sub(self.skipped.len());
         self.skipped.reserve(room);
         self.engine.reserve_for(self.tensors.len() + 1);
@@ -701,27 +704,6 @@ impl Optimizer {
         &self.skipped
     }
 
-    /// Checks one tensor's buffers (element type, lengths) and step counter; the gradient's
-    /// values are looked at later, by the (parallel) finite scan.
-    fn check_meta<T: Element>(&self, id: TensorId, param: &[T], grad: &[T]) -> Result<(), Error> {
-        let t = self.tensor(id)?;
-        if t.param_dtype != t.state.dtype() {
-            return Err(Error::MixedPrecision {
-                tensor: id.0,
-                param: t.param_dtype,
-                state: t.state.dtype(),
-            });
-        }
-        if t.param_dtype != T::DTYPE {
-            return Err(Error::DTypeMismatch {
-                tensor: id.0,
-                expected: t.param_dtype,
-                got: T::DTYPE,
-            });
-        }
-        t.check_buffers(param.len(), grad.len())
-    }
-
     /// The work item of a checked tensor: its buffers and this step's constants. `last`
     /// carries the constants of the previous item: tensors of one group at the same step
     /// share them (computing them takes two `pow`s, which adds up over many small tensors).
@@ -824,16 +806,27 @@ impl Optimizer {
         self.engine.set_threads(threads);
     }
 
-    /// One update of one tensor. On error nothing changes; a non-finite gradient under
-    /// [`NonFinitePolicy::Skip`] returns [`StepOutcome::Skipped`] and changes nothing.
-    /// A large tensor is split across [`Optimizer::threads`] threads.
+    /// One update of one tensor (its parameter of type `T`, its state of any type). On error
+    /// nothing changes; a non-finite gradient under [`NonFinitePolicy::Skip`] returns
+    /// [`StepOutcome::Skipped`] and changes nothing. A large tensor is split across
+    /// [`Optimizer::threads`] threads. The same as [`Optimizer::step_tensor_any`].
     pub fn step_tensor<T: Element>(
         &mut self,
         id: TensorId,
         param: &mut [T],
         grad: &[T],
     ) -> Result<StepOutcome, Error> {
-        self.check_meta(id, param, grad)?;
+        self.step_tensor_any(id, T::param_buf(param), T::grad_buf(grad))
+    }
+
+    /// [`Optimizer::step_tensor`] of a checked `f32`/`f64` tensor with state of its type: the
+    /// batched executor.
+    fn step_tensor_plain<T: Element>(
+        &mut self,
+        id: TensorId,
+        param: &mut [T],
+        grad: &[T],
+    ) -> Result<StepOutcome, Error> {
         let mut items = self.engine.take_items::<T>(1);
         items.push(self.item(id.0, param, grad, &mut None));
         Ok(match self.run_items(items)? {
@@ -845,10 +838,12 @@ impl Optimizer {
     /// One update of every registered tensor, in registration order (`params[i]` and
     /// `grads[i]` belong to tensor `i`; all of element type `T`: an optimizer holding tensors
     /// of several types steps them with [`Optimizer::step_any`]). Every tensor is checked
-    /// before any is touched, so an error changes nothing. The tensors are laid end to end
-    /// and cut into equal chunks that [`Optimizer::threads`] threads share: large tensors
-    /// are split, small ones batched. Does not allocate (once the worker threads are started;
-    /// see [`Optimizer::set_threads`]).
+    /// before any is touched, so an error changes nothing. The tensors whose state is of type
+    /// `T` too are laid end to end and cut into equal chunks that [`Optimizer::threads`]
+    /// threads share: large tensors are split, small ones batched; `f32` tensors with `bf16`
+    /// state are then updated one after another by the mixed loop (each split across threads).
+    /// Does not allocate (once the worker threads are started; see
+    /// [`Optimizer::set_threads`]). Its body is [`Optimizer::step_any`]'s.
     pub fn step<T: Element>(
         &mut self,
         params: &mut [&mut [T]],
@@ -860,8 +855,8 @@ impl Optimizer {
     /// [`Optimizer::step`] where some tensors have no gradient (`None`: frozen or unused
     /// parameters, as torch's optimizers skip parameters whose `grad` is `None`). Those are left
     /// untouched, state and step counter included, and their `params` entry is not looked at
-    /// (it may be empty); the others are checked, scanned and updated together in one parallel
-    /// pass, exactly as [`Optimizer::step`] would. The report counts them as `frozen`.
+    /// (it may be empty); the others are checked, scanned and updated exactly as
+    /// [`Optimizer::step`] would. The report counts them as `frozen`.
     ///
     /// ```
     /// use vsgd::{Algorithm, Config, Optimizer, TensorSpec};
@@ -932,9 +927,10 @@ impl Optimizer {
     /// tensors are split across [`Optimizer::threads`] threads (the same bits for every split).
     ///
     /// The update of each element is the `f32` rule (`kernels::mixed::apply_mixed`) over the
-    /// widened values; the parameter is rounded to `P` once, to nearest even (`f32` tensors
-    /// with `f32` state go through the batched executor of [`Optimizer::step`]: the same
-    /// bits). Its body is [`Optimizer::step_any`]'s. `bf16` state is
+    /// widened values; the parameter is rounded to `P` once, to nearest even. `f32` tensors
+    /// with `f32` state go through the batched executor of [`Optimizer::step`] (the same
+    /// update bits; with clipping, the gradient norm summed in its blocked order). Its body
+    /// is [`Optimizer::step_any`]'s. `bf16` state is
     /// rounded stochastically with bits keyed by the tensor's seed, step and element index, so
     /// a resumed run gives the same bits as an uninterrupted one.
     ///
@@ -963,14 +959,26 @@ impl Optimizer {
     /// One mixed-precision update of one tensor (see [`Optimizer::step_mixed`]). On error
     /// nothing changes; a non-finite gradient under [`NonFinitePolicy::Skip`] returns
     /// [`StepOutcome::Skipped`]. Advances the global clock only through
-    /// [`Optimizer::step_mixed`], as [`Optimizer::step_tensor`] does.
+    /// [`Optimizer::step_mixed`], as [`Optimizer::step_tensor`] does. The same as
+    /// [`Optimizer::step_tensor_any`] (an `f32` tensor with `f32` state takes the batched
+    /// executor, as in [`Optimizer::step_tensor`]).
     pub fn step_tensor_mixed<P: Storage>(
         &mut self,
         id: TensorId,
         param: &mut [P],
         grad: &[P],
     ) -> Result<StepOutcome, Error> {
-        self.check_mixed::<P>(id, param.len(), grad.len())?;
+        self.step_tensor_any(id, P::param_buf(param), P::grad_buf(grad))
+    }
+
+    /// [`Optimizer::step_tensor_mixed`] of a checked tensor with a 16-bit parameter or `bf16`
+    /// state: the fused mixed loop.
+    fn step_tensor_mixed_loop<P: Storage>(
+        &mut self,
+        id: TensorId,
+        param: &mut [P],
+        grad: &[P],
+    ) -> Result<StepOutcome, Error> {
         if self.policy != NonFinitePolicy::Propagate && !mixed::all_finite(grad) {
             if self.policy == NonFinitePolicy::Error {
                 return Err(Error::NonFiniteGradient { tensor: id.0 });
@@ -992,24 +1000,6 @@ impl Optimizer {
         self.apply_mixed_tensor(id.0, param, grad, &s);
         self.tensors[id.0].step += 1;
         Ok(StepOutcome::Applied)
-    }
-
-    /// Checks a tensor for a mixed-precision step with `P` buffers of `param`/`grad` elements.
-    fn check_mixed<P: Storage>(
-        &self,
-        id: TensorId,
-        param: usize,
-        grad: usize,
-    ) -> Result<(), Error> {
-        let t = self.tensor(id)?;
-        if t.param_dtype != P::DTYPE || !matches!(t.state, StateBuf::F32(_) | StateBuf::Bf16(_)) {
-            return Err(Error::DTypeMismatch {
-                tensor: id.0,
-                expected: t.param_dtype,
-                got: P::DTYPE,
-            });
-        }
-        t.check_buffers(param, grad)
     }
 
     /// Applies `s` to checked tensor `i`, split across threads.
@@ -1041,7 +1031,7 @@ impl Optimizer {
                 };
                 apply_parts(&mut self.engine, s, step, param, grad, v, len, layout, &sr)
             }
-            // Excluded by `check_mixed`.
+            // Excluded by `check_any` (f64 parameters take f64 state only).
             StateBuf::F64(_) => {}
         }
     }

@@ -310,12 +310,22 @@ fn wrong_types_and_combinations_are_errors_that_change_nothing() {
     let info = opt.tensor_info(w).unwrap();
     assert_eq!((info.dtype, info.state_dtype), (DType::Bf16, DType::F32));
     let before = opt.clone();
-    // The f32 step refuses a mixed tensor (even with f32 state), naming step_mixed.
+    // The f32 step refuses a bf16 tensor (its parameter is not f32), naming both types.
     let e = opt
         .step_tensor(w, &mut [0.0f32; 3], &[0.0f32; 3])
         .unwrap_err();
-    assert!(matches!(e, Error::MixedPrecision { .. }), "{e:?}");
-    assert!(e.to_string().contains("step_mixed"));
+    assert_eq!(
+        e,
+        Error::DTypeMismatch {
+            tensor: 0,
+            expected: DType::Bf16,
+            got: DType::F32
+        }
+    );
+    assert!(
+        e.to_string().contains("bf16") && e.to_string().contains("f32"),
+        "{e}"
+    );
     // step_mixed with the wrong 16-bit type, or the wrong length.
     let mut ph = [f16::ZERO; 3];
     let e = opt

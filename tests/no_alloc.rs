@@ -215,6 +215,26 @@ fn step_any_does_not_allocate() {
             }
         }
     }
+    // Clipping's block list has room for every registered tensor: a large tensor frozen in the
+    // first steps, given a gradient later, allocates nothing then.
+    for threads in [1usize, 2] {
+        let mut opt = Optimizer::new(Config::default_for(Algorithm::Sgdm)).unwrap();
+        opt.set_threads(threads);
+        opt.set_clip_norm(Some(1.0)).unwrap();
+        opt.add_tensor(TensorSpec::new(&[8])).unwrap();
+        opt.add_tensor(TensorSpec::new(&[300_000])).unwrap();
+        let (mut small, mut large) = (vec![1.0f32; 8], vec![1.0f32; 300_000]);
+        let (gs, gl) = (vec![0.5f32; 8], vec![0.5f32; 300_000]);
+        for step in 0..3 {
+            let given: [Option<&[f32]>; 2] = [Some(&gs), (step == 2).then_some(&gl[..])];
+            let mut p: [&mut [f32]; 2] = [&mut small, &mut large];
+            let (r, allocations) = counted(|| opt.step_some(&mut p, &given));
+            r.unwrap();
+            if step > 0 {
+                assert_eq!(allocations, 0, "step {step}, {threads} threads");
+            }
+        }
+    }
     // The typed step too: 40 tensors, every one skipped.
     let mut opt = Optimizer::new(Config::default_for(Algorithm::Adam)).unwrap();
     opt.set_threads(1);

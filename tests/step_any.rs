@@ -602,6 +602,51 @@ fn skipped_tensor_step_reports_norm_zero_on_every_path() {
     }
 }
 
+/// An `f32` tensor with `f32` state steps the same through every single-tensor call and every
+/// all-tensor call, clipping included (one executor, one order of the norm's sum).
+#[test]
+fn f32_tensors_step_alike_through_every_call() {
+    for a in ALGORITHMS {
+        let c = algorithms::config_with_every_term(a);
+        let n = 70_001;
+        let mut rng = Rng(8);
+        let p0 = Buf::random(DType::F32, n, &mut rng);
+        let g = Buf::random(DType::F32, n, &mut rng);
+        let (Buf::F32(p0), Buf::F32(g)) = (p0, g) else {
+            unreachable!()
+        };
+        let g: Vec<f32> = g.iter().map(|x| x * 40.0).collect(); // norm far above the limit
+        let mut results = Vec::new();
+        for call in 0..5 {
+            let mut opt = Optimizer::new(c).unwrap();
+            opt.set_clip_norm(Some(1.5)).unwrap();
+            let t = opt.add_tensor(TensorSpec::new(&[n])).unwrap();
+            let mut p = p0.clone();
+            for _ in 0..2 {
+                match call {
+                    0 => drop(opt.step_tensor(t, &mut p, &g).unwrap()),
+                    1 => drop(opt.step_tensor_mixed(t, &mut p, &g).unwrap()),
+                    2 => drop(opt.step(&mut [&mut p[..]], &[&g[..]]).unwrap()),
+                    3 => drop(opt.step_mixed(&mut [&mut p[..]], &[Some(&g[..])]).unwrap()),
+                    _ => drop(
+                        opt.step_any(&mut [(&mut p[..]).into()], &[Some((&g[..]).into())])
+                            .unwrap(),
+                    ),
+                }
+            }
+            let norm = opt.last_grad_norm().unwrap().to_bits();
+            let bits: Vec<u32> = p.iter().map(|x| x.to_bits()).collect();
+            results.push((norm, bits, state_bits(&opt, t)));
+        }
+        for (call, r) in results.iter().enumerate().skip(1) {
+            assert!(
+                r == &results[0],
+                "{a:?}: call {call} differs from step_tensor"
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------------ random models
 
 use proptest::prelude::*;

@@ -130,12 +130,16 @@ impl GradRef<'_> {
 /// The conversion of a slice of one element type into the typed buffers (sealed: implemented
 /// for `f32`, `f64`, [`bf16`] and [`f16`]; a supertrait of [`Element`](super::Element) and of
 /// [`Storage`](crate::kernels::mixed::Storage), so every step can take their slices).
+#[doc(hidden)]
 pub trait AsBuffer: Copy + 'static {
     /// The element type.
+    #[doc(hidden)]
     const BUFFER_DTYPE: DType;
     /// `s` as a parameter buffer.
+    #[doc(hidden)]
     fn param_buf(s: &mut [Self]) -> ParamMut<'_>;
     /// `s` as a gradient buffer.
+    #[doc(hidden)]
     fn grad_buf(s: &[Self]) -> GradRef<'_>;
 }
 

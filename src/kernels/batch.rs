@@ -273,8 +273,9 @@ impl Engine {
 
     /// Σ ĝ² over every item's gradient, in `f64`: the items cut into fixed blocks of
     /// [`NORM_BLOCK`] elements, each summed with [`super::sum_squares`], the blocks added in
-    /// order. The same bits for every thread count and kernel path. Grows its block list when a
-    /// step has more blocks than any before (the only allocation it can make).
+    /// order. The same bits for every thread count and kernel path. The block list has room
+    /// for every registered tensor ([`Engine::reserve_norm_blocks`]); it grows only for items
+    /// that were not registered that way.
     pub(crate) fn sum_squares<T: Element>(&mut self, items: &mut [Item<T>]) -> f64 {
         let mut nblocks = 0usize;
         let mut total = 0usize;
@@ -349,6 +350,19 @@ impl Engine {
         let n = self.threads();
         self.pool
             .get_or_insert_with(|| super::threads::WorkerPool::new(n))
+    }
+
+    /// Room in the gradient norm's block list for one more tensor of `len` elements, so that
+    /// a step over every registered tensor sums its norm without allocating. Fallible: the
+    /// bytes that could not be had.
+    pub(crate) fn reserve_norm_blocks(&mut self, len: usize) -> Result<(), usize> {
+        let more = len.div_ceil(NORM_BLOCK);
+        self.partials
+            .try_reserve_exact(more)
+            .map_err(|_| more.saturating_mul(core::mem::size_of::<AtomicU64>()))?;
+        self.partials
+            .resize_with(self.partials.len() + more, || AtomicU64::new(0));
+        Ok(())
     }
 
     /// Room for `tensors` tensors in the work lists, so a step need not allocate.
@@ -490,6 +504,8 @@ impl Clone for Engine {
         let mut e = Engine::new();
         e.threads = self.threads;
         e.reserve_for(self.f32.0.capacity().max(self.f64.0.capacity()));
+        e.partials
+            .resize_with(self.partials.len(), || AtomicU64::new(0));
         e
     }
 }

@@ -112,8 +112,8 @@ impl Optimizer {
     /// or both `f64` are updated as [`Optimizer::step_some`] updates them (batched, split
     /// across threads); then those with a 16-bit parameter or `bf16` state as
     /// [`Optimizer::step_mixed`] does (one after another, each split across threads). Each
-    /// tensor gets the bits its typed call gives when clipping is off or every tensor is of
-    /// one kind (with clipping, the norm then covers every type: that is the point).
+    /// tensor gets the bits of its single-tensor step ([`Optimizer::step_tensor_any`]) when
+    /// clipping is off (with clipping, the norm covers every tensor: that is the point).
     ///
     /// ```
     /// use vsgd::{bf16, Algorithm, Config, DType, Optimizer, ScheduleClock, TensorSpec};
@@ -281,10 +281,11 @@ impl Optimizer {
         Ok(self.finish_step(applied, frozen))
     }
 
-    /// One update of one tensor, whatever its element types: [`Optimizer::step_tensor`] for
-    /// `f32`/`f64` tensors, [`Optimizer::step_tensor_mixed`] for those with a 16-bit parameter
-    /// or `bf16` state. `param` and `grad` must be of the tensor's parameter type
-    /// ([`Error::DTypeMismatch`] otherwise). On error nothing changes.
+    /// One update of one tensor, whatever its element types: the batched executor for
+    /// `f32`/`f64` tensors with state of their type, the fused mixed loop for those with a
+    /// 16-bit parameter or `bf16` state. `param` and `grad` must be of the tensor's parameter
+    /// type ([`Error::DTypeMismatch`] otherwise). On error nothing changes. The body of
+    /// [`Optimizer::step_tensor`] and [`Optimizer::step_tensor_mixed`].
     pub fn step_tensor_any(
         &mut self,
         id: TensorId,
@@ -294,11 +295,11 @@ impl Optimizer {
         self.check_any(id.0, (param.dtype(), param.len()), &grad)?;
         let plain = self.route(id.0) == Route::Plain;
         match (param, grad) {
-            (ParamMut::F32(p), GradRef::F32(g)) if plain => self.step_tensor(id, p, g),
-            (ParamMut::F64(p), GradRef::F64(g)) => self.step_tensor(id, p, g),
-            (ParamMut::F32(p), GradRef::F32(g)) => self.step_tensor_mixed(id, p, g),
-            (ParamMut::Bf16(p), GradRef::Bf16(g)) => self.step_tensor_mixed(id, p, g),
-            (ParamMut::F16(p), GradRef::F16(g)) => self.step_tensor_mixed(id, p, g),
+            (ParamMut::F32(p), GradRef::F32(g)) if plain => self.step_tensor_plain(id, p, g),
+            (ParamMut::F64(p), GradRef::F64(g)) => self.step_tensor_plain(id, p, g),
+            (ParamMut::F32(p), GradRef::F32(g)) => self.step_tensor_mixed_loop(id, p, g),
+            (ParamMut::Bf16(p), GradRef::Bf16(g)) => self.step_tensor_mixed_loop(id, p, g),
+            (ParamMut::F16(p), GradRef::F16(g)) => self.step_tensor_mixed_loop(id, p, g),
             _ => unreachable!("types checked by check_any"),
         }
     }
