@@ -6,7 +6,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use vsgd::{kernels, Algorithm, Config, DType, NonFinitePolicy, Optimizer, TensorSpec};
+use vsgd::{
+    bf16, kernels, Algorithm, Config, DType, GradRef, NonFinitePolicy, Optimizer, ParamMut,
+    TensorSpec,
+};
 
 struct Counting;
 
@@ -103,7 +106,6 @@ fn steps_do_not_allocate() {
 /// clipping's per-block partial sums grow then), skipped ones included: a step that skips
 /// every tensor too, also in a clone. Called by the test above (one test per binary).
 fn step_any_does_not_allocate() {
-    use vsgd::{bf16, GradRef, ParamMut};
     let _ = kernels::KernelPath::active();
     for threads in [1usize, 2] {
         let mut opt = Optimizer::new(Config::default_for(Algorithm::Vsgd)).unwrap();
@@ -127,19 +129,11 @@ fn step_any_does_not_allocate() {
             if step == 3 {
                 gs[9] = bf16::NAN;
             }
-            let mut p: [ParamMut; 4] = [
-                (&mut p32[..]).into(),
-                (&mut p64[..]).into(),
-                (&mut pb[..]).into(),
-                (&mut ps[..]).into(),
-            ];
-            let g: [Option<GradRef>; 4] = [
-                Some((&g32[..]).into()),
-                Some((&g64[..]).into()),
-                Some((&gb[..]).into()),
-                Some((&gs[..]).into()),
-            ];
-            let (r, allocations) = counted(|| opt.step_any(&mut p, &g));
+            let (r, allocations) = step_four(
+                &mut opt,
+                (&mut p32, &mut p64, &mut pb, &mut ps),
+                (&g32, &g64, &gb, &gs),
+            );
             assert_eq!(r.unwrap().skipped, usize::from(step == 3));
             if step > 0 {
                 assert_eq!(allocations, 0, "step {step}, {threads} threads");
@@ -150,37 +144,22 @@ fn step_any_does_not_allocate() {
         let mut twin = opt.clone();
         twin.set_threads(threads);
         gs[9] = bf16::from_f32(0.5);
-        let mut p: [ParamMut; 4] = [
-            (&mut p32[..]).into(),
-            (&mut p64[..]).into(),
-            (&mut pb[..]).into(),
-            (&mut ps[..]).into(),
-        ];
-        let g: [Option<GradRef>; 4] = [
-            Some((&g32[..]).into()),
-            Some((&g64[..]).into()),
-            Some((&gb[..]).into()),
-            Some((&gs[..]).into()),
-        ];
-        assert_eq!(twin.step_any(&mut p, &g).unwrap().skipped, 0);
+        let (r, _) = step_four(
+            &mut twin,
+            (&mut p32, &mut p64, &mut pb, &mut ps),
+            (&g32, &g64, &gb, &gs),
+        );
+        assert_eq!(r.unwrap().skipped, 0);
         gs[9] = bf16::NAN;
         let nan32 = vec![f32::NAN; n];
         let nan64 = [f64::NAN; 7];
         let nanb = vec![bf16::NAN; n];
         for o in [&mut opt, &mut twin] {
-            let mut p: [ParamMut; 4] = [
-                (&mut p32[..]).into(),
-                (&mut p64[..]).into(),
-                (&mut pb[..]).into(),
-                (&mut ps[..]).into(),
-            ];
-            let g: [Option<GradRef>; 4] = [
-                Some((&nan32[..]).into()),
-                Some((&nan64[..]).into()),
-                Some((&nanb[..]).into()),
-                Some((&gs[..]).into()),
-            ];
-            let (r, allocations) = counted(|| o.step_any(&mut p, &g));
+            let (r, allocations) = step_four(
+                o,
+                (&mut p32, &mut p64, &mut pb, &mut ps),
+                (&nan32, &nan64, &nanb, &gs),
+            );
             assert_eq!(r.unwrap().skipped, 4);
             assert_eq!(
                 allocations, 0,
@@ -251,4 +230,24 @@ fn step_any_does_not_allocate() {
     let (r, allocations) = counted(|| opt.step(&mut p, &g));
     assert_eq!(r.unwrap().skipped, 40);
     assert_eq!(allocations, 0, "a typed step skipping 40 tensors");
+}
+
+type Four<'a> = (&'a mut [f32], &'a mut [f64], &'a mut [bf16], &'a mut [bf16]);
+type FourGrads<'a> = (&'a [f32], &'a [f64], &'a [bf16], &'a [bf16]);
+
+/// One `step_any` over the four tensors of `step_any_does_not_allocate`, counted: its result
+/// and the allocations it made.
+fn step_four(
+    opt: &mut Optimizer,
+    p: Four<'_>,
+    g: FourGrads<'_>,
+) -> (Result<vsgd::StepReport, vsgd::Error>, usize) {
+    let mut p: [ParamMut; 4] = [p.0.into(), p.1.into(), p.2.into(), p.3.into()];
+    let g: [Option<GradRef>; 4] = [
+        Some(g.0.into()),
+        Some(g.1.into()),
+        Some(g.2.into()),
+        Some(g.3.into()),
+    ];
+    counted(|| opt.step_any(&mut p, &g))
 }

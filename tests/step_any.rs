@@ -233,8 +233,10 @@ fn each_tensor_as_its_own_typed_step() {
     }
 }
 
-/// One model of one kind: `step_any` gives the bits of `step_some` (f32) or `step_mixed`
-/// (bf16 parameters, bf16 state), gradient clipping included.
+/// One model of one kind: `step_any` over `ParamMut`/`GradRef` lists gives the bits of
+/// `step_some` (f32) or `step_mixed` (bf16 parameters, bf16 state) over typed slices,
+/// gradient clipping included. The four share one body, so this checks the list adapters
+/// (a wrong type or buffer mapping in them fails it) and that clipping acted.
 #[test]
 fn one_kind_is_the_typed_step() {
     for a in ALGORITHMS {

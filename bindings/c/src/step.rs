@@ -30,7 +30,7 @@ pub struct vsgd_step_report {
 }
 
 /// The size of `vsgd_step_report`'s first version (ABI 1.0).
-pub(crate) const STEP_REPORT_V1: usize = offset_of!(vsgd_step_report, skipped) + size_of::<usize>();
+const STEP_REPORT_V1: usize = offset_of!(vsgd_step_report, skipped) + size_of::<usize>();
 
 /// The tensors skipped by the last step call (non-finite gradients under
 /// `VSGD_POLICY_SKIP`): their indices into `buf` (`cap` entries), their count into

@@ -84,22 +84,12 @@ impl Buf {
 
     /// The core's view of the buffer as a parameter.
     fn param(&mut self) -> ParamMut<'_> {
-        match self {
-            Buf::F32(v) => ParamMut::F32(v),
-            Buf::F64(v) => ParamMut::F64(v),
-            Buf::Bf16(v) => ParamMut::Bf16(v),
-            Buf::F16(v) => ParamMut::F16(v),
-        }
+        each!(self, v => ParamMut::from(v.as_mut_slice()))
     }
 
     /// The core's view of the buffer as a gradient.
     fn grad(&self) -> GradRef<'_> {
-        match self {
-            Buf::F32(v) => GradRef::F32(v),
-            Buf::F64(v) => GradRef::F64(v),
-            Buf::Bf16(v) => GradRef::Bf16(v),
-            Buf::F16(v) => GradRef::F16(v),
-        }
+        each!(self, v => GradRef::from(v.as_slice()))
     }
 }
 
